@@ -1,0 +1,1 @@
+"""Command-line entry points: t2t_vqem-trainer and t2t_vqem-decoder."""

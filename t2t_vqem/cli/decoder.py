@@ -1,0 +1,107 @@
+"""t2t_vqem-decoder: translates a split or a text file with a trained run; prints BLEU.
+
+  t2t_vqem-decoder --output_dir=runs/tq --split=test --beam_size=4
+  t2t_vqem-decoder --output_dir=runs/tq --decode_from_file=src.txt --decode_to_file=hyp.txt
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import gin
+import tensorflow as tf
+
+from t2t_vqem import decode
+from t2t_vqem import metrics
+from t2t_vqem import registry
+from t2t_vqem.cli import common
+from t2t_vqem.problems import problem as problem_lib
+from t2t_vqem.train import trainer as trainer_lib
+
+flags.DEFINE_string("output_dir", None, "A training run's output_dir.")
+flags.DEFINE_string("checkpoint", None, "A checkpoint path (default: the run's latest).")
+flags.DEFINE_string("split", "test", "Split to decode when no --decode_from_file.")
+flags.DEFINE_string("decode_from_file", None, "Source sentences, one a line.")
+flags.DEFINE_string("reference_file", None, "References for --decode_from_file, for BLEU.")
+flags.DEFINE_string("decode_to_file", None, "Where hypotheses go (default: in output_dir).")
+flags.DEFINE_integer("beam_size", None, "Beam size (1: greedy; default: the model's).")
+flags.DEFINE_float("alpha", None, "Length penalty exponent (default: the model's).")
+flags.DEFINE_integer("batch_size", 32, "Sentences per decode batch.")
+flags.DEFINE_integer("max_sentences", None, "Decode at most this many sentences.")
+FLAGS = flags.FLAGS
+
+
+def read_lines(path):
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"file not found: {path!r}")
+  with open(path, encoding="utf-8") as f:
+    return [line.rstrip("\n") for line in f]
+
+
+def load_run(output_dir, checkpoint=None, data_dir=None):
+  """Problem and model of a training run, with the checkpoint's weights.
+
+  The run's operative_config.gin must already be parsed.
+  """
+  problem = registry.build_problem(gin.query_parameter("Trainer.problem"), data_dir=data_dir)
+  model = registry.build_model(gin.query_parameter("Trainer.model"),
+                               vocab_size=problem.vocab.size)
+  model(trainer_lib.dummy_features(problem), training=False)
+  path = checkpoint or tf.train.latest_checkpoint(os.path.join(output_dir, "checkpoints"))
+  if not path:
+    raise FileNotFoundError(f"no checkpoint in {output_dir!r}/checkpoints")
+  tf.train.Checkpoint(model=model).restore(path).expect_partial()
+  logging.info("Loaded %s", path)
+  return problem, model
+
+
+@common.one_line_errors
+def main(argv):
+  if len(argv) > 1:
+    raise common.UsageError(f"unexpected arguments {argv[1:]}; flags are --name=value")
+  if not FLAGS.output_dir:
+    raise common.UsageError("--output_dir (a training run) is required")
+  common.register_everything(FLAGS["import"].value)
+  config = os.path.join(FLAGS.output_dir, "operative_config.gin")
+  if not os.path.isfile(config):
+    raise FileNotFoundError(f"{config!r} not found: is {FLAGS.output_dir!r} a training run?")
+  common.parse_gin([config] + FLAGS.gin_file, FLAGS.gin_param)
+  problem, model = load_run(FLAGS.output_dir, FLAGS.checkpoint, FLAGS.data_dir)
+
+  references = None
+  if FLAGS.decode_from_file:
+    sources = read_lines(FLAGS.decode_from_file)
+    if FLAGS.reference_file:
+      references = read_lines(FLAGS.reference_file)
+    name = os.path.basename(FLAGS.decode_from_file)
+  else:
+    problem_lib.check_split(FLAGS.split)
+    sources, references = problem.sources_and_references(FLAGS.split)
+    name = FLAGS.split
+  if FLAGS.max_sentences:
+    sources = sources[:FLAGS.max_sentences]
+    references = references[:FLAGS.max_sentences] if references else None
+
+  beam = FLAGS.beam_size or model.beam_size
+  show = lambda done, total: print(f"\rdecoded {done}/{total}", end="", file=sys.stderr)
+  hypotheses = decode.translate(model, problem.vocab, sources, beam_size=beam,
+                                alpha=FLAGS.alpha, batch_size=FLAGS.batch_size,
+                                progress=show)
+  print(file=sys.stderr)
+  out = FLAGS.decode_to_file or os.path.join(FLAGS.output_dir, f"decode.{name}.beam{beam}.txt")
+  with open(out, "w", encoding="utf-8") as f:
+    f.write("\n".join(hypotheses) + "\n")
+  print(f"wrote {len(hypotheses)} hypotheses to {out}")
+  if references:
+    score, signature = metrics.corpus_bleu(hypotheses, references)
+    print(f"BLEU = {score:.2f}  ({signature})")
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,46 @@
+"""t2t_vqem-trainer: trains a registered model on a registered problem from Gin files.
+
+  t2t_vqem-trainer --gin_file=transformer_quickstart.gin --output_dir=runs/tq
+  t2t_vqem-trainer --registry_help
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from t2t_vqem import registry
+from t2t_vqem.cli import common
+from t2t_vqem.train import trainer as trainer_lib
+
+flags.DEFINE_string("output_dir", None, "Where checkpoints, summaries and the operative "
+                    "config go; rerunning with the same directory resumes.")
+flags.DEFINE_bool("registry_help", False, "List every registered problem and model, then exit.")
+FLAGS = flags.FLAGS
+
+
+@common.one_line_errors
+def main(argv):
+  if len(argv) > 1:
+    raise common.UsageError(f"unexpected arguments {argv[1:]}; flags are --name=value")
+  common.register_everything(FLAGS["import"].value)
+  if FLAGS.registry_help:
+    print(registry.help_string())
+    return
+  if not FLAGS.output_dir:
+    raise common.UsageError("--output_dir is required")
+  if not FLAGS.gin_file:
+    raise common.UsageError("give at least one --gin_file (e.g. transformer_quickstart.gin)")
+  common.parse_gin(FLAGS.gin_file, FLAGS.gin_param)
+  trainer = trainer_lib.Trainer(FLAGS.output_dir, data_dir=FLAGS.data_dir)
+  trainer.train()
+  results = trainer.evaluate()
+  logging.info("final dev results: %s", results)
+
+
+def run():
+  logging.set_verbosity(logging.INFO)
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,109 @@
+"""Shared source/target subword vocabulary, reversible, made of TF ops.
+
+Text is cut into words as follows: whitespace is normalised to single spaces,
+every word gets the prefix MARK ("\u2581"), punctuation is split off as its own
+piece (without MARK, so "dog's" -> "\u2581dog", "'", "s"). Each piece is then
+split by WordPiece (continuations carry "##"). Because spaces are carried by
+MARK, detokenization is exact up to whitespace normalisation: join the pieces,
+drop "##", turn MARK into a space.
+
+The vocabulary is learnt with tensorflow-text's WordPiece vocabulary builder and
+stored one token a line. Tokenization and detokenization are tensorflow(-text)
+ops only, so they can live inside a SavedModel.
+"""
+
+import os
+
+import tensorflow as tf
+import tensorflow_text as tf_text
+
+PAD = "<pad>"
+EOS = "<EOS>"
+UNK = "[UNK]"
+RESERVED_TOKENS = (PAD, EOS, UNK)
+PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
+MARK = "\u2581"
+_PUNCTUATION = r"\p{P}"
+
+
+def split_words(text):
+  """String tensor [B] -> ragged [B, (words)]: MARK-prefixed words, punctuation apart."""
+  text = tf.strings.regex_replace(tf.strings.strip(text), r"\s+", " ")
+  text = tf.strings.regex_replace(" " + text, " ", " " + MARK)
+  return tf_text.regex_split(text, r"\s|" + _PUNCTUATION, _PUNCTUATION)
+
+
+def learn_vocab(texts, vocab_size, path):
+  """Learns a WordPiece vocabulary of about `vocab_size` tokens; writes it to `path`.
+
+  Args:
+    texts: a tf.data.Dataset of scalar strings (source and target sentences).
+    vocab_size: the target size; the learnt vocabulary may be a little smaller.
+    path: file to write, one token a line, RESERVED_TOKENS first.
+  Returns:
+    the Vocab read back from `path`.
+  """
+  from tensorflow_text.tools.wordpiece_vocab import bert_vocab_from_dataset
+
+  words = texts.batch(1024).map(
+      lambda t: tf.strings.reduce_join(split_words(t), axis=-1, separator=" "),
+      num_parallel_calls=tf.data.AUTOTUNE)
+  tokens = bert_vocab_from_dataset.bert_vocab_from_dataset(
+      words, vocab_size=vocab_size, reserved_tokens=list(RESERVED_TOKENS),
+      bert_tokenizer_params={"lower_case": False}, learn_params={})
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write("\n".join(tokens) + "\n")
+  os.replace(tmp, path)
+  return Vocab(path)
+
+
+class Vocab:
+  """WordPiece vocabulary with MARK-based reversible detokenization."""
+
+  def __init__(self, path):
+    with open(path, encoding="utf-8") as f:
+      self.tokens = [line.rstrip("\n") for line in f]
+    if tuple(self.tokens[:3]) != RESERVED_TOKENS:
+      raise ValueError(
+          f"vocabulary {path!r} must start with the reserved tokens "
+          f"{list(RESERVED_TOKENS)}, found {self.tokens[:3]}")
+    self.path = path
+    self.size = len(self.tokens)
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            self.tokens, tf.range(self.size, dtype=tf.int64)), default_value=UNK_ID)
+    self._wordpiece = tf_text.WordpieceTokenizer(
+        table, suffix_indicator="##", max_bytes_per_word=200,
+        token_out_type=tf.int64, unknown_token=UNK)
+    self._token_strings = tf.constant(self.tokens)
+
+  def tokenize(self, text):
+    """String tensor [B] -> ragged int32 ids [B, (pieces)], no EOS."""
+    pieces = self._wordpiece.tokenize(split_words(text))
+    return tf.cast(pieces.merge_dims(-2, -1), tf.int32)
+
+  def detokenize(self, ids):
+    """Int ids [B, L] (dense, PAD-padded, may contain EOS) -> strings [B].
+
+    Everything from the first EOS on is dropped, as are PAD ids; UNK stays
+    visible as "[UNK]".
+    """
+    ids = tf.convert_to_tensor(ids)
+    ids = tf.cast(ids, tf.int32)
+    before_eos = tf.math.cumsum(tf.cast(tf.equal(ids, EOS_ID), tf.int32), axis=-1) == 0
+    keep = tf.logical_and(before_eos, tf.not_equal(ids, PAD_ID))
+    kept = tf.ragged.boolean_mask(ids, keep)
+    pieces = tf.gather(self._token_strings, kept)
+    pieces = tf.strings.regex_replace(pieces, "^##", "")
+    text = tf.strings.reduce_join(pieces, axis=-1)
+    return tf.strings.strip(tf.strings.regex_replace(text, MARK, " "))
+
+  def encode(self, sentence):
+    """One Python string -> list of ids, no EOS."""
+    return self.tokenize(tf.constant([sentence]))[0].numpy().tolist()
+
+  def decode(self, ids):
+    """A list of ids -> Python string (stops at EOS)."""
+    return self.detokenize(tf.constant([list(ids) or [PAD_ID]]))[0].numpy().decode("utf-8")

@@ -1,0 +1,158 @@
+"""Registries of problems and models (Tensor2Tensor style).
+
+A problem or model is registered under a name with a decorator:
+
+    @registry.register_problem            # name: snake_case of the class
+    class TranslateFooBar(TranslationProblem): ...
+
+    @registry.register_model("my_model")  # explicit name
+    class MyModel(keras.Model): ...
+
+Registering a class also makes it a Gin configurable under the same name, so
+its constructor arguments can be set in a Gin file (`transformer.hidden_size =
+256`). Gin is applied to a generated factory, never to the Keras class itself
+(decorating a Keras Layer with Gin breaks its construction).
+
+User modules that register their own problems and models are imported with
+`import_modules` (the trainer's `--import=module` flag).
+"""
+
+import difflib
+import importlib
+import inspect
+import re
+import sys
+
+import gin
+
+_PROBLEMS = {}
+_MODELS = {}
+_FACTORIES = {}
+
+
+class RegistryError(ValueError):
+  """A lookup or registration that cannot be satisfied; the message is one line."""
+
+
+def default_name(obj):
+  """CamelCase class name -> snake_case registry name."""
+  name = obj.__name__
+  name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+  return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
+
+
+def _gin_factory(cls, name, kind):
+  """A Gin configurable `name` that builds `cls` with the bound arguments.
+
+  Its signature is the class constructor's, so Gin rejects bindings of
+  parameters the constructor does not have.
+  """
+  def factory(*args, **kwargs):
+    return cls(*args, **kwargs)
+  params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+  params = [p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+  factory.__signature__ = inspect.Signature(params)
+  factory.__name__ = name
+  factory.__doc__ = cls.__doc__
+  return gin.external_configurable(factory, name=name, module=kind)
+
+
+def _register(table, kind, name=None):
+  def decorator(cls):
+    key = name or default_name(cls)
+    if key in table:
+      raise RegistryError(
+          f"{kind} name {key!r} is already registered to "
+          f"{table[key].__module__}.{table[key].__qualname__}; choose another name")
+    table[key] = cls
+    _FACTORIES[(kind, key)] = _gin_factory(cls, key, kind)
+    cls.registered_name = key
+    return cls
+  return decorator
+
+
+def _decorator(table, kind, name_or_cls):
+  if name_or_cls is None or isinstance(name_or_cls, str):
+    return _register(table, kind, name_or_cls)
+  return _register(table, kind)(name_or_cls)
+
+
+def register_problem(name_or_cls=None):
+  """Registers a Problem class; usable bare or with an explicit name."""
+  return _decorator(_PROBLEMS, "problem", name_or_cls)
+
+
+def register_model(name_or_cls=None):
+  """Registers a keras.Model class; usable bare or with an explicit name."""
+  return _decorator(_MODELS, "model", name_or_cls)
+
+
+def _lookup(table, kind, name):
+  if name in table:
+    return table[name]
+  known = sorted(table)
+  close = difflib.get_close_matches(str(name), known, n=1)
+  hint = f" Did you mean {close[0]!r}?" if close else ""
+  raise RegistryError(
+      f"unknown {kind} {name!r}; registered {kind}s: {', '.join(known) or '(none)'}.{hint}")
+
+
+def problem(name):
+  """The registered Problem class called `name`."""
+  return _lookup(_PROBLEMS, "problem", name)
+
+
+def model(name):
+  """The registered model class called `name`."""
+  return _lookup(_MODELS, "model", name)
+
+
+def build_problem(name, **kwargs):
+  """An instance of problem `name`, with its Gin bindings applied."""
+  problem(name)
+  return _FACTORIES[("problem", name)](**kwargs)
+
+
+def build_model(name, **kwargs):
+  """An instance of model `name`, with its Gin bindings applied."""
+  model(name)
+  return _FACTORIES[("model", name)](**kwargs)
+
+
+def list_problems():
+  return sorted(_PROBLEMS)
+
+
+def list_models():
+  return sorted(_MODELS)
+
+
+def help_string():
+  """Every registered problem and model, one per line with its summary."""
+  lines = []
+  for kind, table in (("Problems", _PROBLEMS), ("Models", _MODELS)):
+    lines.append(f"{kind}:")
+    for key in sorted(table):
+      doc = (inspect.getdoc(table[key]) or "").split("\n")[0]
+      lines.append(f"  {key:32s} {doc}")
+  return "\n".join(lines)
+
+
+def import_modules(module_names):
+  """Imports user modules that register problems and models (`--import`).
+
+  A directory path or a `.py` file path is accepted too: its folder is put on
+  sys.path and the module imported by name.
+  """
+  for name in module_names:
+    module = name
+    if name.endswith(".py") or "/" in name:
+      path = name[:-3] if name.endswith(".py") else name.rstrip("/")
+      folder, _, module = path.rpartition("/")
+      sys.path.insert(0, folder or ".")
+    try:
+      importlib.import_module(module)
+    except Exception as e:  # any failure is reported on one line, by name
+      raise RegistryError(
+          f"cannot import user module {name!r} given to --import: "
+          f"{type(e).__name__}: {e}") from None

@@ -1,0 +1,1 @@
+"""The custom training loop: strategy, learning-rate schedule, checkpoints, progress."""

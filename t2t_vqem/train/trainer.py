@@ -1,0 +1,256 @@
+"""The Keras 3 custom training loop under a tf.distribute strategy.
+
+Each step runs `model.loss_terms(features, training=True)` on every replica.
+A model returns its losses as (numerator, denominator) pairs, e.g. the summed
+token cross entropy and the number of tokens; the trainer all-reduces each
+denominator so that the loss is the mean over the *global* batch, and the
+optimizer sums the replicas' gradients. N replicas on a global batch therefore
+follow the same trajectory as one replica on that batch.
+"""
+
+import json
+import os
+import time
+
+from absl import logging
+import gin
+import keras
+import tensorflow as tf
+
+from t2t_vqem import decode
+from t2t_vqem import metrics
+from t2t_vqem import registry
+from t2t_vqem.train import progress as progress_lib
+from t2t_vqem.train import schedule
+from t2t_vqem.train import strategy as strategy_lib
+
+RUN_INFO = "run_info.json"
+SUM = tf.distribute.ReduceOp.SUM
+
+
+class OutputDirError(ValueError):
+  """The output_dir holds a run that does not match the one asked for."""
+
+
+def check_run_info(output_dir, info):
+  """Writes output_dir/run_info.json, or checks that it matches `info`."""
+  path = os.path.join(output_dir, RUN_INFO)
+  if os.path.exists(path):
+    with open(path) as f:
+      found = json.load(f)
+    for key in ("model", "problem"):
+      if found.get(key) != info[key]:
+        raise OutputDirError(
+            f"output_dir {output_dir!r} holds a checkpoint of {key} "
+            f"{found.get(key)!r}, not {info[key]!r}; use another --output_dir "
+            f"or train.{key} = {found.get(key)!r}")
+    return
+  os.makedirs(output_dir, exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(info, f, indent=2)
+
+
+def replica_shard(features):
+  """This replica's contiguous slice of a global batch (all of it on one replica).
+
+  Every replica receives the whole global batch and takes rows
+  [i * b, (i + 1) * b), b = ceil(B / replicas); so the split is the same
+  whatever the strategy, and the plain (checkpointable) dataset iterator
+  drives every strategy.
+  """
+  ctx = tf.distribute.get_replica_context()
+  replicas = ctx.num_replicas_in_sync
+  if replicas == 1:
+    return features
+  batch = tf.shape(tf.nest.flatten(features)[0])[0]
+  size = (batch + replicas - 1) // replicas
+  start = tf.minimum(ctx.replica_id_in_sync_group * size, batch)
+  end = tf.minimum(start + size, batch)
+  return tf.nest.map_structure(lambda x: x[start:end], features)
+
+
+def dummy_features(problem):
+  """A one-example batch that builds every weight of a model for `problem`."""
+  del problem  # every problem so far is text; images will add their own
+  return {"inputs": tf.constant([[3, 1]], tf.int32), "targets": tf.constant([[3, 1]], tf.int32)}
+
+
+@gin.configurable(denylist=["output_dir", "data_dir"])
+class Trainer:
+  """Builds problem, model and optimizer under a strategy; trains, evaluates, checkpoints.
+
+  Args:
+    output_dir: checkpoints, summaries, operative config; rerunning with the
+      same output_dir resumes from its last checkpoint.
+    model: registered model name.
+    problem: registered problem name.
+    data_dir: problem data and vocabulary cache.
+    train_steps: total optimizer steps (a resumed run goes on to this count).
+    batch_tokens: tokens per global batch (source or target, the longer).
+    checkpoint_every: steps between checkpoints (one is also written at the end).
+    keep_checkpoints: how many checkpoints to keep.
+    eval_every: steps between evaluations on the dev split (0: only at the end).
+    eval_bleu_examples: dev sentences greedily decoded for BLEU at each
+      evaluation (0: none).
+    log_every: steps between progress lines and training summaries.
+    seed: seed of weights, dropout and data order.
+    checkpoint_data: also checkpoint the input iterator, so that a resumed run
+      sees exactly the batches an uninterrupted one would.
+    batch_multiple: every bucket's batch size is a multiple of this (default:
+      the number of replicas); set it to compare runs on different replica
+      counts with the same global batches.
+  """
+
+  def __init__(self, output_dir, model=gin.REQUIRED, problem=gin.REQUIRED, data_dir=None,
+               train_steps=100000, batch_tokens=4096, checkpoint_every=1000,
+               keep_checkpoints=5, eval_every=1000, eval_bleu_examples=100,
+               log_every=100, seed=1, checkpoint_data=True, batch_multiple=None):
+    self.output_dir = output_dir
+    self.model_name, self.problem_name = model, problem
+    self.train_steps, self.batch_tokens = train_steps, batch_tokens
+    self.checkpoint_every, self.eval_every = checkpoint_every, eval_every
+    self.eval_bleu_examples, self.log_every = eval_bleu_examples, log_every
+    self.seed = seed
+    # Fail on unknown names before any work is done.
+    registry.model(model)
+    registry.problem(problem)
+    check_run_info(output_dir, {"model": model, "problem": problem})
+    keras.utils.set_random_seed(seed)
+
+    self.strategy = strategy_lib.make_strategy()
+    self.problem = registry.build_problem(problem, data_dir=data_dir)
+    self.vocab = self.problem.vocab
+    with self.strategy.scope():
+      self.model = registry.build_model(model, vocab_size=self.vocab.size)
+      self.model(dummy_features(self.problem), training=False)
+      self.optimizer = schedule.make_optimizer()
+      self.optimizer.build(self.model.trainable_variables)
+    self.num_replicas = self.strategy.num_replicas_in_sync
+    if batch_multiple and batch_multiple % self.num_replicas:
+      raise ValueError(f"Trainer.batch_multiple={batch_multiple} must be a multiple of "
+                       f"the {self.num_replicas} replicas")
+    train_data = self.problem.batches(
+        "train", batch_tokens, shuffle=True, repeat=True,
+        num_replicas=batch_multiple or self.num_replicas, seed=seed)
+    self.train_iterator = iter(train_data)
+    trackables = {"model": self.model, "optimizer": self.optimizer}
+    if checkpoint_data:
+      trackables["data"] = self.train_iterator
+    self.checkpoint = tf.train.Checkpoint(**trackables)
+    self.manager = tf.train.CheckpointManager(
+        self.checkpoint, os.path.join(output_dir, "checkpoints"),
+        max_to_keep=keep_checkpoints)
+    signature = [train_data.element_spec]
+    self.train_step = tf.function(self._distributed_train_step, input_signature=signature)
+    self._eval_step = tf.function(self._distributed_eval_step, input_signature=signature)
+    self.train_writer = tf.summary.create_file_writer(os.path.join(output_dir, "train"))
+    self.eval_writer = tf.summary.create_file_writer(os.path.join(output_dir, "eval"))
+
+  @property
+  def step(self):
+    return int(self.optimizer.iterations.numpy())
+
+  def restore(self):
+    """Restores the latest checkpoint in output_dir, if any; returns the step."""
+    path = self.manager.latest_checkpoint
+    if path:
+      try:
+        self.checkpoint.restore(path).assert_existing_objects_matched()
+      except (AssertionError, ValueError, tf.errors.OpError) as e:
+        raise OutputDirError(
+            f"checkpoint {path!r} does not match model {self.model_name!r} as "
+            f"configured now (were its sizes changed?): {str(e).splitlines()[0]}") from None
+      logging.info("Resumed from %s at step %d", path, self.step)
+    return self.step
+
+  def _global_mean(self, terms):
+    """(numerator, denominator) pairs -> numerator / all-reduced denominator."""
+    ctx = tf.distribute.get_replica_context()
+    return {name: num / tf.maximum(ctx.all_reduce(SUM, den), 1.0)
+            for name, (num, den) in terms.items()}
+
+  def _replica_train_step(self, features):
+    features = replica_shard(features)
+    with tf.GradientTape() as tape:
+      losses, extra = self.model.loss_terms(features, training=True)
+      values = self._global_mean(losses)
+      loss = tf.add_n(list(values.values()))
+    variables = self.model.trainable_variables
+    grads = tape.gradient(loss, variables)
+    self.optimizer.apply_gradients(zip(grads, variables))
+    values.update(self._global_mean(extra))
+    values["loss"] = loss
+    values["target_tokens"] = tf.reduce_sum(tf.cast(features["targets"] > 0, tf.float32))
+    return values
+
+  def _distributed_train_step(self, features):
+    per_replica = self.strategy.run(self._replica_train_step, args=(features,))
+    return {k: self.strategy.reduce(SUM, v, axis=None) for k, v in per_replica.items()}
+
+  def _replica_eval_step(self, features):
+    features = replica_shard(features)
+    losses, extra = self.model.loss_terms(features, training=False)
+    sums = {}
+    for name, (num, den) in {**losses, **extra}.items():
+      sums[name] = tf.stack([num, den])
+    return sums
+
+  def _distributed_eval_step(self, features):
+    per_replica = self.strategy.run(self._replica_eval_step, args=(features,))
+    return {k: self.strategy.reduce(SUM, v, axis=None) for k, v in per_replica.items()}
+
+  def evaluate(self, split="dev"):
+    """Dev-split losses and metrics (means over tokens), plus greedy BLEU."""
+    totals = {}
+    dataset = self.problem.batches(split, self.batch_tokens, num_replicas=self.num_replicas)
+    for features in dataset:
+      for name, value in self._eval_step(features).items():
+        totals[name] = totals.get(name, 0.0) + value.numpy()
+    results = {name: float(num / max(den, 1.0)) for name, (num, den) in totals.items()}
+    if self.eval_bleu_examples:
+      sources, references = self.problem.sources_and_references(split, self.eval_bleu_examples)
+      hypotheses = decode.translate(self.model, self.vocab, sources, beam_size=1)
+      results["bleu_greedy"], _ = metrics.corpus_bleu(hypotheses, references)
+    step = self.step
+    with self.eval_writer.as_default(step=step):
+      for name, value in results.items():
+        tf.summary.scalar(name, value)
+    logging.info("eval %s at step %d: %s", split, step,
+                 "  ".join(f"{k} {v:.4f}" for k, v in sorted(results.items())))
+    return results
+
+  def write_operative_config(self):
+    with open(os.path.join(self.output_dir, "operative_config.gin"), "w") as f:
+      f.write(gin.operative_config_str())
+
+  def train(self):
+    """Trains to train_steps from wherever the output_dir left off."""
+    start = self.restore()
+    self.write_operative_config()
+    if start >= self.train_steps:
+      logging.info("Already trained to step %d (train_steps=%d)", start, self.train_steps)
+      return {}
+    progress = progress_lib.Progress(start, self.train_steps)
+    logging.info("Training %s on %s with %d replica(s) from step %d to %d", self.model_name,
+                 self.problem_name, self.num_replicas, start, self.train_steps)
+    values = {}
+    started = time.perf_counter()
+    for step in range(start + 1, self.train_steps + 1):
+      values = self.train_step(next(self.train_iterator))
+      progress.add_items(values.pop("target_tokens"))
+      if step % self.log_every == 0 or step == self.train_steps:
+        values = {k: float(v) for k, v in values.items()}
+        lr = self.optimizer.learning_rate
+        with self.train_writer.as_default(step=step):
+          for name, value in values.items():
+            tf.summary.scalar(name, value)
+          tf.summary.scalar("learning_rate", lr)
+        logging.info(progress.line(step, values, lr))
+      if step % self.checkpoint_every == 0 or step == self.train_steps:
+        self.manager.save(checkpoint_number=step)
+      if self.eval_every and step % self.eval_every == 0 and step != self.train_steps:
+        self.evaluate()
+    logging.info("Trained %d steps in %.1f s", self.train_steps - start,
+                 time.perf_counter() - started)
+    self.write_operative_config()
+    return {k: float(v) for k, v in values.items()}

@@ -1,0 +1,122 @@
+"""Trainer: Gin wiring, checkpoint and exact resume, 2 replicas == 1 replica, bad output_dir."""
+
+import os
+
+import gin
+import numpy as np
+import pytest
+
+from t2t_vqem import registry
+from t2t_vqem.train import trainer as trainer_lib
+
+TINY = """
+Trainer.model = 'transformer'
+Trainer.problem = 'translate_grammar_ende'
+Trainer.batch_tokens = 256
+Trainer.eval_every = 0
+Trainer.eval_bleu_examples = 0
+Trainer.log_every = 1
+translate_grammar_ende.num_train = 300
+translate_grammar_ende.num_eval = 20
+translate_grammar_ende.vocab_size = 300
+transformer.hidden_size = 16
+transformer.num_layers = 1
+transformer.num_heads = 2
+transformer.filter_size = 32
+transformer.dropout = 0.0
+make_optimizer.warmup_steps = 2
+"""
+
+
+@pytest.fixture
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.getbasetemp() / "data")
+
+
+def make_trainer(output_dir, data_dir, *bindings):
+  gin.clear_config()
+  gin.parse_config(TINY + "\n".join(bindings))
+  return trainer_lib.Trainer(str(output_dir), data_dir=data_dir)
+
+
+def weights(trainer):
+  return [np.array(v) for v in trainer.model.weights]
+
+
+def train_losses(trainer, steps):
+  """Runs `steps` steps, returns the loss after each."""
+  return [float(trainer.train_step(next(trainer.train_iterator))["loss"]) for _ in range(steps)]
+
+
+def teardown_function():
+  gin.clear_config()
+
+
+def test_gin_values_reach_the_model_and_the_operative_config(tmp_path, data_dir):
+  trainer = make_trainer(tmp_path, data_dir, "Trainer.train_steps = 2")
+  assert trainer.model.hidden_size == 16 and len(trainer.model.weights) > 0
+  trainer.train()
+  config = (tmp_path / "operative_config.gin").read_text()
+  assert "transformer.hidden_size = 16" in config
+  assert "Trainer.train_steps = 2" in config
+  assert trainer.step == 2
+  assert os.path.exists(tmp_path / "checkpoints" / "ckpt-2.index")
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path, data_dir):
+  straight = make_trainer(tmp_path / "a", data_dir, "Trainer.train_steps = 6",
+                          "Trainer.checkpoint_every = 3")
+  straight.train()
+
+  first = make_trainer(tmp_path / "b", data_dir, "Trainer.train_steps = 3",
+                       "Trainer.checkpoint_every = 3")
+  first.train()
+  at_three = weights(first)
+  resumed = make_trainer(tmp_path / "b", data_dir, "Trainer.train_steps = 6",
+                         "Trainer.checkpoint_every = 3")
+  assert resumed.restore() == 3
+  for saved, restored in zip(at_three, weights(resumed)):
+    np.testing.assert_array_equal(saved, restored)
+  resumed.train()
+  assert resumed.step == 6
+  # Model, optimizer state and data position all resumed: same end point.
+  for a, b in zip(weights(straight), weights(resumed)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_two_replicas_follow_one_replica_on_the_same_global_batch(tmp_path, data_dir, optimizer):
+  common = ["Trainer.batch_multiple = 2", f"make_optimizer.name = '{optimizer}'",
+            "make_optimizer.learning_rate = 0.05"]
+  one = make_trainer(tmp_path / "one", data_dir, "make_strategy.name = 'default'", *common)
+  one_losses, one_weights = train_losses(one, 5), weights(one)
+  two = make_trainer(tmp_path / "two", data_dir, "make_strategy.name = 'mirrored'",
+                     "make_strategy.devices = ['CPU:0', 'CPU:1']", *common)
+  assert two.num_replicas == 2
+  two_losses, two_weights = train_losses(two, 5), weights(two)
+  np.testing.assert_allclose(one_losses, two_losses, rtol=1e-4)
+  assert one_losses[-1] < one_losses[0]
+  # With SGD the step is linear in the gradient: this fails if the replicas'
+  # gradients were averaged instead of summed.
+  for a, b in zip(one_weights, two_weights):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_output_dir_of_another_model_is_refused(tmp_path, data_dir):
+  make_trainer(tmp_path, data_dir, "Trainer.train_steps = 1").train()
+
+  @registry.register_model("test_other_model")
+  class Other:
+    def __init__(self, vocab_size):
+      pass
+
+  with pytest.raises(trainer_lib.OutputDirError, match="holds a checkpoint of model 'transformer'"):
+    make_trainer(tmp_path, data_dir, "Trainer.model = 'test_other_model'")
+
+
+def test_checkpoint_of_other_sizes_is_refused(tmp_path, data_dir):
+  make_trainer(tmp_path, data_dir, "Trainer.train_steps = 1").train()
+  bigger = make_trainer(tmp_path, data_dir, "Trainer.train_steps = 2",
+                        "transformer.hidden_size = 24")
+  with pytest.raises(trainer_lib.OutputDirError, match="does not match"):
+    bigger.train()
