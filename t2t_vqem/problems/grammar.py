@@ -29,9 +29,9 @@ Morphology and agreement
     the noun in gender (m, f, n), number and case (nominative, accusative,
     dative), with weak, mixed and strong adjective endings.
   * Case comes from the syntax: subject nominative, direct object accusative,
-    indirect object and objects of helfen/danken/folgen/antworten dative,
+    indirect object and the object of helfen/folgen/antworten dative,
     prepositions govern dative (in, an, auf, mit, von, ...) or accusative
-    (für, ohne); in+dem and an+dem contract to im and am.
+    (für, ohne); in/an/von + dem contract to im/am/vom.
   * Nouns have lexical plurals, dative plurals add -n, weak masculine nouns
     take -(e)n outside the nominative singular ("den Jungen").
   * Verbs inflect for person and number (ich/du/er/wir/ihr/sie) in present
@@ -67,13 +67,19 @@ TENSES = ("present", "past", "perfect", "future", "can", "must", "want")
 PERSONS = ("1s", "2s", "3s", "1p", "2p", "3p")
 
 # ---------------------------------------------------------------------------
-# Lexicon.
+# Lexicon: tables of rows keyed by their English (first) field.
+
+
+def by_english(kind, rows):
+  return {row[0]: kind(*row) for row in rows}
+
+
 # Noun tags: P person, A animal, T thing, L place, S surface (on/under it),
-# and for things r readable, e edible, w wearable, o can be opened.
+# and for things r readable, e edible, o can be opened.
 
 Noun = collections.namedtuple("Noun", "en en_pl de gender de_pl tags")
 
-NOUNS = [Noun(*row) for row in [
+NOUNS = by_english(Noun, [
     ("man", "men", "Mann", "m", "Männer", "P"),
     ("woman", "women", "Frau", "f", "Frauen", "P"),
     ("child", "children", "Kind", "n", "Kinder", "P"),
@@ -150,12 +156,12 @@ NOUNS = [Noun(*row) for row in [
     ("box", "boxes", "Kiste", "f", "Kisten", "To"),
     ("door", "doors", "Tür", "f", "Türen", "To"),
     ("window", "windows", "Fenster", "n", "Fenster", "To"),
-    ("hat", "hats", "Hut", "m", "Hüte", "Tw"),
-    ("shoe", "shoes", "Schuh", "m", "Schuhe", "Tw"),
-    ("coat", "coats", "Mantel", "m", "Mäntel", "Tw"),
-    ("dress", "dresses", "Kleid", "n", "Kleider", "Tw"),
-    ("ring", "rings", "Ring", "m", "Ringe", "Tw"),
-    ("shirt", "shirts", "Hemd", "n", "Hemden", "Tw"),
+    ("hat", "hats", "Hut", "m", "Hüte", "T"),
+    ("shoe", "shoes", "Schuh", "m", "Schuhe", "T"),
+    ("coat", "coats", "Mantel", "m", "Mäntel", "T"),
+    ("dress", "dresses", "Kleid", "n", "Kleider", "T"),
+    ("ring", "rings", "Ring", "m", "Ringe", "T"),
+    ("shirt", "shirts", "Hemd", "n", "Hemden", "T"),
     ("bicycle", "bicycles", "Fahrrad", "n", "Fahrräder", "T"),
     ("car", "cars", "Auto", "n", "Autos", "T"),
     ("umbrella", "umbrellas", "Schirm", "m", "Schirme", "T"),
@@ -203,8 +209,7 @@ NOUNS = [Noun(*row) for row in [
     ("theatre", "theatres", "Theater", "n", "Theater", "L"),
     ("zoo", "zoos", "Zoo", "m", "Zoos", "L"),
     ("airport", "airports", "Flughafen", "m", "Flughäfen", "L"),
-]]
-NOUNS = {noun.en: noun for noun in NOUNS}
+])
 
 # Weak masculine nouns: -(e)n (their plural form) outside the nominative singular.
 WEAK_NOUNS = frozenset(["boy", "student", "neighbour", "farmer", "soldier",
@@ -220,7 +225,7 @@ WEAK_NOUNS = frozenset(["boy", "student", "neighbour", "farmer", "soldier",
 Verb = collections.namedtuple(
     "Verb", "en en_past en_part de de_changed de_past de_part aux frame subj obj")
 
-VERBS = [Verb(*row) for row in [
+VERBS = by_english(Verb, [
     ("sleep", "slept", "slept", "schlafen", "schläf", "schlief", "geschlafen", "haben", "intr", "PA", ""),
     ("work", "worked", "worked", "arbeiten", "", "", "gearbeitet", "haben", "intr", "P", ""),
     ("laugh", "laughed", "laughed", "lachen", "", "", "gelacht", "haben", "intr", "P", ""),
@@ -261,13 +266,12 @@ VERBS = [Verb(*row) for row in [
     ("say", "said", "said", "sagen", "", "", "gesagt", "haben", "that", "P", ""),
     ("believe", "believed", "believed", "glauben", "", "", "geglaubt", "haben", "that", "P", ""),
     ("think", "thought", "thought", "denken", "", "dachte", "gedacht", "haben", "that", "P", ""),
-]]
-VERBS = {verb.en: verb for verb in VERBS}
+])
 
 # Adjectives with the noun tags they combine with.
 Adjective = collections.namedtuple("Adjective", "en de tags")
 
-ADJECTIVES = [Adjective(*row) for row in [
+ADJECTIVES = by_english(Adjective, [
     ("big", "groß", "*"), ("small", "klein", "*"), ("old", "alt", "*"),
     ("beautiful", "schön", "*"), ("black", "schwarz", "*"), ("red", "rot", "TLS"),
     ("new", "neu", "TLS"), ("empty", "leer", "TLS"), ("heavy", "schwer", "TS"),
@@ -275,8 +279,7 @@ ADJECTIVES = [Adjective(*row) for row in [
     ("tired", "müde", "PA"), ("clever", "klug", "PA"), ("friendly", "freundlich", "PA"),
     ("happy", "glücklich", "PA"), ("sad", "traurig", "PA"), ("angry", "wütend", "PA"),
     ("rich", "reich", "P"), ("poor", "arm", "P"),
-]]
-ADJECTIVES = {adjective.en: adjective for adjective in ADJECTIVES}
+])
 
 # Adverbs: kind "time" (English: clause end) or "freq" (English: before the
 # verb), the tenses they go with, and whether they can start a sentence.
@@ -284,7 +287,7 @@ Adverb = collections.namedtuple("Adverb", "en de kind tenses frontable")
 
 _PAST = ("past", "perfect")
 _NONPAST = ("future", "can", "must", "want")
-ADVERBS = [Adverb(*row) for row in [
+ADVERBS = by_english(Adverb, [
     ("yesterday", "gestern", "time", _PAST, True),
     ("last week", "letzte Woche", "time", _PAST, True),
     ("this morning", "heute Morgen", "time", _PAST, True),
@@ -305,13 +308,12 @@ ADVERBS = [Adverb(*row) for row in [
     ("rarely", "selten", "freq", ("present", "past", "perfect"), False),
     ("never", "nie", "freq", TENSES, False),
     ("already", "schon", "freq", ("perfect",), False),
-]]
-ADVERBS = {adverb.en: adverb for adverb in ADVERBS}
+])
 
 # Prepositions: German, governed case, tags of their noun, frontable.
 Preposition = collections.namedtuple("Preposition", "en de case tags frontable")
 
-PREPOSITIONS = [Preposition(*row) for row in [
+PREPOSITIONS = by_english(Preposition, [
     ("in", "in", "dat", "L", True),
     ("at", "an", "dat", "L", True),
     ("behind", "hinter", "dat", "LS", True),
@@ -323,8 +325,7 @@ PREPOSITIONS = [Preposition(*row) for row in [
     ("from", "von", "dat", "P", False),
     ("for", "für", "acc", "PA", False),
     ("without", "ohne", "acc", "PA", False),
-]]
-PREPOSITIONS = {prep.en: prep for prep in PREPOSITIONS}
+])
 CONTRACTIONS = {("in", "dem"): "im", ("an", "dem"): "am", ("von", "dem"): "vom"}
 
 # Subject pronouns: English, German, person.
@@ -376,8 +377,8 @@ ADJECTIVE_ENDINGS = {
     "none": {"pl": {"nom": "e", "acc": "e", "dat": "en"}},
 }
 
-# Finite forms (ich, du, er, wir, ihr, sie) of auxiliaries and modals, with
-# the English auxiliary of the tenses that use them.
+# Finite forms (ich, du, er, wir, ihr, sie) of auxiliaries and modals, and
+# the auxiliaries of the tenses that take an infinitive.
 AUXILIARIES = {
     "haben": ("habe", "hast", "hat", "haben", "habt", "haben"),
     "sein": ("bin", "bist", "ist", "sind", "seid", "sind"),
@@ -460,7 +461,7 @@ def en_third_singular(verb):
     word = word[:-1] + "ies"
   else:
     word += "s"
-  return " ".join(filter(None, [word, rest]))
+  return f"{word} {rest}".rstrip()
 
 
 def person(np):
@@ -535,14 +536,22 @@ def en_pp(pp):
 
 def en_sentence(sentence):
   clause = sentence.clause
-  front = {"adverb": lambda: [ADVERBS[clause.adverb].en],
-           "pp": lambda: en_pp(clause.pp),
-           "adjunct": lambda: en_adjunct(sentence) + [","],
-           "subject": lambda: []}[sentence.front]()
-  words = front + en_clause(clause, question=sentence.question, front=sentence.front)
+  words = en_front(sentence) + en_clause(clause, question=sentence.question,
+                                         front=sentence.front)
   if sentence.adjunct and sentence.front != "adjunct":
     words += en_adjunct(sentence)
   return finish(words, "?" if sentence.question else ".")
+
+
+def en_front(sentence):
+  """Words before the subject of an English statement."""
+  if sentence.front == "adverb":
+    return [ADVERBS[sentence.clause.adverb].en]
+  if sentence.front == "pp":
+    return en_pp(sentence.clause.pp)
+  if sentence.front == "adjunct":
+    return en_adjunct(sentence) + [","]
+  return []
 
 
 def en_adjunct(sentence):
@@ -563,46 +572,47 @@ def de_infinitive(verb):
   return verb.de.replace("|", "")
 
 
-def de_present(verb, person_):
+def de_present(verb, who):
   """Present tense form, without a separable prefix."""
   _, stem = de_stem(verb)
-  if person_ in ("1p", "3p"):
+  if who in ("1p", "3p"):
     return stem + "en"
-  if person_ == "1s":
+  if who == "1s":
     return stem + "e"
-  if verb.de_changed and person_ in ("2s", "3s"):
+  if verb.de_changed and who in ("2s", "3s"):
     changed = verb.de_changed
-    if person_ == "2s":
+    if who == "2s":
       return changed + ("t" if changed.endswith(("s", "ß", "z", "x")) else "st")
     return changed + ("" if changed.endswith("t") else "t")
-  if person_ == "2s" and stem.endswith(("s", "ß", "z", "x")):
+  if who == "2s" and stem.endswith(("s", "ß", "z", "x")):
     return stem + "t"
   return stem + ("e" if stem.endswith(("t", "d")) else "") + (
-      "st" if person_ == "2s" else "t")
+      "st" if who == "2s" else "t")
 
 
-def de_past(verb, person_):
+def de_past(verb, who):
   """Simple past form, without a separable prefix."""
   _, stem = de_stem(verb)
   past = verb.de_past or stem + ("ete" if stem.endswith(("t", "d")) else "te")
-  if person_ in ("1s", "3s"):
+  if who in ("1s", "3s"):
     return past
-  if person_ in ("1p", "3p"):
+  if who in ("1p", "3p"):
     return past + ("n" if past.endswith("e") else "en")
   if past.endswith("e"):
-    return past + ("st" if person_ == "2s" else "t")
-  if person_ == "2s":
+    return past + ("st" if who == "2s" else "t")
+  if who == "2s":
     return past + ("est" if past.endswith(("t", "d", "s", "ß", "sch")) else "st")
   return past + ("et" if past.endswith(("t", "d")) else "t")
 
 
 def de_verb(clause):
   """(finite verb, right bracket words) of a clause in main-clause order."""
-  verb, p = VERBS[clause.verb], PERSONS.index(person(clause.subject))
+  verb, who = VERBS[clause.verb], person(clause.subject)
+  p = PERSONS.index(who)
   prefix, _ = de_stem(verb)
   if clause.tense in ("present", "past"):
     inflect = de_present if clause.tense == "present" else de_past
-    return inflect(verb, PERSONS[p]), [prefix] if prefix else []
+    return inflect(verb, who), [prefix] if prefix else []
   if clause.tense == "perfect":
     return AUXILIARIES[verb.aux][p], [verb.de_part]
   return AUXILIARIES[DE_MODALS[clause.tense]][p], [de_infinitive(verb)]
@@ -625,7 +635,7 @@ def de_np(np, case):
   _, _, stem, kind = DETERMINERS[np.det]
   if kind == "der":
     det = DEFINITE[gender][case]
-  elif kind == "ein" and not (stem == "ein" and gender == "pl"):
+  elif kind == "ein" and not (stem == "ein" and gender == "pl"):  # "a": no plural
     det = stem + EIN_WORD_ENDINGS[gender][case]
   elif kind == "dies":
     det = stem + DER_WORD_ENDINGS[gender][case]
@@ -688,24 +698,32 @@ def de_subordinate(clause, gap=None):
 
 
 def de_sentence(sentence):
+  """Verb first (question) or verb second: prefield, finite verb, subject
+  unless it is the prefield, middle field, right bracket, dass/adjunct clause."""
   clause = sentence.clause
   finite, right = de_verb(clause)
   subject = de_np(clause.subject, "nom")
   middle = de_middle_field(clause, front=sentence.front)
   if sentence.question:
     tokens = [finite] + subject + middle + right
+  elif sentence.front == "subject":
+    tokens = subject + [finite] + middle + right
   else:
-    front = {"subject": lambda: subject,
-             "adverb": lambda: ADVERBS[clause.adverb].de.split(),
-             "pp": lambda: de_pp(clause.pp),
-             "adjunct": lambda: de_adjunct(sentence) + [","]}[sentence.front]()
-    tokens = front + [finite] + ([] if sentence.front == "subject" else subject)
-    tokens += middle + right
+    tokens = de_prefield(sentence) + [finite] + subject + middle + right
   if clause.complement:
     tokens += [",", "dass"] + de_subordinate(clause.complement)
   if sentence.adjunct and sentence.front != "adjunct":
     tokens += [","] + de_adjunct(sentence)
   return finish(tokens, "?" if sentence.question else ".")
+
+
+def de_prefield(sentence):
+  """A fronted adverb, place phrase or adverbial clause."""
+  if sentence.front == "adverb":
+    return ADVERBS[sentence.clause.adverb].de.split()
+  if sentence.front == "pp":
+    return de_pp(sentence.clause.pp)
+  return de_adjunct(sentence) + [","]
 
 
 def de_adjunct(sentence):
@@ -779,7 +797,13 @@ def weighted(weights):
   return tuple(weights), tuple(itertools.accumulate(weights.values()))
 
 
+def pick(rng, options):
+  """A uniformly random element of a sequence (faster than Random.choice)."""
+  return options[int(rng.random() * len(options))]
+
+
 def choose(rng, choices):
+  """A key drawn from `weighted` choices."""
   keys, cumulative = choices
   return keys[bisect.bisect(cumulative, rng.random() * cumulative[-1])]
 
@@ -811,12 +835,12 @@ def adverbs_for(tense):
 
 def random_np(rng, tags, relative_prob=0.0, pronoun_prob=0.0):
   if "P" in tags and rng.random() < pronoun_prob:
-    return NP(pronoun=rng.choice(PRONOUN_KEYS))
-  noun = rng.choice(nouns_with(tags))
+    return NP(pronoun=pick(rng, PRONOUN_KEYS))
+  noun = pick(rng, nouns_with(tags))
   np = NP(noun=noun, number="pl" if rng.random() < 0.3 else "sg",
           det=choose(rng, DETERMINERS_WEIGHTED))
   if rng.random() < 0.3:
-    np.adjective = rng.choice(adjectives_for(noun))
+    np.adjective = pick(rng, adjectives_for(noun))
   if rng.random() < relative_prob:
     np.relative = random_relative(rng, noun)
   return np
@@ -825,7 +849,7 @@ def random_np(rng, tags, relative_prob=0.0, pronoun_prob=0.0):
 def random_relative(rng, noun):
   can_be_subject = bool(verbs_for(noun, "subject"))
   gap = "subject" if can_be_subject and rng.random() < 0.6 else "object"
-  verb = rng.choice(verbs_for(noun, gap))
+  verb = pick(rng, verbs_for(noun, gap))
   relative = Relative(verb=verb, tense=choose(rng, tenses_for(verb, True)), gap=gap)
   if gap == "object":
     relative.other = random_np(rng, VERBS[verb].subj, pronoun_prob=0.3)
@@ -836,7 +860,7 @@ def random_relative(rng, noun):
 
 def random_clause(rng, main):
   """A clause; only main clauses take "that" verbs (a dass-clause)."""
-  verb = rng.choice(MAIN_VERBS if main else SUBORDINATE_VERBS)
+  verb = pick(rng, MAIN_VERBS if main else SUBORDINATE_VERBS)
   v = VERBS[verb]
   relative_prob = 0.12 if main else 0.06
   tense = choose(rng, tenses_for(verb, False))
@@ -847,11 +871,11 @@ def random_clause(rng, main):
   if v.frame in ("acc", "dat", "dat+acc"):
     clause.obj = random_np(rng, v.obj, relative_prob)
   if rng.random() < 0.35:
-    clause.adverb = rng.choice(adverbs_for(tense))
+    clause.adverb = pick(rng, adverbs_for(tense))
   if v.frame == "that":
     clause.complement = random_clause(rng, main=False)
   elif rng.random() < 0.3:
-    prep = rng.choice(PREPOSITION_KEYS)
+    prep = pick(rng, PREPOSITION_KEYS)
     clause.pp = PP(prep, random_np(rng, PREPOSITIONS[prep].tags))
   return clause
 
@@ -860,7 +884,7 @@ def random_sentence(rng):
   clause = random_clause(rng, main=True)
   sentence = Sentence(clause, question=rng.random() < 0.1)
   if not clause.complement and rng.random() < 0.3:
-    sentence.conj = rng.choice(CONJUNCTION_KEYS)
+    sentence.conj = pick(rng, CONJUNCTION_KEYS)
     sentence.adjunct = random_clause(rng, main=False)
   if sentence.question:
     return sentence
@@ -880,8 +904,8 @@ MIN_TOKENS, MAX_TOKENS = 4, 40
 
 
 def split_of(source):
-  """Stable split of a source sentence: 5% dev, 5% test, 90% train."""
-  bucket = int.from_bytes(hashlib.sha256(source.encode("utf-8")).digest()[:8], "big") % 20
+  """Stable split of a source sentence: 2.5% dev, 2.5% test, 95% train."""
+  bucket = int.from_bytes(hashlib.sha256(source.encode("utf-8")).digest()[:8], "big") % 40
   return "dev" if bucket == 0 else "test" if bucket == 1 else "train"
 
 
