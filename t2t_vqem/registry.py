@@ -41,17 +41,40 @@ def default_name(obj):
   return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
 
 
+def constructor_parameters(cls):
+  """Keyword parameters of cls.__init__, following **kwargs into the base classes.
+
+  A subclass that only changes defaults (`def __init__(self, vocab_size,
+  num_samples=10, **kwargs)`) thus still exposes every parameter of its base
+  to Gin. The walk stops at the first constructor without **kwargs and at
+  Keras' own classes.
+  """
+  params, seen = [], set()
+  for klass in cls.__mro__:
+    if "__init__" not in vars(klass) or klass.__module__.startswith(("keras", "builtins")):
+      continue
+    more = False
+    for p in list(inspect.signature(klass.__init__).parameters.values())[1:]:
+      if p.kind == p.VAR_KEYWORD:
+        more = True
+      elif p.kind != p.VAR_POSITIONAL and p.name not in seen:
+        seen.add(p.name)
+        # A base class's parameters can only be passed by keyword.
+        params.append(p if klass is cls else p.replace(kind=p.KEYWORD_ONLY))
+    if not more:
+      break
+  return params
+
+
 def _gin_factory(cls, name, kind):
   """A Gin configurable `name` that builds `cls` with the bound arguments.
 
-  Its signature is the class constructor's, so Gin rejects bindings of
-  parameters the constructor does not have.
+  Its signature is the class constructor's (see `constructor_parameters`), so
+  Gin rejects bindings of parameters the constructor does not have.
   """
   def factory(*args, **kwargs):
     return cls(*args, **kwargs)
-  params = list(inspect.signature(cls.__init__).parameters.values())[1:]
-  params = [p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-  factory.__signature__ = inspect.Signature(params)
+  factory.__signature__ = inspect.Signature(constructor_parameters(cls))
   factory.__name__ = name
   factory.__doc__ = cls.__doc__
   return gin.external_configurable(factory, name=name, module=kind)

@@ -111,3 +111,25 @@ def test_cli_errors_are_one_line(tmp_path):
   result = _trainer(f"--output_dir={tmp_path}", "--gin_file=transformer_quickstart.gin",
                     "--gin_param=Trainer.no_such_param = 1")
   assert result.returncode == 1 and "no_such_param" in result.stderr
+
+
+def test_subclass_passing_kwargs_exposes_its_base_parameters_to_gin():
+  class Base:
+    def __init__(self, vocab_size, mode="hard_em", width=3):
+      self.vocab_size, self.mode, self.width = vocab_size, mode, width
+
+  @registry.register_model("test_sub_model")
+  class Sub(Base):
+    def __init__(self, vocab_size, num_samples=10, **kwargs):
+      super().__init__(vocab_size, mode="soft_em", **kwargs)
+      self.num_samples = num_samples
+
+  names = [p.name for p in registry.constructor_parameters(Sub)]
+  assert names == ["vocab_size", "num_samples", "mode", "width"]
+  with gin.unlock_config():
+    gin.parse_config("test_sub_model.width = 9\ntest_sub_model.num_samples = 4")
+  try:
+    built = registry.build_model("test_sub_model", vocab_size=2)
+    assert (built.width, built.num_samples, built.mode) == (9, 4, "soft_em")
+  finally:
+    gin.clear_config()
