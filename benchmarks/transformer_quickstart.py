@@ -54,7 +54,7 @@ def main(_):
   # Interleaved batch-1 latency: one sentence greedy, the same sentence beam 4.
   fns = {name: decode.decode_function(model, beam, 0.6)
          for name, beam in (("greedy", 1), ("beam 4", 4))}
-  encoded = decode.encode_sources(vocab, sources[:FLAGS.latency_sentences])
+  encoded = decode.encode_texts(vocab, sources[:FLAGS.latency_sentences])
   times = {name: [] for name in fns}
   for row in encoded[:5]:
     for fn in fns.values():

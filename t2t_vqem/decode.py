@@ -15,10 +15,33 @@ def decode_function(model, beam_size=None, alpha=None):
       input_signature=[tf.TensorSpec([None, None], tf.int32)])
 
 
-def encode_sources(vocab, sources):
+def encode_texts(vocab, sources):
   """Python strings -> list of id lists, each ending with EOS."""
   ids = vocab.tokenize(tf.constant(list(sources))).to_list()
   return [row + [vocab_lib.EOS_ID] for row in ids]
+
+
+def _padded(rows):
+  width = max(len(r) for r in rows)
+  batch = np.zeros([len(rows), width], np.int32)
+  for j, row in enumerate(rows):
+    batch[j, :len(row)] = row
+  return tf.constant(batch)
+
+
+def _in_length_order(function, vocab, encoded, batch_size, progress=None):
+  """Applies function(*padded batches) -> ids to rows sorted by length; texts in input order."""
+  order = np.argsort([len(rows[0]) for rows in encoded], kind="stable")
+  texts = [None] * len(encoded)
+  for start in range(0, len(order), batch_size):
+    chosen = order[start:start + batch_size]
+    columns = zip(*[encoded[i] for i in chosen])
+    ids = function(*[_padded(list(column)) for column in columns])
+    for j, text in zip(chosen, vocab.detokenize(ids).numpy()):
+      texts[j] = text.decode("utf-8")
+    if progress:
+      progress(min(start + batch_size, len(order)), len(order))
+  return texts
 
 
 def translate(model, vocab, sources, beam_size=None, alpha=None, batch_size=32,
@@ -29,21 +52,15 @@ def translate(model, vocab, sources, beam_size=None, alpha=None, batch_size=32,
   back in the input order.
   """
   decode_fn = decode_fn or decode_function(model, beam_size, alpha)
-  encoded = encode_sources(vocab, sources)
-  order = np.argsort([len(row) for row in encoded], kind="stable")
-  hypotheses = [None] * len(encoded)
-  for start in range(0, len(order), batch_size):
-    rows = [encoded[i] for i in order[start:start + batch_size]]
-    width = max(len(r) for r in rows)
-    batch = np.zeros([len(rows), width], np.int32)
-    for j, row in enumerate(rows):
-      batch[j, :len(row)] = row
-    texts = vocab.detokenize(decode_fn(tf.constant(batch))).numpy()
-    for j, text in zip(order[start:start + batch_size], texts):
-      hypotheses[j] = text.decode("utf-8")
-    if progress:
-      progress(min(start + batch_size, len(order)), len(order))
-  return hypotheses
+  encoded = [(row,) for row in encode_texts(vocab, sources)]
+  return _in_length_order(decode_fn, vocab, encoded, batch_size, progress)
+
+
+def reconstruct(model, vocab, sources, targets, batch_size=32):
+  """Teacher-forced outputs of a latent model (latents from the target encoder), as text."""
+  fn = tf.function(model.reconstruct, input_signature=[tf.TensorSpec([None, None], tf.int32)] * 2)
+  encoded = list(zip(encode_texts(vocab, sources), encode_texts(vocab, targets)))
+  return _in_length_order(fn, vocab, encoded, batch_size)
 
 
 def batch1_latency(model, vocab, sources, beam_size=None, alpha=None, warmup=3):
@@ -56,7 +73,7 @@ def batch1_latency(model, vocab, sources, beam_size=None, alpha=None, warmup=3):
     dict with mean_ms, median_ms and the number of sentences.
   """
   decode_fn = decode_function(model, beam_size, alpha)
-  encoded = encode_sources(vocab, sources)
+  encoded = encode_texts(vocab, sources)
   for row in encoded[:warmup]:
     decode_fn(tf.constant([row], tf.int32)).numpy()
   times = []

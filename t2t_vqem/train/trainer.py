@@ -172,7 +172,8 @@ class Trainer:
   def _replica_train_step(self, features):
     features = replica_shard(features)
     with tf.GradientTape() as tape:
-      losses, extra = self.model.loss_terms(features, training=True)
+      losses, extra = self.model.loss_terms(features, training=True,
+                                            step=self.optimizer.iterations)
       values = self._global_mean(losses)
       loss = tf.add_n(list(values.values()))
     variables = self.model.trainable_variables
@@ -211,6 +212,9 @@ class Trainer:
       sources, references = self.problem.sources_and_references(split, self.eval_bleu_examples)
       hypotheses = decode.translate(self.model, self.vocab, sources, beam_size=1)
       results["bleu_greedy"], _ = metrics.corpus_bleu(hypotheses, references)
+      if hasattr(self.model, "reconstruct"):  # latent models: latents from the target
+        hypotheses = decode.reconstruct(self.model, self.vocab, sources, references)
+        results["bleu_teacher_forced"], _ = metrics.corpus_bleu(hypotheses, references)
     step = self.step
     with self.eval_writer.as_default(step=step):
       for name, value in results.items():

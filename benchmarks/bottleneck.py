@@ -1,0 +1,175 @@
+"""Speed of one bottleneck training step, side by side in one process.
+
+Compares, for each (K, D, N) = (codebook size, dimension, positions):
+  * t2t_vqem VectorQuantizer, mode="hard_em": E step + straight-through output
+    + commitment loss + perplexity + EMA M step (assigns), in a tf.function;
+  * the same layer with jit_compile=True (the E step compiled with XLA);
+  * Sonnet 2's snt.nets.VectorQuantizerEMA, same outputs, in a tf.function;
+  * the bare distance GEMM x @ codebook^T alone (plain tf.function), the floor
+    any exact nearest-neighbour search pays;
+  * VectorQuantizer mode="soft_em" with --num_samples draws (default 10).
+
+Functions are called in interleaved order, repetition after repetition, and
+the table shows median wall times and ratios. Usage:
+
+  python benchmarks/bottleneck.py                 # the 3 default shapes
+  python benchmarks/bottleneck.py --reps 9 --shapes 4096x512x4096
+
+dm-sonnet is a benchmark-only dependency (benchmarks/requirements.txt); if it
+cannot be imported its columns say so and the rest is measured.
+"""
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from t2t_vqem.layers import discretization  # noqa: E402
+
+DEFAULT_SHAPES = ((4096, 512, 4096), (16384, 512, 4096), (256, 512, 6400))
+
+
+def _import_sonnet():
+  try:
+    import sonnet as snt  # pylint: disable=g-import-not-at-top
+    return snt, None
+  except Exception as e:  # pylint: disable=broad-except
+    return None, f"{type(e).__name__}: {e}"
+
+
+def _make_steps(k, d, num_samples, snt):
+  """name -> tf.function(x) returning a small tensor to sync on."""
+  steps = {}
+  hard = discretization.VectorQuantizer(k, mode="hard_em", embedding_dim=d)
+  hard_jit = discretization.VectorQuantizer(
+      k, mode="hard_em", embedding_dim=d, jit_compile=True)
+  soft = discretization.VectorQuantizer(
+      k, mode="soft_em", num_samples=num_samples, embedding_dim=d)
+  soft_jit = discretization.VectorQuantizer(
+      k, mode="soft_em", num_samples=num_samples, embedding_dim=d,
+      jit_compile=True)
+  codebook = tf.Variable(tf.random.normal([k, d]), trainable=False)
+
+  def ours(layer):
+    @tf.function
+    def step(x):
+      out = layer(x, training=True)
+      return out.quantized, out.loss, out.perplexity
+    return step
+
+  steps["ours"] = ours(hard)
+  steps["ours_xla"] = ours(hard_jit)
+  steps["soft"] = ours(soft)
+  steps["soft_xla"] = ours(soft_jit)
+
+  @tf.function
+  def gemm(x):
+    return tf.matmul(x, codebook, transpose_b=True)
+
+  @tf.function(jit_compile=True)
+  def gemm_xla(x):
+    return tf.matmul(x, codebook, transpose_b=True)
+
+  steps["gemm"] = gemm
+  steps["gemm_xla"] = gemm_xla
+  if snt is not None:
+    vq = snt.nets.VectorQuantizerEMA(
+        embedding_dim=d, num_embeddings=k, commitment_cost=0.25,
+        decay=0.999, epsilon=1e-5)
+
+    vq_xla = snt.nets.VectorQuantizerEMA(
+        embedding_dim=d, num_embeddings=k, commitment_cost=0.25,
+        decay=0.999, epsilon=1e-5)
+
+    @tf.function
+    def sonnet(x):
+      out = vq(x, is_training=True)
+      return out["quantize"], out["loss"], out["perplexity"]
+
+    @tf.function(jit_compile=True)
+    def sonnet_xla(x):
+      out = vq_xla(x, is_training=True)
+      return out["quantize"], out["loss"], out["perplexity"]
+
+    steps["sonnet"] = sonnet
+    steps["sonnet_xla"] = sonnet_xla
+  return steps
+
+
+def _sync(result):
+  for t in tf.nest.flatten(result):
+    t.numpy()
+
+
+def _measure(k, d, n, reps, num_samples, snt):
+  steps = _make_steps(k, d, num_samples, snt)
+  x = tf.random.normal([n, d])
+  for step in steps.values():  # trace, compile, warm up
+    _sync(step(x))
+    _sync(step(x))
+  times = {name: [] for name in steps}
+  for _ in range(reps):
+    for name, step in steps.items():
+      start = time.perf_counter()
+      _sync(step(x))
+      times[name].append(time.perf_counter() - start)
+  return {name: statistics.median(v) * 1e3 for name, v in times.items()}
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--reps", type=int, default=7)
+  parser.add_argument("--num_samples", type=int, default=10)
+  parser.add_argument(
+      "--shapes", nargs="*", default=None,
+      help="KxDxN triples, e.g. 4096x512x4096 (default: the paper-scale 3)")
+  args = parser.parse_args(argv)
+  shapes = DEFAULT_SHAPES if not args.shapes else tuple(
+      tuple(int(v) for v in s.split("x")) for s in args.shapes)
+  snt, sonnet_error = _import_sonnet()
+  print(f"TF {tf.__version__}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPU threads, reps={args.reps}, "
+        f"soft_em num_samples={args.num_samples}")
+  if snt is None:
+    print(f"dm-sonnet unavailable ({sonnet_error}); Sonnet columns are n/a.")
+  else:
+    import sonnet  # pylint: disable=g-import-not-at-top
+    print(f"dm-sonnet {sonnet.__version__}")
+  rows = []
+  for k, d, n in shapes:
+    rows.append(((k, d, n), _measure(k, d, n, args.reps, args.num_samples,
+                                     snt)))
+    print(f"measured K={k} D={d} N={n}", file=sys.stderr, flush=True)
+
+  def ms(t, name):
+    return f"{t[name]:.1f}" if name in t else "n/a"
+
+  def ratio(t, a, b):
+    return f"{t[a] / t[b]:.2f}" if a in t and b in t else "n/a"
+
+  for title, sfx in (("Plain TF graph (tf.function)", ""),
+                     ("XLA (ours: jit_compile=True; GEMM and Sonnet: "
+                      "tf.function(jit_compile=True))", "_xla")):
+    print(f"\n{title}, median ms of one training step\n")
+    print("| K | D | N | GEMM | hard_em (ours) | ours / GEMM | Sonnet EMA | "
+          "Sonnet / ours | soft_em x" + str(args.num_samples) +
+          " | soft / hard |")
+    print("|" + "---|" * 10)
+    for (k, d, n), t in rows:
+      print(f"| {k} | {d} | {n} | {ms(t, 'gemm' + sfx)} | "
+            f"{ms(t, 'ours' + sfx)} | {ratio(t, 'ours' + sfx, 'gemm' + sfx)} | "
+            f"{ms(t, 'sonnet' + sfx)} | "
+            f"{ratio(t, 'sonnet' + sfx, 'ours' + sfx)} | "
+            f"{ms(t, 'soft' + sfx)} | {ratio(t, 'soft' + sfx, 'ours' + sfx)} |")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,4 @@
+"""Registered models; importing this package registers them."""
+
+from t2t_vqem.models import transformer  # noqa: F401
+from t2t_vqem.models import latent_transformer  # noqa: F401

@@ -1,0 +1,357 @@
+"""The Latent Transformer with a VQ bottleneck trained by hard or soft EM (§5.1, Fig. 2).
+
+Non-autoregressive translation through discrete latents (Kaiser et al. 2018,
+as simplified by the paper):
+
+  source x --EncoderStack--> memory
+  target y --embed, Compress1D (n_c halvings)--> z_e --VectorQuantizer--> z_q, codes
+  z_q --Decompress1D--> d --DecoderStack(non-causal, attends to memory)--> p(y | z, x)
+  codes --latent predictor: DecoderStack(causal, attends to memory)--> p(z | x)
+
+Losses: reconstruction -log p(y | z_q, x) (label-smoothed cross entropy), the
+bottleneck's commitment loss beta ||z_e - sg(z_q)||^2 (Eq. 2), and the latent
+predictor's cross entropy against the soft targets (the mean of the sampled
+one-hots, §3.2; exact one-hots in hard EM).
+
+The latent sequence carries its own length: the latent predictor has one class
+more than the codebook, END (= codebook_size), predicted after the last latent.
+A target of T tokens (EOS included) has ceil(T / 2^n_c) latents, and at
+inference the number of decoded latents sets the target length (2^n_c tokens
+per latent); the parallel decoder's output is cut at its first EOS.
+
+Training schedule (as in the paper's original code): the decoder input is
+mixed with the embedded gold target, position by position, with a probability
+that anneals linearly from 1 to 0 over `mask_startup_steps`; the latent
+predictor's loss is off before `latent_loss_start_step`.
+"""
+
+import keras
+import tensorflow as tf
+
+from t2t_vqem import registry
+from t2t_vqem import search
+from t2t_vqem.layers import compression
+from t2t_vqem.layers import discretization
+from t2t_vqem.layers import transformer as layers
+from t2t_vqem.models import transformer as transformer_model
+from t2t_vqem.search import EOS_ID, PAD_ID
+
+
+class LatentTransformer(keras.Model):
+  """Latent Transformer: non-autoregressive translation through discrete latents.
+
+  Args:
+    vocab_size: shared source/target vocabulary size.
+    hidden_size, num_layers, num_heads, filter_size, dropout: Transformer sizes
+      of the source encoder, the decoder and (unless latent_layers is set) the
+      latent predictor.
+    label_smoothing: of the reconstruction loss.
+    compress_steps: n_c; the latent sequence is 2^n_c times shorter.
+    residual_layers: residual convolutions before each (de)compression stack.
+    compress_attend_to_source: the target encoder also attends to the source
+      encoder output (Kaiser et al.); off by default (§5.1.1).
+    codebook_size: K (the paper: 2^12).
+    bottleneck_mode: "hard_em", "soft_em" or "vq" (default: the registered
+      model's, hard_em for latent_transformer_vq, soft_em for
+      latent_transformer_em).
+    num_samples: n_s, Monte-Carlo samples of soft EM (default: 10 for
+      latent_transformer_em).
+    decay, epsilon, beta: EMA decay, Laplace smoothing, commitment weight.
+    latent_layers: layers of the latent predictor (default num_layers).
+    mask_startup_steps: steps over which the decoder input goes from gold
+      target embeddings to decompressed latents only.
+    latent_loss_start_step: the latent predictor's loss counts from this step.
+    latent_loss_weight: its weight.
+    beam_size, alpha: search over latents at inference (1 = greedy).
+    max_decode_extra: at inference, at most ceil((source length +
+      max_decode_extra) / 2^n_c) latents are decoded.
+  """
+
+  default_bottleneck_mode = "hard_em"
+  default_num_samples = 1
+
+  def __init__(self, vocab_size, hidden_size=512, num_layers=6, num_heads=8, filter_size=2048,
+               dropout=0.1, label_smoothing=0.1, compress_steps=3, residual_layers=1,
+               compress_attend_to_source=False, codebook_size=4096, bottleneck_mode=None,
+               num_samples=None, decay=0.999, epsilon=1e-5, beta=0.25, latent_layers=None,
+               mask_startup_steps=50000, latent_loss_start_step=10000, latent_loss_weight=1.0,
+               beam_size=1, alpha=0.0, max_decode_extra=10, **kwargs):
+    super().__init__(**kwargs)
+    self.vocab_size, self.hidden_size = vocab_size, hidden_size
+    self.label_smoothing = label_smoothing
+    self.compress_steps = compress_steps
+    self.compress_attend_to_source = compress_attend_to_source
+    self.codebook_size = codebook_size
+    self.end_id = codebook_size  # the latent predictor's END class
+    self.mask_startup_steps = mask_startup_steps
+    self.latent_loss_start_step = latent_loss_start_step
+    self.latent_loss_weight = latent_loss_weight
+    self.beam_size, self.alpha = beam_size, alpha
+    self.max_decode_extra = max_decode_extra
+    mode = bottleneck_mode or self.default_bottleneck_mode
+    num_samples = num_samples or self.default_num_samples
+    latent_layers = latent_layers or num_layers
+
+    self.embedding = transformer_model.SharedEmbedding(vocab_size, hidden_size, name="embedding")
+    self.input_dropout = keras.layers.Dropout(dropout)
+    self.source_encoder = layers.EncoderStack(num_layers, hidden_size, num_heads, filter_size,
+                                              dropout, name="source_encoder")
+    self.compress = compression.Compress1D(hidden_size, compress_steps, residual_layers,
+                                           dropout=dropout, name="compress")
+    if compress_attend_to_source:
+      self.compress_attention_norm = keras.layers.LayerNormalization(epsilon=1e-6)
+      self.compress_attention = layers.MultiHeadAttention(hidden_size, num_heads,
+                                                          name="compress_attention")
+    self.bottleneck = discretization.VectorQuantizer(
+        codebook_size, mode=mode, num_samples=num_samples, decay=decay, epsilon=epsilon,
+        beta=beta, embedding_dim=hidden_size, name="bottleneck")
+    self.decompress = compression.Decompress1D(hidden_size, compress_steps, residual_layers,
+                                               dropout=dropout, name="decompress")
+    self.decoder = layers.DecoderStack(num_layers, hidden_size, num_heads, filter_size,
+                                       dropout, causal=False, cross_attention=True,
+                                       name="decoder")
+    self.latent_embedding = keras.layers.Embedding(codebook_size, hidden_size,
+                                                   name="latent_embedding")
+    self.latent_predictor = layers.DecoderStack(latent_layers, hidden_size, num_heads,
+                                                filter_size, dropout, causal=True,
+                                                cross_attention=True, name="latent_predictor")
+    self.latent_logits = keras.layers.Dense(codebook_size + 1, name="latent_logits")
+    self.build()
+
+  def build(self, input_shape=None):
+    for layer in (self.embedding, self.source_encoder, self.compress, self.decompress,
+                  self.decoder, self.latent_predictor):
+      layer.build()
+    self.latent_embedding.build((None,))
+    self.latent_logits.build((None, self.hidden_size))
+    if self.compress_attend_to_source:
+      self.compress_attention_norm.build((None, None, self.hidden_size))
+      self.compress_attention.build()
+
+  # -- pieces ---------------------------------------------------------------
+
+  @property
+  def compression_factor(self):
+    return 2 ** self.compress_steps
+
+  def _with_positions(self, x, training):
+    x += tf.cast(layers.positional_signal(tf.shape(x)[1], self.hidden_size), x.dtype)
+    return self.input_dropout(x, training=training)
+
+  def encode_source(self, inputs, training=False):
+    """inputs [B, S] -> (memory [B, S, H], mask bool [B, S])."""
+    mask = layers.padding_mask(inputs, PAD_ID)
+    x = self._with_positions(self.embedding(inputs), training)
+    return self.source_encoder(x, padding_mask=mask, training=training), mask
+
+  def encode_target(self, targets, memory, memory_mask, training=False):
+    """targets [B, T] -> (z_e [B, L, H], latent mask bool [B, L]), L = ceil(T / 2^n_c)."""
+    targets = compression.pad_to_multiple(targets, self.compression_factor)
+    mask = layers.padding_mask(targets, PAD_ID)
+    x = self._with_positions(self.embedding(targets), training)
+    z_e = self.compress(x, padding_mask=mask, training=training)
+    latent_mask = compression.downsample_mask(mask, self.compress_steps)
+    if self.compress_attend_to_source:
+      z_e += self.compress_attention(self.compress_attention_norm(z_e), memory=memory,
+                                     bias=layers.padding_bias(memory_mask), training=training)
+      z_e *= tf.cast(latent_mask, z_e.dtype)[..., None]
+    return z_e, latent_mask
+
+  def decode_latents(self, z_q, latent_mask, memory, memory_mask, gold=None, gold_rate=None,
+                     training=False):
+    """Parallel decoder: z_q [B, L, H] -> logits [B, L * 2^n_c, V].
+
+    With `gold` (embedded targets [B, L * 2^n_c, H]) each position takes the
+    gold embedding instead of the decompressed latent with probability gold_rate.
+    """
+    d = self.decompress(z_q, padding_mask=latent_mask, training=training)
+    mask = compression.upsample_mask(latent_mask, self.compress_steps)
+    if gold is not None:
+      use_gold = tf.random.uniform(tf.shape(mask)) < gold_rate
+      d = tf.where(use_gold[..., None], tf.cast(gold, d.dtype), d)
+    d = self._with_positions(d, training)
+    y = self.decoder(d, memory=memory, memory_padding_mask=memory_mask, padding_mask=mask,
+                     training=training)
+    return self.embedding.logits(y)
+
+  def _latent_predictor_inputs(self, codes, start=0, training=False):
+    """codes [B, n] (the latents before positions start..start+n-1) -> [B, n, H].
+
+    Position 0 gets a zero vector (the start symbol).
+    """
+    x = self.latent_embedding(tf.minimum(codes, self.codebook_size - 1))
+    positions = tf.range(tf.shape(codes)[1]) + start
+    x *= tf.cast(positions > 0, x.dtype)[None, :, None]
+    x += tf.cast(layers.positional_signal(tf.shape(codes)[1], self.hidden_size, start=start),
+                 x.dtype)
+    return self.input_dropout(x, training=training)
+
+  def gold_rate(self, step):
+    """Probability of feeding the gold target at a decoder position: 1 -> 0 linearly."""
+    if step is None or not self.mask_startup_steps:
+      return 0.0
+    return tf.maximum(0.0, 1.0 - tf.cast(step, tf.float32) / self.mask_startup_steps)
+
+  # -- training ---------------------------------------------------------------
+
+  def forward(self, features, training=False, step=None):
+    """Everything the losses need, as a dict of tensors (teacher forcing)."""
+    inputs = tf.convert_to_tensor(features["inputs"], tf.int32)
+    targets = tf.convert_to_tensor(features["targets"], tf.int32)
+    memory, memory_mask = self.encode_source(inputs, training)
+    z_e, latent_mask = self.encode_target(targets, memory, memory_mask, training)
+    out = self.bottleneck(z_e, training=training, mask=latent_mask)
+    gold = None
+    if training and step is not None:
+      padded = compression.pad_to_multiple(targets, self.compression_factor)
+      gold = self.embedding(padded)
+    logits = self.decode_latents(out.quantized, latent_mask, memory, memory_mask, gold=gold,
+                                 gold_rate=self.gold_rate(step) if gold is not None else None,
+                                 training=training)
+    logits = logits[:, :tf.shape(targets)[1]]
+
+    # Latent predictor: position j predicts latent j, position n_z predicts END.
+    soft = tf.stop_gradient(out.soft_targets)  # [B, L, K]
+    codes = tf.argmax(soft, axis=-1, output_type=tf.int32)
+    num_latents = tf.reduce_sum(tf.cast(latent_mask, tf.int32), axis=1)  # [B]
+    length = tf.shape(codes)[1] + 1
+    labels = tf.pad(soft * tf.cast(latent_mask, soft.dtype)[..., None], [[0, 0], [0, 1], [0, 1]])
+    end = tf.one_hot(num_latents, length)[..., None] * tf.one_hot(self.end_id,
+                                                                  self.codebook_size + 1)
+    labels += end
+    predictor_mask = tf.sequence_mask(num_latents + 1, length)
+    x = self._latent_predictor_inputs(tf.pad(codes, [[0, 0], [1, 0]]), training=training)
+    y = self.latent_predictor(x, memory=tf.stop_gradient(memory), memory_padding_mask=memory_mask,
+                              training=training)
+    latent_logits = tf.cast(self.latent_logits(y), tf.float32)
+    return {"logits": logits, "targets": targets, "bottleneck": out,
+            "latent_mask": latent_mask, "latent_logits": latent_logits,
+            "latent_labels": labels, "predictor_mask": predictor_mask}
+
+  def call(self, features, training=False):
+    """Teacher-forced reconstruction logits [B, T, V] (latents from the target encoder)."""
+    return self.forward(features, training=training)["logits"]
+
+  def loss_terms(self, features, training=False, step=None):
+    """Losses and metrics as {name: (numerator, denominator)}.
+
+    losses: "reconstruction" (label-smoothed token cross entropy), "commitment"
+      (beta ||z_e - sg(z_q)||^2, Eq. 2, averaged over real latents),
+      "latent_prediction" (cross entropy against the soft targets, weighted by
+      latent_loss_weight once step >= latent_loss_start_step).
+    metrics: token "accuracy", "latent_accuracy", "latent_nll", codebook
+      "perplexity" and "usage" (fraction of codes used in the batch).
+    """
+    f = self.forward(features, training=training, step=step)
+    targets = f["targets"]
+    xent, nll = transformer_model.token_cross_entropy(f["logits"], targets,
+                                                      self.label_smoothing)
+    weights = tf.cast(tf.not_equal(targets, PAD_ID), tf.float32)
+    tokens = tf.reduce_sum(weights)
+    latents = tf.reduce_sum(tf.cast(f["latent_mask"], tf.float32))
+    predictor_weights = tf.cast(f["predictor_mask"], tf.float32)
+    predicted = tf.reduce_sum(predictor_weights)
+    latent_xent = tf.nn.softmax_cross_entropy_with_logits(f["latent_labels"], f["latent_logits"])
+    latent_sum = tf.reduce_sum(latent_xent * predictor_weights)
+    weight = self.latent_loss_weight
+    if step is not None:
+      weight *= tf.cast(step >= self.latent_loss_start_step, tf.float32)
+    out = f["bottleneck"]
+    correct = tf.cast(tf.equal(tf.argmax(f["logits"], -1, output_type=tf.int32), targets),
+                      tf.float32)
+    latent_correct = tf.cast(tf.equal(tf.argmax(f["latent_logits"], -1),
+                                      tf.argmax(f["latent_labels"], -1)), tf.float32)
+    losses = {"reconstruction": (tf.reduce_sum(xent * weights), tokens),
+              "commitment": (out.loss * latents, latents),
+              "latent_prediction": (weight * latent_sum, predicted)}
+    metrics = {"accuracy": (tf.reduce_sum(correct * weights), tokens),
+               "nll": (tf.reduce_sum(nll * weights), tokens),
+               "latent_accuracy": (tf.reduce_sum(latent_correct * predictor_weights), predicted),
+               "latent_nll": (latent_sum, predicted),
+               "perplexity": (out.perplexity, 1.0),
+               "usage": (out.usage, 1.0)}
+    return losses, metrics
+
+  # -- inference ----------------------------------------------------------------
+
+  def reconstruct(self, inputs, targets):
+    """Teacher-forced decode: latents from the target encoder -> ids [B, T] cut at EOS."""
+    logits = self.forward({"inputs": inputs, "targets": targets}, training=False)["logits"]
+    return cut_at_eos(tf.argmax(logits, axis=-1, output_type=tf.int32))
+
+  def predict_latents(self, memory, memory_mask, max_latents, beam_size, alpha):
+    """Latent codes [B, L] and their count [B] from the latent predictor (cached search)."""
+    batch_size = tf.shape(memory)[0]
+    cache = {"decoder": self.latent_predictor.init_cache(batch_size, max_latents + 1, memory,
+                                                         memory_mask),
+             "limit": tf.fill([batch_size], max_latents + 1)}
+    classes = tf.range(self.codebook_size + 1)
+
+    def symbols_to_logits(ids, step, cache):
+      x = self._latent_predictor_inputs(ids[:, -1:], start=step)
+      y, decoder_cache = self.latent_predictor(x, cache=cache["decoder"], step=step)
+      logits = tf.cast(self.latent_logits(y[:, 0]), tf.float32)
+      # At least one latent; END once the limit is reached.
+      no_end = tf.where(tf.equal(classes, self.end_id), layers.LARGE_NEGATIVE, 0.0)
+      only_end = tf.where(tf.equal(classes, self.end_id), 0.0, layers.LARGE_NEGATIVE)
+      logits += tf.where(tf.equal(step, 0), no_end, 0.0)[None]
+      logits = tf.where((step >= cache["limit"] - 1)[:, None], only_end[None], logits)
+      return logits, {"decoder": decoder_cache, "limit": cache["limit"]}
+
+    initial = tf.fill([batch_size], self.end_id)
+    if beam_size == 1:
+      codes, _ = search.greedy_search(symbols_to_logits, initial, cache, max_latents + 1,
+                                      eos_id=self.end_id, pad_id=self.end_id)
+    else:
+      codes, _ = search.beam_search(symbols_to_logits, initial, cache, beam_size,
+                                    max_latents + 1, alpha, eos_id=self.end_id,
+                                    pad_id=self.end_id)
+      codes = codes[:, 0]
+    is_code = tf.cumsum(tf.cast(tf.equal(codes, self.end_id), tf.int32), axis=1) == 0
+    count = tf.reduce_sum(tf.cast(is_code, tf.int32), axis=1)
+    codes = tf.where(is_code, codes, 0)[:, :tf.reduce_max(count)]
+    return codes, count
+
+  def decode(self, inputs, beam_size=None, alpha=None, max_decode_length=None):
+    """Translates inputs [B, S] -> ids [B, L]: latents by search, then one parallel pass.
+
+    Each row is cut after its first EOS (PAD after it). A row's result does not
+    depend on the other rows of the batch.
+    """
+    beam_size = self.beam_size if beam_size is None else beam_size
+    alpha = self.alpha if alpha is None else alpha
+    inputs = tf.convert_to_tensor(inputs, tf.int32)
+    memory, memory_mask = self.encode_source(inputs)
+    if max_decode_length is None:
+      max_decode_length = tf.shape(inputs)[1] + self.max_decode_extra
+    factor = self.compression_factor
+    max_latents = (max_decode_length + factor - 1) // factor
+    codes, count = self.predict_latents(memory, memory_mask, max_latents, beam_size, alpha)
+    latent_mask = tf.sequence_mask(count, tf.shape(codes)[1])
+    z_q = tf.gather(tf.convert_to_tensor(self.bottleneck.codebook), codes)  # e_{z_i}
+    logits = self.decode_latents(z_q, latent_mask, memory, memory_mask)
+    ids = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    ids = tf.where(compression.upsample_mask(latent_mask, self.compress_steps), ids, PAD_ID)
+    return cut_at_eos(ids)
+
+
+def cut_at_eos(ids):
+  """Replaces everything after the first EOS of each row by PAD."""
+  after = tf.cumsum(tf.cast(tf.equal(ids, EOS_ID), tf.int32), axis=1, exclusive=True) > 0
+  return tf.where(after, PAD_ID, ids)
+
+
+@registry.register_model("latent_transformer_vq")
+class LatentTransformerVq(LatentTransformer):
+  """Latent Transformer, VQ-VAE bottleneck trained by hard EM (k-means with EMA)."""
+
+  default_bottleneck_mode = "hard_em"
+  default_num_samples = 1
+
+
+@registry.register_model("latent_transformer_em")
+class LatentTransformerEm(LatentTransformer):
+  """Latent Transformer, VQ bottleneck trained by Monte-Carlo soft EM (§3.2)."""
+
+  default_bottleneck_mode = "soft_em"
+  default_num_samples = 10

@@ -1,0 +1,166 @@
+"""Latent Transformer: compress/decompress shapes and masks, batched == batch-1 decode,
+overfitting to exact reconstruction, hard and soft EM training on the embedded problem."""
+
+import gin
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from t2t_vqem import registry
+from t2t_vqem.layers import compression
+from t2t_vqem.models import latent_transformer
+from t2t_vqem.train import trainer as trainer_lib
+
+TINY = dict(hidden_size=32, num_layers=1, num_heads=2, filter_size=64, dropout=0.0,
+            codebook_size=16, compress_steps=2, mask_startup_steps=0,
+            latent_loss_start_step=0)
+
+
+@pytest.mark.parametrize("length", [1, 5, 8, 13])
+def test_compress_decompress_shapes_and_padding_invariance(length):
+  steps, hidden = 3, 8
+  keras.utils.set_random_seed(0)
+  compress = compression.Compress1D(hidden, steps)
+  decompress = compression.Decompress1D(hidden, steps)
+  compress.build()
+  decompress.build()
+  x = tf.random.normal([1, length, hidden])
+  alone = compression.pad_to_multiple(x, 8)
+  padded_length = -(-length // 8) * 8
+  assert alone.shape == (1, padded_length, hidden)
+  mask = tf.sequence_mask([length], padded_length)
+  z = compress(alone, padding_mask=mask)
+  latent_mask = compression.downsample_mask(mask, steps)
+  assert z.shape == (1, padded_length // 8, hidden)
+  assert latent_mask.numpy().sum() == -(-length // 8)
+  # The same sequence inside a batch padded to 24 more positions gives the same latents.
+  batch = tf.concat([tf.pad(alone, [[0, 0], [0, 24], [0, 0]]),
+                     tf.random.normal([1, padded_length + 24, hidden])], 0)
+  batch_mask = tf.concat([tf.pad(mask, [[0, 0], [0, 24]]),
+                          tf.ones([1, padded_length + 24], tf.bool)], 0)
+  z_batch = compress(batch, padding_mask=batch_mask)
+  np.testing.assert_allclose(z_batch[0, :z.shape[1]], z[0], atol=1e-5)
+  assert not np.any(z_batch[0, z.shape[1]:].numpy())
+  y = decompress(z, padding_mask=latent_mask)
+  assert y.shape == (1, padded_length, hidden)
+  up = compression.upsample_mask(latent_mask, steps).numpy()[0]
+  assert not np.any(y.numpy()[0][~up])
+
+
+def _pairs(n, length, vocab, seed=0):
+  rng = np.random.RandomState(seed)
+  rows = []
+  for _ in range(n):
+    src = rng.randint(3, vocab, size=rng.randint(3, length)).tolist() + [1]
+    rows.append((src, src[::-1][1:] + [1]))  # reverse task, EOS last
+  width = max(len(s) for s, _ in rows)
+  inputs = np.array([s + [0] * (width - len(s)) for s, _ in rows], np.int32)
+  targets = np.array([t + [0] * (width - len(t)) for _, t in rows], np.int32)
+  return {"inputs": tf.constant(inputs), "targets": tf.constant(targets)}
+
+
+def _overfit(model, features, steps):
+  optimizer = keras.optimizers.Adam(3e-3)
+  optimizer.build(model.trainable_variables)
+
+  @tf.function
+  def step(i):
+    with tf.GradientTape() as tape:
+      losses, _ = model.loss_terms(features, training=True, step=i)
+      loss = tf.add_n([num / tf.maximum(den, 1.0) for num, den in losses.values()])
+    grads = tape.gradient(loss, model.trainable_variables)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    return loss
+
+  for i in range(steps):
+    step(tf.constant(i))
+
+
+@pytest.fixture(scope="module")
+def overfit_model():
+  keras.utils.set_random_seed(1)
+  model = latent_transformer.LatentTransformerVq(vocab_size=12, decay=0.9, **TINY)
+  features = _pairs(6, 9, 12)
+  _overfit(model, features, 400)
+  return model, features
+
+
+def test_tiny_model_overfits_to_exact_reconstruction(overfit_model):
+  model, features = overfit_model
+  reconstructed = model.reconstruct(features["inputs"], features["targets"]).numpy()
+  targets = features["targets"].numpy()
+  np.testing.assert_array_equal(reconstructed[:, :targets.shape[1]], targets)
+  assert not reconstructed[:, targets.shape[1]:].any()
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_batched_decode_equals_batch_one(overfit_model, beam_size):
+  model, features = overfit_model
+  inputs = features["inputs"].numpy()
+  batched = model.decode(inputs, beam_size=beam_size).numpy()
+  for row, source in enumerate(inputs):
+    alone = model.decode(source[None, :int((source > 0).sum())], beam_size=beam_size).numpy()[0]
+    width = max(len(alone), batched.shape[1])
+    np.testing.assert_array_equal(np.pad(alone, (0, width - len(alone))),
+                                  np.pad(batched[row], (0, width - batched.shape[1])))
+  # Every decoded row is a sequence of tokens ending with EOS then PAD.
+  for row in batched:
+    n = int((row > 0).sum())
+    assert not row[n:].any()
+
+
+def test_schedule_gold_rate_and_latent_loss_start():
+  model = latent_transformer.LatentTransformerEm(
+      vocab_size=12, **dict(TINY, mask_startup_steps=100, latent_loss_start_step=50))
+  assert [float(model.gold_rate(s)) for s in (0, 50, 100, 200)] == [1.0, 0.5, 0.0, 0.0]
+  features = _pairs(3, 6, 12)
+  before, _ = model.loss_terms(features, training=False, step=49)
+  after, _ = model.loss_terms(features, training=False, step=50)
+  assert float(before["latent_prediction"][0]) == 0.0
+  assert float(after["latent_prediction"][0]) > 0.0
+  # The latent predictor's labels: one per latent plus END, each summing to 1.
+  f = model.forward(features)
+  labels, mask = f["latent_labels"].numpy(), f["predictor_mask"].numpy()
+  np.testing.assert_allclose(labels[mask].sum(-1), 1.0, rtol=1e-5)
+  lengths = (features["targets"].numpy() > 0).sum(1)
+  np.testing.assert_array_equal(mask.sum(1), -(-lengths // 4) + 1)
+  assert (labels[np.arange(3), mask.sum(1) - 1].argmax(-1) == model.end_id).all()
+
+
+TRAIN = """
+Trainer.problem = 'translate_grammar_ende'
+Trainer.batch_tokens = 512
+Trainer.eval_every = 0
+Trainer.eval_bleu_examples = 0
+Trainer.log_every = 50
+Trainer.train_steps = 200
+Trainer.checkpoint_every = 1000
+translate_grammar_ende.num_train = 2000
+translate_grammar_ende.num_eval = 50
+translate_grammar_ende.vocab_size = 500
+make_optimizer.learning_rate = 2e-3
+make_optimizer.warmup_steps = 50
+"""
+
+
+@pytest.mark.parametrize("model", ["latent_transformer_vq", "latent_transformer_em"])
+def test_hard_and_soft_em_train_on_the_embedded_problem(tmp_path_factory, model):
+  gin.clear_config()
+  sizes = "\n".join(f"{model}.{k} = {v!r}" for k, v in
+                    dict(TINY, codebook_size=64).items())
+  gin.parse_config(TRAIN + f"Trainer.model = '{model}'\n{sizes}\n")
+  data_dir = str(tmp_path_factory.getbasetemp() / "data")
+  trainer = trainer_lib.Trainer(str(tmp_path_factory.mktemp(model)), data_dir=data_dir)
+  first = None
+  for _ in range(200):
+    values = trainer.train_step(next(trainer.train_iterator))
+    first = first or float(values["reconstruction"])
+  values = {k: float(v) for k, v in values.items()}
+  gin.clear_config()
+  assert all(np.isfinite(v) for v in values.values()), values
+  assert values["reconstruction"] < first
+  assert values["usage"] * 64 > 1  # more than one code in use
+  assert values["perplexity"] > 1.0
+  results = trainer.evaluate()
+  assert np.isfinite(results["reconstruction"])
