@@ -47,7 +47,7 @@ def parse_gin(gin_files, gin_params, finalize=True):
       raise UsageError(f"Gin file {path!r} is not readable")
   try:
     gin.parse_config_files_and_bindings(paths, gin_params, finalize_config=finalize)
-  except (ValueError, KeyError, SyntaxError, IOError, gin.config.ParseError) as e:
+  except (ValueError, KeyError, SyntaxError, IOError) as e:
     message = " ".join(str(e).split())
     raise UsageError(f"bad Gin config: {message}") from None
 
@@ -56,6 +56,7 @@ def register_everything(user_modules):
   """Imports the built-in problems and models and the --import modules."""
   import t2t_vqem.models  # noqa: F401  (registers the models)
   import t2t_vqem.problems  # noqa: F401  (registers the problems)
+  import t2t_vqem.train.trainer  # noqa: F401  (the Trainer's Gin parameters)
   registry.import_modules(user_modules)
 
 
