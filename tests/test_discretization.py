@@ -151,7 +151,6 @@ def test_ema_update_matches_numpy_over_steps(rng, initial_ema_count):
   k, dim, decay, eps = 16, 6, 0.8, 1e-3
   layer = make_layer(dim, codebook_size=k, decay=decay, epsilon=eps,
                      initial_ema_count=initial_ema_count)
-  s = state(layer)
   cb = layer.codebook.numpy().astype(np.float64)
   count = layer.ema_count.numpy().astype(np.float64)
   msum = layer.ema_means_sum.numpy().astype(np.float64)
@@ -167,7 +166,6 @@ def test_ema_update_matches_numpy_over_steps(rng, initial_ema_count):
   np.testing.assert_allclose(layer.ema_means_sum.numpy(), msum, rtol=1e-5,
                              atol=1e-6)
   np.testing.assert_allclose(layer.codebook.numpy(), cb, rtol=1e-4, atol=1e-5)
-  del s
 
 
 def test_decay_zero_sets_used_codes_to_cluster_means(rng):

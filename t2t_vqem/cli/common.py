@@ -57,6 +57,7 @@ def register_everything(user_modules):
   import t2t_vqem.models  # noqa: F401  (registers the models)
   import t2t_vqem.problems  # noqa: F401  (registers the problems)
   import t2t_vqem.train.trainer  # noqa: F401  (the Trainer's Gin parameters)
+  import t2t_vqem.pipeline  # noqa: F401  (the Pipeline's Gin parameters)
   registry.import_modules(user_modules)
 
 

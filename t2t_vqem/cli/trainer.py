@@ -8,6 +8,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from t2t_vqem import pipeline as pipeline_lib
 from t2t_vqem import registry
 from t2t_vqem.cli import common
 from t2t_vqem.train import trainer as trainer_lib
@@ -31,6 +32,9 @@ def main(argv):
   if not FLAGS.gin_file:
     raise common.UsageError("give at least one --gin_file (e.g. transformer_quickstart.gin)")
   common.parse_gin(FLAGS.gin_file, FLAGS.gin_param)
+  if pipeline_lib.is_configured():  # teacher -> distillation -> student -> results table
+    pipeline_lib.Pipeline(FLAGS.output_dir, data_dir=FLAGS.data_dir).run()
+    return
   trainer = trainer_lib.Trainer(FLAGS.output_dir, data_dir=FLAGS.data_dir)
   trainer.train()
   results = trainer.evaluate()

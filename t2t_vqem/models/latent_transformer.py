@@ -57,6 +57,11 @@ class LatentTransformer(keras.Model):
     num_samples: n_s, Monte-Carlo samples of soft EM (default: 10 for
       latent_transformer_em).
     decay, epsilon, beta: EMA decay, Laplace smoothing, commitment weight.
+    init_codebook_from_batch: seed the codebook with encoder outputs of the
+      first training batch (else random codes far from the data can leave all
+      but one unused from the first step).
+    dead_code_restart_steps: re-seed codes unused for this many steps from
+      batch vectors (0 = off).
     latent_layers: layers of the latent predictor (default num_layers).
     mask_startup_steps: steps over which the decoder input goes from gold
       target embeddings to decompressed latents only.
@@ -73,7 +78,8 @@ class LatentTransformer(keras.Model):
   def __init__(self, vocab_size, hidden_size=512, num_layers=6, num_heads=8, filter_size=2048,
                dropout=0.1, label_smoothing=0.1, compress_steps=3, residual_layers=1,
                compress_attend_to_source=False, codebook_size=4096, bottleneck_mode=None,
-               num_samples=None, decay=0.999, epsilon=1e-5, beta=0.25, latent_layers=None,
+               num_samples=None, decay=0.999, epsilon=1e-5, beta=0.25,
+               init_codebook_from_batch=True, dead_code_restart_steps=0, latent_layers=None,
                mask_startup_steps=50000, latent_loss_start_step=10000, latent_loss_weight=1.0,
                beam_size=1, alpha=0.0, max_decode_extra=10, **kwargs):
     super().__init__(**kwargs)
@@ -104,7 +110,8 @@ class LatentTransformer(keras.Model):
                                                           name="compress_attention")
     self.bottleneck = discretization.VectorQuantizer(
         codebook_size, mode=mode, num_samples=num_samples, decay=decay, epsilon=epsilon,
-        beta=beta, embedding_dim=hidden_size, name="bottleneck")
+        beta=beta, embedding_dim=hidden_size, init_from_first_batch=init_codebook_from_batch,
+        dead_code_restart_steps=dead_code_restart_steps, name="bottleneck")
     self.decompress = compression.Decompress1D(hidden_size, compress_steps, residual_layers,
                                                dropout=dropout, name="decompress")
     self.decoder = layers.DecoderStack(num_layers, hidden_size, num_heads, filter_size,

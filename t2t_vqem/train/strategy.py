@@ -38,4 +38,10 @@ def make_strategy(name="auto", devices=None):
   if devices is None:
     devices = [d.name for d in tf.config.list_logical_devices("GPU")] or [
         d.name for d in tf.config.list_logical_devices("CPU")]
-  return tf.distribute.MirroredStrategy(list(devices))
+  cross_device_ops = None
+  if not any("GPU" in d.upper() for d in devices):
+    # Between CPU devices a plain reduction is as fast as collectives, and it
+    # avoids collective-key clashes between several strategies in one process
+    # ("Shape mismatch in the collective instance").
+    cross_device_ops = tf.distribute.ReductionToOneDevice()
+  return tf.distribute.MirroredStrategy(list(devices), cross_device_ops=cross_device_ops)

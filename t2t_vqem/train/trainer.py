@@ -18,6 +18,7 @@ import keras
 import tensorflow as tf
 
 from t2t_vqem import decode
+from t2t_vqem import export as export_lib
 from t2t_vqem import metrics
 from t2t_vqem import registry
 from t2t_vqem.train import progress as progress_lib
@@ -99,18 +100,23 @@ class Trainer:
     batch_multiple: every bucket's batch size is a multiple of this (default:
       the number of replicas); set it to compare runs on different replica
       counts with the same global batches.
+    export_at_end: after training, write the serving SavedModel to
+      output_dir/export (see t2t_vqem.export; its settings are the Gin
+      parameters of export_model).
   """
 
   def __init__(self, output_dir, model=gin.REQUIRED, problem=gin.REQUIRED, data_dir=None,
                train_steps=100000, batch_tokens=4096, checkpoint_every=1000,
                keep_checkpoints=5, eval_every=1000, eval_bleu_examples=100,
-               log_every=100, seed=1, checkpoint_data=True, batch_multiple=None):
+               log_every=100, seed=1, checkpoint_data=True, batch_multiple=None,
+               export_at_end=False):
     self.output_dir = output_dir
     self.model_name, self.problem_name = model, problem
     self.train_steps, self.batch_tokens = train_steps, batch_tokens
     self.checkpoint_every, self.eval_every = checkpoint_every, eval_every
     self.eval_bleu_examples, self.log_every = eval_bleu_examples, log_every
     self.seed = seed
+    self.export_at_end = export_at_end
     # Fail on unknown names before any work is done.
     registry.model(model)
     registry.problem(problem)
@@ -227,12 +233,20 @@ class Trainer:
     with open(os.path.join(self.output_dir, "operative_config.gin"), "w") as f:
       f.write(gin.operative_config_str())
 
+  def export(self, export_dir=None):
+    """Writes the serving SavedModel of the model as it is now (default: output_dir/export)."""
+    export_dir = export_dir or os.path.join(self.output_dir, "export")
+    return export_lib.export_model(self.model, self.problem, export_dir,
+                                   extra_info={"step": self.step})
+
   def train(self):
     """Trains to train_steps from wherever the output_dir left off."""
     start = self.restore()
     self.write_operative_config()
     if start >= self.train_steps:
       logging.info("Already trained to step %d (train_steps=%d)", start, self.train_steps)
+      if self.export_at_end:
+        self.export()
       return {}
     progress = progress_lib.Progress(start, self.train_steps)
     logging.info("Training %s on %s with %d replica(s) from step %d to %d", self.model_name,
@@ -256,5 +270,7 @@ class Trainer:
         self.evaluate()
     logging.info("Trained %d steps in %.1f s", self.train_steps - start,
                  time.perf_counter() - started)
+    if self.export_at_end:
+      self.export()
     self.write_operative_config()
     return {k: float(v) for k, v in values.items()}

@@ -1,0 +1,325 @@
+"""SavedModel export for serving: raw text in, translation out.
+
+`export_model(model, problem, export_dir)` writes a SavedModel whose
+signatures do tokenization, decoding and detokenization inside the graph, with
+tensorflow and tensorflow-text ops only. Loading it needs
+
+    import tensorflow as tf
+    import tensorflow_text  # registers the tf.text ops the graph uses
+    served = tf.saved_model.load(export_dir)
+
+and not t2t_vqem. The vocabulary file travels as a SavedModel asset
+(`assets/vocab.*.txt`) and both lookup tables (token -> id, id -> token) are
+initialised from it when the SavedModel is loaded, so the export directory can
+be moved or copied.
+
+Signatures of a translation model (`transformer`, `latent_transformer_vq`,
+`latent_transformer_em`):
+
+  serving_default(sources: string [B]) -> {"translations": string [B]}
+
+and of a latent model also
+
+  encode(sources: string [B], targets: string [B]) -> {"codes": int32 [B, L]}
+  translate_with_codes(sources: string [B], codes: int32 [B, L])
+      -> {"translations": string [B]}
+
+`encode` gives the latent code of each target (the nearest codebook entry of
+each compressed target position, the E step's most probable code also in soft
+EM; the Monte-Carlo samples of training are not drawn), one code per 2^n_c
+target subwords (EOS included); rows shorter than L are padded with -1.
+`translate_with_codes` decodes the codes of each row up to its first negative
+entry in one parallel pass (the latent predictor is not used); a code outside
+[0, codebook_size) is an InvalidArgumentError.
+
+Bad input never brings the server down:
+  * every source (and target) is cut to its first `max_input_length - 1`
+    subwords before EOS is appended, so the model never sees more than
+    `max_input_length` tokens (default: the problem's `max_length`, the
+    longest example of training);
+  * a source with no subword (empty or only spaces) gets an empty translation;
+  * a batch of zero sentences gives zero translations (zero rows of codes);
+  * input of another rank or dtype is refused by the signature.
+Decoding settings (beam size, length penalty) are fixed at export time.
+
+Extension point: the serving module is chosen from the problem's `modality`
+and the model (`SERVERS`); image problems will add their own module class
+(e.g. image bytes in, image bytes out) with `register_server`.
+"""
+
+import json
+import os
+
+from absl import logging
+import gin
+import tensorflow as tf
+import tensorflow_text as tf_text
+
+from t2t_vqem.layers import discretization
+from t2t_vqem.problems import vocab as vocab_lib
+
+EXPORT_INFO = "export_info.json"  # in the SavedModel's assets.extra/
+
+
+class AssetVocab(tf.Module):
+  """`Vocab`'s tokenization and detokenization over lookup tables read from an asset.
+
+  Same text processing as t2t_vqem.problems.vocab.Vocab (`split_words`, then
+  WordPiece; detokenization joins pieces, drops "##" and turns MARK into a
+  space), but both tables are initialised from the vocabulary file as a
+  SavedModel asset instead of constants, so the SavedModel is relocatable.
+  """
+
+  def __init__(self, path):
+    super().__init__(name="vocab")
+    with open(path, encoding="utf-8") as f:
+      tokens = [line.rstrip("\n") for line in f]
+    if tuple(tokens[:3]) != vocab_lib.RESERVED_TOKENS:
+      raise ValueError(f"vocabulary {path!r} must start with the reserved tokens "
+                       f"{list(vocab_lib.RESERVED_TOKENS)}, found {tokens[:3]}")
+    self.size = len(tokens)
+    self.asset = tf.saved_model.Asset(path)
+    lines = tf.lookup.TextFileIndex.LINE_NUMBER
+    whole = tf.lookup.TextFileIndex.WHOLE_LINE
+    self.token_to_id = tf.lookup.StaticHashTable(
+        tf.lookup.TextFileInitializer(self.asset, tf.string, whole, tf.int64, lines,
+                                      vocab_size=self.size),
+        default_value=vocab_lib.UNK_ID)
+    self.id_to_token = tf.lookup.StaticHashTable(
+        tf.lookup.TextFileInitializer(self.asset, tf.int64, lines, tf.string, whole,
+                                      vocab_size=self.size),
+        default_value=vocab_lib.UNK)
+    self._wordpiece = tf_text.WordpieceTokenizer(
+        self.token_to_id, suffix_indicator="##", max_bytes_per_word=200,
+        token_out_type=tf.int64, unknown_token=vocab_lib.UNK)
+
+  def tokenize(self, text, max_length):
+    """Strings [B] -> (ids int32 [B, S] PAD-padded, each row ending with EOS;
+    bool [B], True where the text is not empty or only whitespace).
+
+    Each row keeps at most max_length - 1 subwords, then EOS.
+    """
+    pieces = self._wordpiece.tokenize(vocab_lib.split_words(text))
+    ids = tf.cast(pieces.merge_dims(-2, -1), tf.int32)
+    ids = ids[:, :max_length - 1]
+    eos = tf.fill([ids.nrows(), 1], vocab_lib.EOS_ID)
+    ids = tf.concat([ids, tf.RaggedTensor.from_tensor(eos)], axis=1)
+    nonempty = tf.strings.length(tf.strings.strip(text)) > 0
+    return ids.to_tensor(default_value=vocab_lib.PAD_ID), nonempty
+
+  def detokenize(self, ids):
+    """Int ids [B, L] (PAD-padded, may contain EOS) -> strings [B], as Vocab.detokenize."""
+    ids = tf.cast(ids, tf.int32)
+    before_eos = tf.math.cumsum(tf.cast(tf.equal(ids, vocab_lib.EOS_ID), tf.int32),
+                                axis=-1) == 0
+    keep = tf.logical_and(before_eos, tf.not_equal(ids, vocab_lib.PAD_ID))
+    kept = tf.ragged.boolean_mask(ids, keep)
+    pieces = kept.with_flat_values(self.id_to_token.lookup(tf.cast(kept.flat_values,
+                                                                   tf.int64)))
+    pieces = tf.strings.regex_replace(pieces, "^##", "")
+    text = tf.strings.reduce_join(pieces, axis=-1)
+    return tf.strings.strip(tf.strings.regex_replace(text, vocab_lib.MARK, " "))
+
+
+_STRINGS = tf.TensorSpec([None], tf.string)
+
+
+def _if_any_rows(batch, fn, empty):
+  """fn() if batch > 0 else `empty` (a zero-row tensor), inside the graph."""
+  return tf.cond(batch > 0, fn, lambda: empty)
+
+
+class _Untracked:
+  """Holds an object out of sight of tf.Module / SavedModel tracking."""
+
+  def __init__(self, value):
+    self.value = value
+
+
+class TranslationServer(tf.Module):
+  """Serving module of a translation model: `translate` (serving_default).
+
+  The Keras model is held untracked and its variables are tracked as the
+  plain tf.Variables they wrap (`model_variables`): a Keras 3 variable saved as
+  such gets a second, unconnected copy in the SavedModel, which
+  tf.saved_model.load handles but the TF1 session loader (saved_model_cli run,
+  TF Serving) does not ("Could not find variable ...").
+  """
+
+  def __init__(self, model, vocab_path, max_input_length, beam_size=None, alpha=None):
+    super().__init__(name="translation_server")
+    if max_input_length < 2:
+      raise ValueError(f"max_input_length={max_input_length} must be >= 2 "
+                       "(one subword and EOS)")
+    self._model = _Untracked(model)
+    self.model_variables = [getattr(v, "value", v) for v in model.variables]
+    self.vocab = AssetVocab(vocab_path)
+    if self.vocab.size != model.vocab_size:
+      raise ValueError(f"vocabulary {vocab_path!r} has {self.vocab.size} tokens, "
+                       f"the model {model.vocab_size}")
+    self.max_input_length = int(max_input_length)
+    self.beam_size = model.beam_size if beam_size is None else int(beam_size)
+    self.alpha = model.alpha if alpha is None else float(alpha)
+    self.translate = tf.function(self._translate, input_signature=[_STRINGS])
+
+  @property
+  def model(self):
+    return self._model.value
+
+  def signatures(self):
+    return {"serving_default": self.translate}
+
+  def info(self):
+    return {"max_input_length": self.max_input_length, "beam_size": self.beam_size,
+            "alpha": self.alpha, "vocab_size": self.vocab.size,
+            "signatures": sorted(self.signatures())}
+
+  def _translate(self, sources):
+    def run():
+      inputs, nonempty = self.vocab.tokenize(sources, self.max_input_length)
+      ids = self.model.decode(inputs, beam_size=self.beam_size, alpha=self.alpha)
+      return tf.where(nonempty, self.vocab.detokenize(ids), "")
+
+    return {"translations": _if_any_rows(tf.size(sources), run, tf.zeros([0], tf.string))}
+
+
+class LatentTranslationServer(TranslationServer):
+  """Adds `encode` (target -> codes) and `translate_with_codes` for latent models."""
+
+  def __init__(self, model, vocab_path, max_input_length, beam_size=None, alpha=None):
+    super().__init__(model, vocab_path, max_input_length, beam_size, alpha)
+    if getattr(model.bottleneck, "num_blocks", 1) != 1:
+      raise NotImplementedError("export of a sliced (num_blocks > 1) bottleneck")
+    self.encode = tf.function(self._encode, input_signature=[_STRINGS, _STRINGS])
+    self.translate_with_codes = tf.function(
+        self._translate_with_codes,
+        input_signature=[_STRINGS, tf.TensorSpec([None, None], tf.int32)])
+
+  def signatures(self):
+    return {"serving_default": self.translate, "encode": self.encode,
+            "translate_with_codes": self.translate_with_codes}
+
+  def info(self):
+    return dict(super().info(), codebook_size=self.model.codebook_size,
+                compress_steps=self.model.compress_steps)
+
+  def _encode(self, sources, targets):
+    checks = [tf.debugging.assert_equal(tf.size(sources), tf.size(targets),
+                                        message="encode: sources and targets differ in number")]
+    with tf.control_dependencies(checks):
+      sources = tf.identity(sources)
+
+    def run():
+      model = self.model
+      inputs, _ = self.vocab.tokenize(sources, self.max_input_length)
+      outputs, _ = self.vocab.tokenize(targets, self.max_input_length)
+      memory, memory_mask = model.encode_source(inputs)
+      z_e, latent_mask = model.encode_target(outputs, memory, memory_mask)
+      codebook = tf.convert_to_tensor(model.bottleneck.codebook)
+      flat = tf.reshape(tf.cast(z_e, tf.float32), [1, -1, codebook.shape[-1]])
+      codes = tf.reshape(discretization.nearest_codes(flat, codebook[tf.newaxis]),
+                         tf.shape(z_e)[:2])
+      return tf.where(latent_mask, tf.cast(codes, tf.int32), -1)
+
+    return {"codes": _if_any_rows(tf.size(sources), run, tf.zeros([0, 0], tf.int32))}
+
+  def _translate_with_codes(self, sources, codes):
+    model = self.model
+    is_code = tf.math.cumsum(tf.cast(codes < 0, tf.int32), axis=1) == 0
+    checks = [
+        tf.debugging.assert_equal(
+            tf.size(sources), tf.shape(codes)[0],
+            message="translate_with_codes: sources and codes differ in number"),
+        tf.debugging.assert_less(
+            tf.where(is_code, codes, 0), model.codebook_size,
+            message=f"translate_with_codes: codes must be < the codebook size "
+                    f"{model.codebook_size}")]
+    with tf.control_dependencies(checks):
+      sources, codes = tf.identity(sources), tf.identity(codes)
+
+    def run():
+      inputs, nonempty = self.vocab.tokenize(sources, self.max_input_length)
+      memory, memory_mask = model.encode_source(inputs)
+      z_q = tf.gather(tf.convert_to_tensor(model.bottleneck.codebook),
+                      tf.where(is_code, codes, 0))
+      logits = model.decode_latents(z_q, is_code, memory, memory_mask)
+      ids = tf.argmax(logits, axis=-1, output_type=tf.int32)
+      steps = model.compress_steps
+      ids = tf.where(tf.repeat(is_code, 2 ** steps, axis=1), ids, vocab_lib.PAD_ID)
+      texts = self.vocab.detokenize(ids)
+      return tf.where(tf.logical_and(nonempty, tf.reduce_any(is_code, axis=1)), texts, "")
+
+    rows = tf.size(sources)
+    return {"translations": tf.cond(
+        tf.logical_and(rows > 0, tf.shape(codes)[1] > 0), run,
+        lambda: tf.fill([rows], ""))}
+
+
+def _is_latent(model, problem):
+  del problem
+  return hasattr(model, "decode_latents") and hasattr(model, "bottleneck")
+
+
+def _is_translation(model, problem):
+  del model
+  return getattr(problem, "modality", None) == "text"
+
+
+# (predicate(model, problem), server class), first match wins. An image model
+# adds its own: register_server(lambda m, p: p.modality == "image", ImageServer).
+SERVERS = [(lambda m, p: _is_translation(m, p) and _is_latent(m, p), LatentTranslationServer),
+           (_is_translation, TranslationServer)]
+
+
+def register_server(predicate, server_class, first=True):
+  """Adds a serving module class for the (model, problem) pairs `predicate` accepts."""
+  SERVERS.insert(0 if first else len(SERVERS), (predicate, server_class))
+
+
+def make_server(model, problem, max_input_length=None, beam_size=None, alpha=None):
+  """The serving tf.Module of `model` trained on `problem`."""
+  for predicate, server_class in SERVERS:
+    if predicate(model, problem):
+      return server_class(model, problem.vocab_path,
+                          max_input_length or getattr(problem, "max_length", 256),
+                          beam_size=beam_size, alpha=alpha)
+  raise NotImplementedError(
+      f"no serving export for model {type(model).__name__} on problem "
+      f"{getattr(problem, 'name', problem)!r} (modality "
+      f"{getattr(problem, 'modality', None)!r}); see t2t_vqem.export.register_server")
+
+
+@gin.configurable(denylist=["model", "problem", "export_dir", "extra_info"])
+def export_model(model, problem, export_dir, max_input_length=None, beam_size=None,
+                 alpha=None, extra_info=None):
+  """Writes a serving SavedModel of `model` (trained on `problem`) to export_dir.
+
+  Args:
+    model: the trained Keras model (weights loaded).
+    problem: its problem (for the vocabulary file and the modality).
+    export_dir: where the SavedModel goes (replaced if it exists).
+    max_input_length: sources (and encode's targets) are cut to this many
+      subwords, EOS included (default: the problem's max_length).
+    beam_size, alpha: decoding settings baked into serving_default (default:
+      the model's).
+    extra_info: dict added to assets.extra/export_info.json (e.g. the step).
+  Returns:
+    the serving module (its tf.functions can be called in process).
+  """
+  server = make_server(model, problem, max_input_length, beam_size, alpha)
+  signatures = {name: fn.get_concrete_function() for name, fn in server.signatures().items()}
+  tmp = export_dir.rstrip("/") + ".tmp"
+  if tf.io.gfile.exists(tmp):
+    tf.io.gfile.rmtree(tmp)
+  tf.saved_model.save(server, tmp, signatures=signatures)
+  info = dict(server.info(), model=getattr(model, "registered_name", None) or type(model).__name__,
+              problem=getattr(problem, "name", None), **(extra_info or {}))
+  tf.io.gfile.makedirs(os.path.join(tmp, "assets.extra"))
+  with tf.io.gfile.GFile(os.path.join(tmp, "assets.extra", EXPORT_INFO), "w") as f:
+    f.write(json.dumps(info, indent=2) + "\n")
+  if tf.io.gfile.exists(export_dir):
+    tf.io.gfile.rmtree(export_dir)
+  tf.io.gfile.rename(tmp, export_dir)
+  logging.info("Exported %s with signatures %s to %s", info["model"],
+               ", ".join(sorted(signatures)), export_dir)
+  return server

@@ -1,0 +1,358 @@
+"""The paper's main job as one command: teacher -> distillation -> student -> Table 1.
+
+  t2t_vqem-trainer --gin_file=em_distill.gin --output_dir=runs/em_distill
+
+Stages, each in its own folder of OUTPUT_DIR and each skipped when its output
+exists (so rerunning the command after a crash resumes where it stopped):
+
+  teacher/   the autoregressive Transformer (`Pipeline.teacher_gin`), unless
+             `Pipeline.teacher_dir` names an already trained run; a finished
+             stage leaves teacher/stage_done.json
+  distill/   the teacher's beam-search outputs for every training source
+             (`t2t_vqem.distill`: shards + info.json; finished shards are kept)
+  student/   the Latent Transformer (`Pipeline.student_gin`) trained on
+             `translate_distilled`: distilled train targets, gold dev/test
+  eval/      one JSON per table row: BLEU on `bleu_split` and batch-1 latency
+  results.json, results.md   the table (model, n_c, n_s, BLEU, latency, speedups)
+
+Every stage runs under its own Gin config: the global config is cleared, the
+stage's files and bindings (then `shared_gin`) are parsed, and the caller's
+config is restored afterwards. Loading a trained run parses its
+operative_config.gin the same way.
+"""
+
+import contextlib
+import json
+import os
+import platform
+import time
+
+from absl import logging
+import gin
+import tensorflow as tf
+
+from t2t_vqem import decode
+from t2t_vqem import distill as distill_lib
+from t2t_vqem import metrics
+from t2t_vqem import registry
+from t2t_vqem.cli import common
+from t2t_vqem.train import trainer as trainer_lib
+
+STAGE_DONE = "stage_done.json"
+RESULTS_JSON = "results.json"
+RESULTS_MD = "results.md"
+
+
+def is_configured():
+  """Whether the parsed Gin config asks for the pipeline (binds Pipeline.student_gin)."""
+  try:
+    gin.query_parameter("Pipeline.student_gin")
+  except ValueError:
+    return False
+  return True
+
+
+def _is_binding(item):
+  return "=" in item
+
+
+@contextlib.contextmanager
+def stage_config(items):
+  """Runs the body under a fresh Gin config made of `items`; restores the caller's after.
+
+  Args:
+    items: Gin file names (looked up like --gin_file) and binding strings
+      ('transformer.num_layers = 2'), applied in order.
+  """
+  saved = gin.config_str()
+  gin.clear_config()
+  try:
+    for item in items:
+      if _is_binding(item):
+        common.parse_gin([], [item], finalize=False)
+      else:
+        common.parse_gin([item], [], finalize=False)
+    yield
+  finally:
+    gin.clear_config()
+    gin.parse_config(saved)
+
+
+def _load_run(run_dir, checkpoint=None, data_dir=None):
+  """(problem, model, checkpoint path) of a trained run; its operative config must be parsed.
+
+  (As t2t_vqem.cli.decoder.load_run, which cannot be imported here: its flags
+  clash with the trainer's.)
+  """
+  path = checkpoint or tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+  if not path:
+    raise FileNotFoundError(f"no checkpoint in {os.path.join(run_dir, 'checkpoints')!r}")
+  problem = registry.build_problem(gin.query_parameter("Trainer.problem"), data_dir=data_dir)
+  model = registry.build_model(gin.query_parameter("Trainer.model"),
+                               vocab_size=problem.vocab.size)
+  model(trainer_lib.dummy_features(problem), training=False)
+  tf.train.Checkpoint(model=model).restore(path).expect_partial()
+  logging.info("Loaded %s", path)
+  return problem, model, path
+
+
+def _operative_config(run_dir):
+  path = os.path.join(run_dir, "operative_config.gin")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path!r} not found: is {run_dir!r} a training run?")
+  return path
+
+
+def _read_json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def _write_json(path, value):
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(value, f, indent=2)
+    f.write("\n")
+  os.replace(tmp, path)
+
+
+def _cell(value, fmt):
+  return "-" if value is None else format(value, fmt)
+
+
+def results_markdown(results):
+  """The results as a Markdown table like the paper's Table 1, with its notes."""
+  beam = results["teacher_beam_size"]
+  lines = [
+      f"| Model | n_c | n_s | BLEU | Latency (ms) | Speedup vs greedy | Speedup vs beam {beam} |",
+      "|---|---|---|---|---|---|---|"]
+  for row in results["rows"]:
+    lines.append(
+        f"| {row['model']} | {_cell(row['n_c'], 'd')} | {_cell(row['n_s'], 'd')} "
+        f"| {row['bleu']:.2f} | {row['latency_ms']:.1f} "
+        f"| {row['speedup_vs_greedy']:.2f}x | {row['speedup_vs_beam']:.2f}x |")
+  lines += [
+      "",
+      f"BLEU on the {results['bleu_split']} split of {results['problem']} "
+      f"({results['bleu_sentences']} sentences), sacrebleu {results['bleu_signature']}.",
+      f"Latency: mean batch-1 decode time over the first {results['latency_sentences']} "
+      f"{results['bleu_split']} sources on {results['machine']}.",
+      f"Student trained on the teacher's beam-{results['distill']['beam_size']} outputs for "
+      f"{results['distill']['num_sources']} training sources (teacher step "
+      f"{results['distill']['teacher']['step']}).",
+  ]
+  return "\n".join(lines) + "\n"
+
+
+def _machine():
+  gpus = tf.config.list_logical_devices("GPU")
+  if gpus:
+    return f"{len(gpus)} GPU(s) visible, {platform.machine()}"
+  return f"CPU ({os.cpu_count()} cores, {platform.machine()})"
+
+
+@gin.configurable(denylist=["output_dir", "data_dir"])
+class Pipeline:
+  """Teacher -> sequence-level distillation -> Latent Transformer student -> results table.
+
+  Args:
+    output_dir: every stage's output (see the module docstring).
+    data_dir: problem data and vocabulary cache (shared by every stage).
+    teacher_gin: Gin files and bindings of the teacher's training run.
+    student_gin: Gin files and bindings of the student's training run; its
+      Trainer.problem must be the teacher's (the pipeline swaps in
+      translate_distilled on top of it).
+    shared_gin: files and bindings applied after each stage's own (e.g. a
+      smaller problem for both).
+    teacher_dir: an already trained teacher run to use instead of training one
+      in output_dir/teacher.
+    teacher_checkpoint: a checkpoint of the teacher (default: its latest).
+    distill_beam_size, distill_alpha: the teacher's search when distilling
+      (alpha None: the teacher's own).
+    distill_batch_size, distill_shard_size: sentences per decode batch / shard.
+    teacher_beam_size: the beam of the teacher's beam-search row of the table.
+    bleu_split: the split BLEU is computed on (its gold references).
+    bleu_sentences: at most this many sentences of it (None: all).
+    latency_sentences: sources decoded one at a time for the latency columns.
+    decode_batch_size: sentences per batch when decoding for BLEU.
+    evaluate_dev: run each trainer's dev evaluation after training (its
+      results go to stage_done.json and results.json).
+  """
+
+  def __init__(self, output_dir, data_dir=None, teacher_gin=gin.REQUIRED,
+               student_gin=gin.REQUIRED, shared_gin=(), teacher_dir=None,
+               teacher_checkpoint=None, distill_beam_size=4, distill_alpha=None,
+               distill_batch_size=64, distill_shard_size=5000, teacher_beam_size=4,
+               bleu_split="test", bleu_sentences=None, latency_sentences=100,
+               decode_batch_size=64, evaluate_dev=True):
+    self.output_dir, self.data_dir = output_dir, data_dir
+    self.teacher_gin, self.student_gin = list(teacher_gin), list(student_gin)
+    self.shared_gin = list(shared_gin)
+    self.external_teacher = teacher_dir
+    self.teacher_dir = teacher_dir or os.path.join(output_dir, "teacher")
+    self.teacher_checkpoint = teacher_checkpoint
+    self.distill_dir = os.path.join(output_dir, "distill")
+    self.student_dir = os.path.join(output_dir, "student")
+    self.eval_dir = os.path.join(output_dir, "eval")
+    self.distill_beam_size, self.distill_alpha = distill_beam_size, distill_alpha
+    self.distill_batch_size, self.distill_shard_size = distill_batch_size, distill_shard_size
+    self.teacher_beam_size = teacher_beam_size
+    self.bleu_split, self.bleu_sentences = bleu_split, bleu_sentences
+    self.latency_sentences, self.decode_batch_size = latency_sentences, decode_batch_size
+    self.evaluate_dev = evaluate_dev
+    self._teacher_problem = None
+
+  # -- stages -------------------------------------------------------------------
+
+  def _train(self, run_dir, items):
+    """Trains (or resumes) one run under `items`; writes run_dir/stage_done.json."""
+    done = os.path.join(run_dir, STAGE_DONE)
+    if os.path.exists(done):
+      logging.info("Stage %s already done; skipping", run_dir)
+      return _read_json(done)
+    started = time.perf_counter()
+    with stage_config(items):
+      trainer = trainer_lib.Trainer(run_dir, data_dir=self.data_dir)
+      trainer.train()
+      dev = trainer.evaluate() if self.evaluate_dev else {}
+      result = {"model": trainer.model_name, "problem": trainer.problem_name,
+                "step": trainer.step, "dev": dev,
+                "seconds": round(time.perf_counter() - started, 1)}
+    _write_json(done, result)
+    return result
+
+  def train_teacher(self):
+    if self.external_teacher:
+      _operative_config(self.teacher_dir)
+      logging.info("Using the trained teacher in %s", self.teacher_dir)
+      return None
+    logging.info("Stage 1/4: teacher in %s", self.teacher_dir)
+    return self._train(self.teacher_dir, self.teacher_gin + self.shared_gin)
+
+  def distill(self, max_shards=None):
+    """Stage 2: the teacher's beam outputs for every training source (resumes)."""
+    logging.info("Stage 2/4: distillation into %s", self.distill_dir)
+    with stage_config([_operative_config(self.teacher_dir)]):
+      self._teacher_problem = gin.query_parameter("Trainer.problem")
+      problem, model, path = _load_run(self.teacher_dir, self.teacher_checkpoint, self.data_dir)
+      teacher = distill_lib.teacher_record(path)
+      info_path = os.path.join(self.distill_dir, distill_lib.INFO)
+      if os.path.exists(info_path):
+        info = distill_lib.read_info(self.distill_dir)
+        distill_lib.check_teacher(info, teacher, self.distill_dir)
+        distill_lib.check_vocab(info, problem.vocab.path, self.distill_dir)
+        if info.get("complete"):
+          logging.info("Distillation in %s already done; skipping", self.distill_dir)
+          return info
+      sources, _ = problem.sources_and_references("train")
+      return distill_lib.distill(
+          model, problem.vocab, sources, self.distill_dir, teacher, self._teacher_problem,
+          beam_size=self.distill_beam_size, alpha=self.distill_alpha,
+          batch_size=self.distill_batch_size, shard_size=self.distill_shard_size,
+          max_shards=max_shards)
+
+  def _student_items(self):
+    """The student's config: its own, then translate_distilled on the teacher's problem."""
+    with stage_config(self.student_gin + self.shared_gin):
+      student_problem = gin.query_parameter("Trainer.problem")
+    teacher_problem = distill_lib.read_info(self.distill_dir)["problem"]
+    if student_problem not in (teacher_problem, "translate_distilled"):
+      raise ValueError(
+          f"the student config trains on problem {student_problem!r} but the teacher was "
+          f"distilled on {teacher_problem!r}; set Trainer.problem = {teacher_problem!r} in "
+          "Pipeline.student_gin (the pipeline then trains on its distilled version)")
+    return self.student_gin + self.shared_gin + [
+        "Trainer.problem = 'translate_distilled'",
+        f"translate_distilled.base_problem = {teacher_problem!r}",
+        f"translate_distilled.distill_dir = {os.path.abspath(self.distill_dir)!r}"]
+
+  def train_student(self):
+    logging.info("Stage 3/4: student in %s", self.student_dir)
+    return self._train(self.student_dir, self._student_items())
+
+  def _evaluate_row(self, name, run_dir, beam_size, label):
+    """BLEU and batch-1 latency of one run at one beam; cached in eval/<name>.json."""
+    path = os.path.join(self.eval_dir, name + ".json")
+    if os.path.exists(path):
+      return _read_json(path)
+    os.makedirs(self.eval_dir, exist_ok=True)
+    with stage_config([_operative_config(run_dir)]):
+      checkpoint = self.teacher_checkpoint if run_dir == self.teacher_dir else None
+      problem, model, ckpt = _load_run(run_dir, checkpoint, self.data_dir)
+      sources, references = problem.sources_and_references(self.bleu_split,
+                                                           self.bleu_sentences)
+      logging.info("Decoding %d %s sentences with %s (beam %d)", len(sources),
+                   self.bleu_split, label, beam_size)
+      hypotheses = decode.translate(model, problem.vocab, sources, beam_size=beam_size,
+                                    batch_size=self.decode_batch_size)
+      bleu, signature = metrics.corpus_bleu(hypotheses, references)
+      latency = decode.batch1_latency(model, problem.vocab, sources[:self.latency_sentences],
+                                      beam_size=beam_size)
+      bottleneck = getattr(model, "bottleneck", None)
+      row = {"model": label, "run_dir": os.path.abspath(run_dir), "checkpoint": ckpt,
+             "beam_size": beam_size,
+             "n_c": getattr(model, "compress_steps", None),
+             "n_s": (bottleneck.num_samples
+                     if bottleneck is not None and bottleneck.mode == "soft_em" else None),
+             "bleu": bleu, "bleu_signature": signature, "bleu_sentences": len(sources),
+             "latency_ms": latency["mean_ms"], "latency_median_ms": latency["median_ms"],
+             "latency_sentences": latency["sentences"],
+             "problem": getattr(problem, "base_problem", problem.name)}
+    with open(os.path.join(self.eval_dir, name + ".hyp.txt"), "w", encoding="utf-8") as f:
+      f.write("\n".join(hypotheses) + "\n")
+    _write_json(path, row)
+    logging.info("%s: BLEU %.2f, %.1f ms/sentence at batch 1", label, bleu, row["latency_ms"])
+    return row
+
+  def evaluate(self):
+    """Stage 4: every row of the table, then results.json and results.md."""
+    logging.info("Stage 4/4: evaluation on the %s split", self.bleu_split)
+    student_model = _read_json(os.path.join(self.student_dir, trainer_lib.RUN_INFO))["model"]
+    beam = self.teacher_beam_size
+    rows = [
+        self._evaluate_row("teacher_greedy", self.teacher_dir, 1, "Transformer (greedy)"),
+        self._evaluate_row(f"teacher_beam{beam}", self.teacher_dir, beam,
+                           f"Transformer (beam {beam})"),
+    ]
+    student = self._evaluate_row("student", self.student_dir, 1,
+                                 f"{student_model} + distillation")
+    rows.append(student)
+    greedy_ms, beam_ms = rows[0]["latency_ms"], rows[1]["latency_ms"]
+    for row in rows:
+      row["speedup_vs_greedy"] = greedy_ms / row["latency_ms"]
+      row["speedup_vs_beam"] = beam_ms / row["latency_ms"]
+    info = distill_lib.read_info(self.distill_dir)
+    stages = {}
+    for name, run_dir in (("teacher", self.teacher_dir), ("student", self.student_dir)):
+      done = os.path.join(run_dir, STAGE_DONE)
+      stages[name] = _read_json(done) if os.path.exists(done) else None
+    results = {"rows": rows, "problem": student["problem"], "bleu_split": self.bleu_split,
+               "bleu_sentences": student["bleu_sentences"],
+               "bleu_signature": student["bleu_signature"],
+               "latency_sentences": student["latency_sentences"],
+               "teacher_beam_size": beam, "machine": _machine(),
+               "distill": info, "stages": stages}
+    _write_json(os.path.join(self.output_dir, RESULTS_JSON), results)
+    with open(os.path.join(self.output_dir, RESULTS_MD), "w") as f:
+      f.write(results_markdown(results))
+    return results
+
+  def run(self):
+    """Runs (or resumes) every stage; returns the results dict (results.json)."""
+    path = os.path.join(self.output_dir, RESULTS_JSON)
+    if os.path.exists(path):
+      logging.info("%s exists: the pipeline is done (delete it to evaluate again)", path)
+      results = _read_json(path)
+    else:
+      os.makedirs(self.output_dir, exist_ok=True)
+      started = time.perf_counter()
+      self.train_teacher()
+      info = self.distill()
+      if not info.get("complete"):
+        raise distill_lib.DistillIncompleteError(
+            f"distillation in {self.distill_dir!r} did not finish; rerun to continue")
+      self.train_student()
+      results = self.evaluate()
+      logging.info("Pipeline finished in %.1f s", time.perf_counter() - started)
+    print(results_markdown(results))
+    return results

@@ -1,0 +1,76 @@
+"""A translation problem whose training targets are a teacher's outputs (distillation).
+
+  Trainer.problem = 'translate_distilled'
+  translate_distilled.base_problem = 'translate_grammar_ende'
+  translate_distilled.distill_dir = 'runs/x/distill'
+
+The train split serves the (source, teacher output) pairs written by
+`t2t_vqem.distill`; dev and test are the base problem's, with their gold
+references. The vocabulary is the base problem's (the same file), and data
+distilled with another vocabulary is refused.
+"""
+
+import tensorflow as tf
+
+from t2t_vqem import distill as distill_lib
+from t2t_vqem import registry
+from t2t_vqem.problems import problem
+
+
+@registry.register_problem
+class TranslateDistilled(problem.TranslationProblem):
+  """A base problem with sequence-level distilled training targets (Kim & Rush 2016)."""
+
+  def __init__(self, base_problem=None, distill_dir=None, data_dir=None):
+    if not base_problem:
+      raise ValueError("translate_distilled.base_problem is not set: name the registered "
+                       "problem that was distilled, e.g. 'translate_grammar_ende'")
+    if base_problem == "translate_distilled":
+      raise ValueError("translate_distilled.base_problem cannot be 'translate_distilled'")
+    if not distill_dir:
+      raise ValueError("translate_distilled.distill_dir is not set: give the directory the "
+                       "distillation wrote (with info.json and shard-*.tsv)")
+    self.base = registry.build_problem(base_problem, data_dir=data_dir)
+    super().__init__(self.base.data_dir, self.base.vocab_size, self.base.max_length,
+                     self.base.vocab_sample_size)
+    self.base_problem, self.distill_dir = base_problem, distill_dir
+    self._checked = False
+
+  @property
+  def problem_dir(self):
+    return self.base.problem_dir
+
+  @property
+  def vocab_path(self):
+    return self.base.vocab_path
+
+  @property
+  def vocab(self):
+    return self.base.vocab
+
+  def check(self):
+    """Refuses data distilled from another problem, with another vocabulary, or unfinished."""
+    if self._checked:
+      return
+    info = distill_lib.read_info(self.distill_dir)
+    if info["problem"] != self.base_problem:
+      raise distill_lib.DistillMismatchError(
+          f"distilled data in {self.distill_dir!r} comes from problem {info['problem']!r}, "
+          f"not translate_distilled.base_problem = {self.base_problem!r}")
+    self.vocab  # learns the base vocabulary if needed  # noqa: B018
+    distill_lib.check_vocab(info, self.vocab_path, self.distill_dir)
+    distill_lib.shard_paths(self.distill_dir)
+    self._checked = True
+
+  def text_pairs(self, split):
+    problem.check_split(split)
+    if split != "train":
+      return self.base.text_pairs(split)
+    self.check()
+    lines = tf.data.TextLineDataset(distill_lib.shard_paths(self.distill_dir))
+
+    def split_line(line):
+      fields = tf.strings.split(line, "\t", maxsplit=1)
+      return fields[0], fields[1]
+
+    return lines.map(split_line)

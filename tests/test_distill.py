@@ -1,0 +1,216 @@
+"""Sequence-level distillation and the teacher -> distill -> student pipeline.
+
+One target per training source (checked against the grammar's own sources),
+resuming an interrupted distillation gives the same data, mismatched teacher or
+vocabulary is refused, and the tiny pipeline writes every row of its table.
+"""
+
+import hashlib
+import json
+import os
+
+import gin
+import pytest
+
+from t2t_vqem import distill as distill_lib
+from t2t_vqem import pipeline as pipeline_lib
+from t2t_vqem import registry
+from t2t_vqem.problems import grammar
+from t2t_vqem.train import trainer as trainer_lib
+
+NUM_TRAIN = 150
+SHARD_SIZE = 64  # 3 shards, the last one partial
+PROBLEM = [
+    "translate_grammar_ende.num_train = 150",
+    "translate_grammar_ende.num_eval = 12",
+    "translate_grammar_ende.vocab_size = 300",
+]
+TEACHER = [
+    "Trainer.model = 'transformer'",
+    "Trainer.problem = 'translate_grammar_ende'",
+    "Trainer.train_steps = 2",
+    "Trainer.batch_tokens = 256",
+    "Trainer.eval_every = 0",
+    "Trainer.eval_bleu_examples = 0",
+    "Trainer.log_every = 1",
+    "transformer.hidden_size = 16",
+    "transformer.num_layers = 1",
+    "transformer.num_heads = 2",
+    "transformer.filter_size = 32",
+    "transformer.dropout = 0.0",
+    "transformer.max_decode_extra = 4",
+    "make_optimizer.warmup_steps = 2",
+]
+STUDENT = [
+    "Trainer.model = 'latent_transformer_em'",
+    "Trainer.problem = 'translate_grammar_ende'",
+    "Trainer.train_steps = 2",
+    "Trainer.batch_tokens = 256",
+    "Trainer.eval_every = 0",
+    "Trainer.eval_bleu_examples = 4",
+    "Trainer.log_every = 1",
+    "latent_transformer_em.hidden_size = 16",
+    "latent_transformer_em.num_layers = 1",
+    "latent_transformer_em.num_heads = 2",
+    "latent_transformer_em.filter_size = 32",
+    "latent_transformer_em.dropout = 0.0",
+    "latent_transformer_em.codebook_size = 16",
+    "latent_transformer_em.compress_steps = 2",
+    "latent_transformer_em.num_samples = 3",
+    "latent_transformer_em.mask_startup_steps = 0",
+    "latent_transformer_em.latent_loss_start_step = 0",
+    "make_optimizer.warmup_steps = 2",
+]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.getbasetemp() / "data")
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory, data_dir):
+  """A tiny trained teacher run: (output_dir, model, vocab, checkpoint record)."""
+  run_dir = str(tmp_path_factory.mktemp("teacher"))
+  with pipeline_lib.stage_config(TEACHER + PROBLEM):
+    trainer = trainer_lib.Trainer(run_dir, data_dir=data_dir)
+    trainer.train()
+  record = distill_lib.teacher_record(trainer.manager.latest_checkpoint)
+  return run_dir, trainer.model, trainer.vocab, record
+
+
+def teardown_function():
+  gin.clear_config()
+
+
+def grammar_sources():
+  """The training sources, read from the grammar itself (not through the problem)."""
+  return [s for s, _ in grammar.generate_pairs("train", seed=1234, num_train=NUM_TRAIN,
+                                               num_eval=12)]
+
+
+def run_distill(teacher, out_dir, **kwargs):
+  _, model, vocab, record = teacher
+  return distill_lib.distill(model, vocab, grammar_sources(), str(out_dir), record,
+                             "translate_grammar_ende", beam_size=2, batch_size=32,
+                             shard_size=SHARD_SIZE, progress=False, **kwargs)
+
+
+def read_dir(path):
+  return {name: (path / name).read_text() for name in sorted(os.listdir(path))
+          if name.startswith("shard-")}
+
+
+def test_one_target_per_training_source_and_info(tmp_path, teacher):
+  _, _, vocab, record = teacher
+  info = run_distill(teacher, tmp_path)
+  assert info["complete"] and info["num_shards"] == 3
+  assert sorted(read_dir(tmp_path)) == [f"shard-0000{i}-of-00003.tsv" for i in range(3)]
+  pairs = distill_lib.read_pairs(str(tmp_path))
+  assert [s for s, _ in pairs] == grammar_sources()
+  assert all(isinstance(t, str) and "\t" not in t for _, t in pairs)
+  with open(vocab.path, "rb") as f:
+    sha = hashlib.sha256(f.read()).hexdigest()
+  saved = json.loads((tmp_path / "info.json").read_text())
+  assert saved["vocab"] == {"path": os.path.abspath(vocab.path), "sha256": sha}
+  assert saved["teacher"] == record and record["step"] == 2
+  assert saved["num_sources"] == NUM_TRAIN and saved["beam_size"] == 2
+
+  # The problem wrapper serves them as training pairs, and the gold dev split.
+  gin.clear_config()
+  gin.parse_config("\n".join(PROBLEM))
+  problem = registry.build_problem("translate_distilled", base_problem="translate_grammar_ende",
+                                   distill_dir=str(tmp_path), data_dir=os.path.dirname(
+                                       os.path.dirname(vocab.path)))
+  assert problem.vocab_path == vocab.path
+  served = [(s.decode(), t.decode()) for s, t in problem.text_pairs("train").as_numpy_iterator()]
+  assert served == pairs
+  gold_dev = grammar.generate_pairs("dev", seed=1234, num_train=NUM_TRAIN, num_eval=12)
+  assert problem.sources_and_references("dev") == tuple(map(list, zip(*gold_dev)))
+
+
+def test_resume_after_interruption_gives_the_same_data(tmp_path, teacher):
+  straight = tmp_path / "straight"
+  run_distill(teacher, straight)
+
+  resumed = tmp_path / "resumed"
+  info = run_distill(teacher, resumed, max_shards=1)  # "crashes" after the first shard
+  assert not info["complete"]
+  assert list(read_dir(resumed)) == ["shard-00000-of-00003.tsv"]
+  with pytest.raises(distill_lib.DistillIncompleteError, match="2 of 3 shards missing"):
+    distill_lib.read_pairs(str(resumed))
+  first = (resumed / "shard-00000-of-00003.tsv").stat().st_mtime_ns
+  assert run_distill(teacher, resumed)["complete"]
+  assert (resumed / "shard-00000-of-00003.tsv").stat().st_mtime_ns == first  # kept
+  assert read_dir(resumed) == read_dir(straight)
+
+  # A lost last shard (e.g. a crash before its rename) is decoded again.
+  (resumed / "shard-00002-of-00003.tsv").unlink()
+  run_distill(teacher, resumed)
+  assert read_dir(resumed) == read_dir(straight)
+
+
+def test_other_teacher_or_vocab_is_refused(tmp_path, teacher, data_dir):
+  run_distill(teacher, tmp_path, max_shards=1)
+  run_dir, model, vocab, record = teacher
+  other = dict(record, step=record["step"] + 1)
+  with pytest.raises(distill_lib.DistillMismatchError, match="made by teacher checkpoint"):
+    distill_lib.distill(model, vocab, grammar_sources(), str(tmp_path), other,
+                        "translate_grammar_ende", beam_size=2, shard_size=SHARD_SIZE,
+                        progress=False)
+  run_distill(teacher, tmp_path)
+  # A student whose problem has another vocabulary (another vocab_size) is refused.
+  gin.clear_config()
+  gin.parse_config("\n".join(PROBLEM[:2] + ["translate_grammar_ende.vocab_size = 200"]))
+  problem = registry.build_problem("translate_distilled", base_problem="translate_grammar_ende",
+                                   distill_dir=str(tmp_path), data_dir=data_dir)
+  with pytest.raises(distill_lib.DistillMismatchError, match="made with vocabulary"):
+    problem.text_pairs("train")
+
+
+def test_pipeline_end_to_end_and_resume(tmp_path, data_dir):
+  out = tmp_path / "run"
+  pipeline = pipeline_lib.Pipeline(
+      str(out), data_dir=data_dir, teacher_gin=TEACHER, student_gin=STUDENT,
+      shared_gin=PROBLEM, distill_shard_size=100, bleu_sentences=6, latency_sentences=2,
+      evaluate_dev=False)
+  # Interrupted in the distillation stage: the teacher is kept, distillation resumes.
+  pipeline.train_teacher()
+  assert not pipeline.distill(max_shards=1)["complete"]
+  results = pipeline.run()
+
+  saved = json.loads((out / "results.json").read_text())
+  assert saved == json.loads(json.dumps(results))
+  names = [row["model"] for row in saved["rows"]]
+  assert names == ["Transformer (greedy)", "Transformer (beam 4)",
+                   "latent_transformer_em + distillation"]
+  for row in saved["rows"]:
+    assert 0.0 <= row["bleu"] <= 100.0 and row["latency_ms"] > 0
+    assert row["bleu_sentences"] == 6 and row["latency_sentences"] == 2
+  student = saved["rows"][2]
+  assert (student["n_c"], student["n_s"]) == (2, 3)
+  assert saved["rows"][0]["speedup_vs_greedy"] == pytest.approx(1.0)
+  assert student["speedup_vs_beam"] == pytest.approx(
+      saved["rows"][1]["latency_ms"] / student["latency_ms"])
+  assert len(distill_lib.read_pairs(str(out / "distill"))) == NUM_TRAIN
+  assert json.loads((out / "student" / "run_info.json").read_text())["problem"] == \
+      "translate_distilled"
+  table = (out / "results.md").read_text()
+  assert "| Model | n_c | n_s | BLEU |" in table
+  assert all(f"| {name} |" in table for name in names)
+  # Rerunning a finished pipeline does nothing but print the table.
+  assert pipeline_lib.Pipeline(str(out), data_dir=data_dir, teacher_gin=TEACHER,
+                               student_gin=STUDENT, shared_gin=PROBLEM).run() == saved
+
+
+def test_pipeline_config_is_recognised_and_restored():
+  gin.clear_config()
+  gin.parse_config("Trainer.train_steps = 7")
+  assert not pipeline_lib.is_configured()
+  gin.parse_config("Pipeline.student_gin = ['a.gin']")
+  assert pipeline_lib.is_configured()
+  with pipeline_lib.stage_config(["Trainer.train_steps = 3"]):
+    assert gin.query_parameter("Trainer.train_steps") == 3
+    assert not pipeline_lib.is_configured()
+  assert gin.query_parameter("Trainer.train_steps") == 7
+  assert pipeline_lib.is_configured()
