@@ -212,7 +212,8 @@ class LatentTransformer(keras.Model):
     if training and step is not None:
       padded = compression.pad_to_multiple(targets, self.compression_factor)
       gold = self.embedding(padded)
-    logits = self.decode_latents(out.quantized, latent_mask, memory, memory_mask, gold=gold,
+    # tf.identity drops the Keras mask the bottleneck attaches to its output.
+    logits = self.decode_latents(tf.identity(out.quantized), latent_mask, memory, memory_mask, gold=gold,
                                  gold_rate=self.gold_rate(step) if gold is not None else None,
                                  training=training)
     logits = logits[:, :tf.shape(targets)[1]]
