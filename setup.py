@@ -26,6 +26,7 @@ setup(
         "console_scripts": [
             "t2t_vqem-trainer = t2t_vqem.cli.trainer:run",
             "t2t_vqem-decoder = t2t_vqem.cli.decoder:run",
+            "t2t_vqem-exporter = t2t_vqem.cli.exporter:run",
         ],
     },
 )

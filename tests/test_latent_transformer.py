@@ -164,3 +164,17 @@ def test_hard_and_soft_em_train_on_the_embedded_problem(tmp_path_factory, model)
   assert values["perplexity"] > 1.0
   results = trainer.evaluate()
   assert np.isfinite(results["reconstruction"])
+
+
+def test_batched_decode_equals_batch_one_when_the_length_limit_binds():
+  # An untrained predictor rarely emits END, so every row runs to its own limit,
+  # which must come from the row's own source length, not the batch's width.
+  keras.utils.set_random_seed(3)
+  model = latent_transformer.LatentTransformerEm(vocab_size=12, **TINY)
+  inputs = _pairs(4, 12, 12, seed=5)["inputs"].numpy()
+  batched = model.decode(inputs).numpy()
+  for row, source in enumerate(inputs):
+    alone = model.decode(source[None, :int((source > 0).sum())]).numpy()[0]
+    width = max(len(alone), batched.shape[1])
+    np.testing.assert_array_equal(np.pad(alone, (0, width - len(alone))),
+                                  np.pad(batched[row], (0, width - batched.shape[1])))

@@ -288,11 +288,15 @@ class LatentTransformer(keras.Model):
     return cut_at_eos(tf.argmax(logits, axis=-1, output_type=tf.int32))
 
   def predict_latents(self, memory, memory_mask, max_latents, beam_size, alpha):
-    """Latent codes [B, L] and their count [B] from the latent predictor (cached search)."""
+    """Latent codes [B, L] and their count [B] from the latent predictor (cached search).
+
+    max_latents: int32 [B], the most latents each row may decode.
+    """
     batch_size = tf.shape(memory)[0]
-    cache = {"decoder": self.latent_predictor.init_cache(batch_size, max_latents + 1, memory,
+    steps = tf.reduce_max(max_latents) + 1  # + END
+    cache = {"decoder": self.latent_predictor.init_cache(batch_size, steps, memory,
                                                          memory_mask),
-             "limit": tf.fill([batch_size], max_latents + 1)}
+             "limit": max_latents + 1}
     classes = tf.range(self.codebook_size + 1)
 
     def symbols_to_logits(ids, step, cache):
@@ -308,11 +312,11 @@ class LatentTransformer(keras.Model):
 
     initial = tf.fill([batch_size], self.end_id)
     if beam_size == 1:
-      codes, _ = search.greedy_search(symbols_to_logits, initial, cache, max_latents + 1,
+      codes, _ = search.greedy_search(symbols_to_logits, initial, cache, steps,
                                       eos_id=self.end_id, pad_id=self.end_id)
     else:
       codes, _ = search.beam_search(symbols_to_logits, initial, cache, beam_size,
-                                    max_latents + 1, alpha, eos_id=self.end_id,
+                                    steps, alpha, eos_id=self.end_id,
                                     pad_id=self.end_id)
       codes = codes[:, 0]
     is_code = tf.cumsum(tf.cast(tf.equal(codes, self.end_id), tf.int32), axis=1) == 0
@@ -330,8 +334,11 @@ class LatentTransformer(keras.Model):
     alpha = self.alpha if alpha is None else alpha
     inputs = tf.convert_to_tensor(inputs, tf.int32)
     memory, memory_mask = self.encode_source(inputs)
-    if max_decode_length is None:
-      max_decode_length = tf.shape(inputs)[1] + self.max_decode_extra
+    if max_decode_length is None:  # per row, so that rows do not depend on each other
+      max_decode_length = (tf.reduce_sum(tf.cast(memory_mask, tf.int32), axis=1)
+                           + self.max_decode_extra)
+    else:
+      max_decode_length = tf.fill([tf.shape(inputs)[0]], tf.cast(max_decode_length, tf.int32))
     factor = self.compression_factor
     max_latents = (max_decode_length + factor - 1) // factor
     codes, count = self.predict_latents(memory, memory_mask, max_latents, beam_size, alpha)

@@ -1,0 +1,65 @@
+"""t2t_vqem-exporter: writes a serving SavedModel (text in, translation out) of a trained run.
+
+  t2t_vqem-exporter --output_dir=runs/tq                      # -> runs/tq/export
+  t2t_vqem-exporter --output_dir=runs/tq --export_dir=models/tq/1 --beam_size=4
+
+Load it with tensorflow and tensorflow_text only (see README, "Serving").
+"""
+
+import os
+
+from absl import app
+from absl import flags
+import gin
+import tensorflow as tf
+
+from t2t_vqem import export as export_lib
+from t2t_vqem.cli import common
+from t2t_vqem.cli import decoder  # defines --output_dir, --checkpoint, --beam_size, --alpha
+
+flags.DEFINE_string("export_dir", None, "Where the SavedModel goes (default: "
+                    "OUTPUT_DIR/export; replaced if it exists).")
+flags.DEFINE_integer("max_input_length", None, "Sources are cut to this many subwords, EOS "
+                     "included (default: export_model.max_input_length, else the "
+                     "problem's max_length).")
+FLAGS = flags.FLAGS
+
+
+@common.one_line_errors
+def main(argv):
+  if len(argv) > 1:
+    raise common.UsageError(f"unexpected arguments {argv[1:]}; flags are --name=value")
+  if not FLAGS.output_dir:
+    raise common.UsageError("--output_dir (a training run) is required")
+  if FLAGS.max_input_length is not None and FLAGS.max_input_length < 2:
+    raise common.UsageError(f"--max_input_length={FLAGS.max_input_length} must be >= 2 "
+                            "(one subword and EOS)")
+  if FLAGS.beam_size is not None and FLAGS.beam_size < 1:
+    raise common.UsageError(f"--beam_size={FLAGS.beam_size} must be >= 1")
+  common.register_everything(FLAGS["import"].value)
+  config = os.path.join(FLAGS.output_dir, "operative_config.gin")
+  if not os.path.isfile(config):
+    raise FileNotFoundError(f"{config!r} not found: is {FLAGS.output_dir!r} a training run?")
+  common.parse_gin([config] + FLAGS.gin_file, FLAGS.gin_param)
+  problem, model = decoder.load_run(FLAGS.output_dir, FLAGS.checkpoint, FLAGS.data_dir)
+  checkpoint = FLAGS.checkpoint or tf.train.latest_checkpoint(
+      os.path.join(FLAGS.output_dir, "checkpoints"))
+  settings = {name: getattr(FLAGS, name) for name in ("max_input_length", "beam_size", "alpha")
+              if getattr(FLAGS, name) is not None}
+  export_dir = FLAGS.export_dir or os.path.join(FLAGS.output_dir, "export")
+  try:
+    server = export_lib.export_model(model, problem, export_dir,
+                                     extra_info={"checkpoint": os.path.abspath(checkpoint)},
+                                     **settings)
+  except NotImplementedError as e:
+    raise common.UsageError(str(e)) from None
+  print(f"exported {gin.query_parameter('Trainer.model')} "
+        f"({', '.join(sorted(server.signatures()))}) to {export_dir}")
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,213 @@
+"""Serving export: a tiny trained transformer and latent_transformer_em, exported at the
+end of training, moved, reloaded in a process that imports only tensorflow and
+tensorflow_text; same outputs as in process; bad inputs answered, not crashed on."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import gin
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from t2t_vqem import decode
+from t2t_vqem.train import trainer as trainer_lib
+from test_trainer import TINY
+
+SOURCES = ["The dog sleeps.", "A man reads a book.", "The woman sees the old dog."]
+TARGETS = ["Der Hund schläft.", "Ein Mann liest ein Buch.", "Die Frau sieht den alten Hund."]
+LONG = "The dog sleeps and the cat sees the man . " * 60  # far beyond 64 subwords
+LONGER = LONG + "A woman reads a book."                       # same first 64 subwords
+MAX_INPUT_LENGTH = 64  # TINY's translate_grammar_ende.max_length (the default)
+
+LATENT = """
+Trainer.model = 'latent_transformer_em'
+latent_transformer_em.hidden_size = 16
+latent_transformer_em.num_layers = 1
+latent_transformer_em.num_heads = 2
+latent_transformer_em.filter_size = 32
+latent_transformer_em.dropout = 0.0
+latent_transformer_em.compress_steps = 1
+latent_transformer_em.codebook_size = 16
+latent_transformer_em.num_samples = 4
+latent_transformer_em.mask_startup_steps = 4
+latent_transformer_em.latent_loss_start_step = 0
+"""
+
+# Runs in a fresh interpreter: t2t_vqem is made unimportable, only tensorflow and
+# tensorflow_text are imported. Reads [[signature, {arg: value}], ...] on stdin,
+# prints the signature names and, per request, the outputs or the error message.
+SERVE = r"""
+import json, sys
+sys.modules["t2t_vqem"] = None  # any import of t2t_vqem would now fail
+import tensorflow as tf
+import tensorflow_text  # noqa: F401  (registers the tf.text ops)
+served = tf.saved_model.load(sys.argv[1])
+results = []
+for name, kwargs in json.load(sys.stdin):
+  args = {k: tf.constant(v, tf.int32 if k == "codes" else tf.string,
+                         shape=[0, 0] if k == "codes" and not v else None)
+          for k, v in kwargs.items()}
+  try:
+    out = served.signatures[name](**args)
+  except tf.errors.InvalidArgumentError as e:
+    results.append({"error": e.message})
+    continue
+  results.append({k: [t.decode("utf-8") for t in v.numpy()] if v.dtype == tf.string
+                  else v.numpy().tolist() for k, v in out.items()})
+print(json.dumps({"signatures": sorted(served.signatures), "results": results,
+                  "t2t_vqem_loaded": [m for m in sys.modules
+                                      if m.startswith("t2t_vqem") and sys.modules[m]]}))
+"""
+
+
+def serve(export_dir, requests):
+  result = subprocess.run([sys.executable, "-c", SERVE, export_dir], input=json.dumps(requests),
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  assert result.returncode == 0, result.stderr[-3000:]
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def train_and_export(tmp, config, steps, export_at_end):
+  """Trains, exports, moves the export elsewhere; returns (trainer, server or None, export).
+
+  With export_at_end the Trainer exports; otherwise trainer.export() does, and
+  its serving module (tf.functions already traced) is returned for in-process calls.
+  """
+  gin.clear_config()
+  gin.parse_config(TINY + config + f"\nTrainer.train_steps = {steps}\n"
+                   f"Trainer.export_at_end = {export_at_end}\n")
+  trainer = trainer_lib.Trainer(str(tmp / "run"), data_dir=str(tmp / "data"))
+  trainer.train()
+  server = None if export_at_end else trainer.export()
+  gin.clear_config()
+  info = json.loads((tmp / "run" / "export" / "assets.extra" / "export_info.json").read_text())
+  assert info["step"] == steps and info["max_input_length"] == MAX_INPUT_LENGTH
+  moved = tmp / "elsewhere" / "model"
+  moved.parent.mkdir()
+  shutil.move(str(tmp / "run" / "export"), str(moved))
+  return trainer, server, str(moved)
+
+
+def texts(tensor):
+  return [text.decode("utf-8") for text in tensor.numpy()]
+
+
+@pytest.fixture(scope="module")
+def transformer_export(tmp_path_factory):
+  return train_and_export(tmp_path_factory.mktemp("transformer"), "", steps=4,
+                          export_at_end=True)
+
+
+@pytest.fixture(scope="module")
+def latent_export(tmp_path_factory):
+  return train_and_export(tmp_path_factory.mktemp("latent"), LATENT, steps=4,
+                          export_at_end=False)
+
+
+def test_transformer_export_matches_in_process_translation(transformer_export):
+  trainer, _, export_dir = transformer_export
+  expected = decode.translate(trainer.model, trainer.vocab, SOURCES, batch_size=len(SOURCES))
+
+  out = serve(export_dir, [
+      ["serving_default", {"sources": SOURCES}],
+      ["serving_default", {"sources": ["", "   ", SOURCES[0]]}],
+      ["serving_default", {"sources": [LONG, LONGER]}],
+      ["serving_default", {"sources": []}],
+  ])
+  assert out["t2t_vqem_loaded"] == []
+  assert out["signatures"] == ["serving_default"]
+  translations, empty, long, none = [r["translations"] for r in out["results"]]
+  assert translations == expected
+  assert empty == ["", "", expected[0]]
+  # Sources are cut to max_input_length subwords: the tails differ, not the outputs.
+  assert long[0] == long[1] != ""
+  assert none == []
+
+
+def test_latent_export_translates_encodes_and_decodes_codes(latent_export):
+  trainer, server, export_dir = latent_export
+  model = trainer.model
+  expected = decode.translate(model, trainer.vocab, SOURCES, batch_size=len(SOURCES))
+  assert texts(server.translate(tf.constant(SOURCES))["translations"]) == expected
+  codes = server.encode(tf.constant(SOURCES), tf.constant(TARGETS))["codes"].numpy()
+  target_lengths = [len(ids) for ids in decode.encode_texts(trainer.vocab, TARGETS)]
+  assert codes.dtype == np.int32
+  assert codes.shape == (3, max(-(-n // 2) for n in target_lengths))  # ceil(T / 2^n_c)
+  for row, n in zip(codes, target_lengths):
+    assert (row[:-(-n // 2)] >= 0).all() and (row[-(-n // 2):] == -1).all()
+  assert (codes < model.codebook_size).all()
+  with_codes = texts(server.translate_with_codes(tf.constant(SOURCES), codes)["translations"])
+
+  # translate_with_codes on the latent predictor's codes is serving_default.
+  @tf.function
+  def predicted_codes(inputs):
+    memory, mask = model.encode_source(inputs)
+    max_latents = (tf.shape(inputs)[1] + model.max_decode_extra + 1) // 2
+    found, count = model.predict_latents(memory, mask, max_latents, 1, 0.0)
+    return tf.where(tf.sequence_mask(count, tf.shape(found)[1]), found, -1)
+
+  inputs = tf.ragged.constant(decode.encode_texts(trainer.vocab, SOURCES)).to_tensor()
+  predicted = predicted_codes(inputs)
+  assert texts(server.translate_with_codes(tf.constant(SOURCES), predicted)["translations"]) \
+      == expected
+
+  out = serve(export_dir, [
+      ["serving_default", {"sources": SOURCES}],
+      ["encode", {"sources": SOURCES, "targets": TARGETS}],
+      ["translate_with_codes", {"sources": SOURCES, "codes": codes.tolist()}],
+      ["serving_default", {"sources": ["", LONG]}],
+      ["encode", {"sources": [], "targets": []}],
+      ["translate_with_codes", {"sources": [], "codes": []}],
+      ["translate_with_codes", {"sources": SOURCES[:1], "codes": [[model.codebook_size]]}],
+      ["translate_with_codes", {"sources": SOURCES[:2], "codes": [[0]]}],
+      ["encode", {"sources": SOURCES[:2], "targets": TARGETS[:1]}],
+  ])
+  assert out["t2t_vqem_loaded"] == []
+  assert out["signatures"] == ["encode", "serving_default", "translate_with_codes"]
+  results = out["results"]
+  assert results[0]["translations"] == expected
+  assert results[1]["codes"] == codes.tolist()
+  assert results[2]["translations"] == with_codes
+  assert results[3]["translations"][0] == ""
+  assert results[4]["codes"] == [] and results[5]["translations"] == []
+  assert "codebook size" in results[6]["error"]
+  assert "differ in number" in results[7]["error"]
+  assert "differ in number" in results[8]["error"]
+
+
+def test_saved_model_cli_lists_the_signatures(latent_export):
+  cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+  if not os.path.exists(cli):
+    pytest.skip("saved_model_cli is not installed next to this python")
+  result = subprocess.run([cli, "show", "--dir", latent_export[2], "--all"],
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  for name in ("serving_default", "encode", "translate_with_codes"):
+    assert f"signature_def['{name}']" in result.stdout
+  assert "inputs['sources']" in result.stdout and "outputs['codes']" in result.stdout
+
+
+def test_exporter_cli(transformer_export, tmp_path):
+  trainer = transformer_export[0]
+  run = trainer.output_dir
+  data_dir = os.path.dirname(trainer.problem.problem_dir)
+  result = subprocess.run(
+      [sys.executable, "-m", "t2t_vqem.cli.exporter", f"--output_dir={run}",
+       f"--data_dir={data_dir}", f"--export_dir={tmp_path / 'cli'}", "--max_input_length=8"],
+      capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "serving_default" in result.stdout
+  info = json.loads((tmp_path / "cli" / "assets.extra" / "export_info.json").read_text())
+  assert info["max_input_length"] == 8 and info["checkpoint"].endswith("ckpt-4")
+  assert (tmp_path / "cli" / "assets" / os.path.basename(trainer.problem.vocab_path)).is_file()
+
+  result = subprocess.run([sys.executable, "-m", "t2t_vqem.cli.exporter",
+                           f"--output_dir={tmp_path}"], capture_output=True, text=True,
+                          timeout=300)
+  assert result.returncode == 1 and "Traceback" not in result.stderr
+  assert "a training run?" in result.stderr
