@@ -167,6 +167,8 @@ class Pipeline:
     teacher_dir: an already trained teacher run to use instead of training one
       in output_dir/teacher.
     teacher_checkpoint: a checkpoint of the teacher (default: its latest).
+    distill_dir: where the distilled data goes (default: output_dir/distill);
+      another run's, made by the same teacher, is reused as it is.
     distill_beam_size, distill_alpha: the teacher's search when distilling
       (alpha None: the teacher's own).
     distill_batch_size, distill_shard_size: sentences per decode batch / shard.
@@ -181,9 +183,9 @@ class Pipeline:
 
   def __init__(self, output_dir, data_dir=None, teacher_gin=gin.REQUIRED,
                student_gin=gin.REQUIRED, shared_gin=(), teacher_dir=None,
-               teacher_checkpoint=None, distill_beam_size=4, distill_alpha=None,
-               distill_batch_size=64, distill_shard_size=5000, teacher_beam_size=4,
-               bleu_split="test", bleu_sentences=None, latency_sentences=100,
+               teacher_checkpoint=None, distill_dir=None, distill_beam_size=4,
+               distill_alpha=None, distill_batch_size=64, distill_shard_size=5000,
+               teacher_beam_size=4, bleu_split="test", bleu_sentences=None, latency_sentences=100,
                decode_batch_size=64, evaluate_dev=True):
     self.output_dir, self.data_dir = output_dir, data_dir
     self.teacher_gin, self.student_gin = list(teacher_gin), list(student_gin)
@@ -191,7 +193,7 @@ class Pipeline:
     self.external_teacher = teacher_dir
     self.teacher_dir = teacher_dir or os.path.join(output_dir, "teacher")
     self.teacher_checkpoint = teacher_checkpoint
-    self.distill_dir = os.path.join(output_dir, "distill")
+    self.distill_dir = distill_dir or os.path.join(output_dir, "distill")
     self.student_dir = os.path.join(output_dir, "student")
     self.eval_dir = os.path.join(output_dir, "eval")
     self.distill_beam_size, self.distill_alpha = distill_beam_size, distill_alpha
@@ -281,8 +283,7 @@ class Pipeline:
       problem, model, ckpt = _load_run(run_dir, checkpoint, self.data_dir)
       sources, references = problem.sources_and_references(self.bleu_split,
                                                            self.bleu_sentences)
-      logging.info("Decoding %d %s sentences with %s (beam %d)", len(sources),
-                   self.bleu_split, label, beam_size)
+      logging.info("Decoding %d %s sentences: %s", len(sources), self.bleu_split, label)
       hypotheses = decode.translate(model, problem.vocab, sources, beam_size=beam_size,
                                     batch_size=self.decode_batch_size)
       bleu, signature = metrics.corpus_bleu(hypotheses, references)

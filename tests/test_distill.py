@@ -101,7 +101,7 @@ def read_dir(path):
           if name.startswith("shard-")}
 
 
-def test_one_target_per_training_source_and_info(tmp_path, teacher):
+def test_one_target_per_training_source_and_info(tmp_path, teacher, data_dir):
   _, _, vocab, record = teacher
   info = run_distill(teacher, tmp_path)
   assert info["complete"] and info["num_shards"] == 3
@@ -120,8 +120,7 @@ def test_one_target_per_training_source_and_info(tmp_path, teacher):
   gin.clear_config()
   gin.parse_config("\n".join(PROBLEM))
   problem = registry.build_problem("translate_distilled", base_problem="translate_grammar_ende",
-                                   distill_dir=str(tmp_path), data_dir=os.path.dirname(
-                                       os.path.dirname(vocab.path)))
+                                   distill_dir=str(tmp_path), data_dir=data_dir)
   assert problem.vocab_path == vocab.path
   served = [(s.decode(), t.decode()) for s, t in problem.text_pairs("train").as_numpy_iterator()]
   assert served == pairs
@@ -214,3 +213,39 @@ def test_pipeline_config_is_recognised_and_restored():
     assert not pipeline_lib.is_configured()
   assert gin.query_parameter("Trainer.train_steps") == 7
   assert pipeline_lib.is_configured()
+
+
+@pytest.mark.parametrize("name", ["em_distill.gin", "em_distill_quickstart.gin",
+                                  "vq_distill.gin"])
+def test_shipped_pipeline_configs_name_valid_stages(name):
+  from t2t_vqem.cli import common  # noqa: PLC0415
+  gin.clear_config()
+  common.parse_gin([name], [], finalize=False)
+  assert pipeline_lib.is_configured()
+  stages = {}
+  for stage in ("teacher", "student"):
+    items = gin.query_parameter(f"Pipeline.{stage}_gin")
+    with pipeline_lib.stage_config(list(items) + list(gin.query_parameter("Pipeline.shared_gin")
+                                                      if _bound("Pipeline.shared_gin") else [])):
+      stages[stage] = (gin.query_parameter("Trainer.model"), gin.query_parameter("Trainer.problem"))
+      if name == "em_distill.gin":  # the paper's WMT14 setup (§5.1)
+        expected = ({"transformer.hidden_size": 512, "transformer.num_layers": 6}
+                    if stage == "teacher" else
+                    {"latent_transformer_em.hidden_size": 512,
+                     "latent_transformer_em.codebook_size": 2 ** 12,
+                     "latent_transformer_em.compress_steps": 3,
+                     "latent_transformer_em.num_samples": 10,
+                     "latent_transformer_em.decay": 0.999, "latent_transformer_em.beta": 0.25})
+        assert {k: gin.query_parameter(k) for k in expected} == expected
+  assert stages["teacher"][0] == "transformer"
+  assert stages["student"][0] in ("latent_transformer_em", "latent_transformer_vq")
+  assert stages["teacher"][1] == stages["student"][1]
+  assert gin.query_parameter("Pipeline.distill_beam_size") == 4
+
+
+def _bound(name):
+  try:
+    gin.query_parameter(name)
+  except ValueError:
+    return False
+  return True

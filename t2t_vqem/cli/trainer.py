@@ -2,6 +2,9 @@
 
   t2t_vqem-trainer --gin_file=transformer_quickstart.gin --output_dir=runs/tq
   t2t_vqem-trainer --registry_help
+
+A Gin config that binds Pipeline.student_gin (em_distill.gin) runs the whole
+teacher -> distillation -> student -> results pipeline (t2t_vqem/pipeline.py).
 """
 
 from absl import app
