@@ -10,13 +10,11 @@ hits both alike). Prints a markdown table for BENCHMARKS.md.
 """
 
 import json
-import os
 import time
 
 from absl import app
 from absl import flags
 from absl import logging
-import gin
 import numpy as np
 import tensorflow as tf
 

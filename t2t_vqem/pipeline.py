@@ -34,7 +34,6 @@ import tensorflow as tf
 from t2t_vqem import decode
 from t2t_vqem import distill as distill_lib
 from t2t_vqem import metrics
-from t2t_vqem import registry
 from t2t_vqem.cli import common
 from t2t_vqem.train import trainer as trainer_lib
 
@@ -76,24 +75,6 @@ def stage_config(items):
   finally:
     gin.clear_config()
     gin.parse_config(saved)
-
-
-def _load_run(run_dir, checkpoint=None, data_dir=None):
-  """(problem, model, checkpoint path) of a trained run; its operative config must be parsed.
-
-  (As t2t_vqem.cli.decoder.load_run, which cannot be imported here: its flags
-  clash with the trainer's.)
-  """
-  path = checkpoint or tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
-  if not path:
-    raise FileNotFoundError(f"no checkpoint in {os.path.join(run_dir, 'checkpoints')!r}")
-  problem = registry.build_problem(gin.query_parameter("Trainer.problem"), data_dir=data_dir)
-  model = registry.build_model(gin.query_parameter("Trainer.model"),
-                               vocab_size=problem.vocab.size)
-  model(trainer_lib.dummy_features(problem), training=False)
-  tf.train.Checkpoint(model=model).restore(path).expect_partial()
-  logging.info("Loaded %s", path)
-  return problem, model, path
 
 
 def _operative_config(run_dir):
@@ -236,7 +217,7 @@ class Pipeline:
     logging.info("Stage 2/4: distillation into %s", self.distill_dir)
     with stage_config([_operative_config(self.teacher_dir)]):
       self._teacher_problem = gin.query_parameter("Trainer.problem")
-      problem, model, path = _load_run(self.teacher_dir, self.teacher_checkpoint, self.data_dir)
+      problem, model, path = trainer_lib.load_run(self.teacher_dir, self.teacher_checkpoint, self.data_dir)
       teacher = distill_lib.teacher_record(path)
       info_path = os.path.join(self.distill_dir, distill_lib.INFO)
       if os.path.exists(info_path):
@@ -280,7 +261,7 @@ class Pipeline:
     os.makedirs(self.eval_dir, exist_ok=True)
     with stage_config([_operative_config(run_dir)]):
       checkpoint = self.teacher_checkpoint if run_dir == self.teacher_dir else None
-      problem, model, ckpt = _load_run(run_dir, checkpoint, self.data_dir)
+      problem, model, ckpt = trainer_lib.load_run(run_dir, checkpoint, self.data_dir)
       sources, references = problem.sources_and_references(self.bleu_split,
                                                            self.bleu_sentences)
       logging.info("Decoding %d %s sentences: %s", len(sources), self.bleu_split, label)

@@ -147,7 +147,8 @@ def test_latent_export_translates_encodes_and_decodes_codes(latent_export):
   @tf.function
   def predicted_codes(inputs):
     memory, mask = model.encode_source(inputs)
-    max_latents = (tf.shape(inputs)[1] + model.max_decode_extra + 1) // 2
+    lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)  # per row, as decode does
+    max_latents = (lengths + model.max_decode_extra + 1) // 2
     found, count = model.predict_latents(memory, mask, max_latents, 1, 0.0)
     return tf.where(tf.sequence_mask(count, tf.shape(found)[1]), found, -1)
 

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from t2t_vqem import registry
 from t2t_vqem.layers import compression
 from t2t_vqem.models import latent_transformer
 from t2t_vqem.train import trainer as trainer_lib

@@ -52,6 +52,14 @@ def parse_gin(gin_files, gin_params, finalize=True):
     raise UsageError(f"bad Gin config: {message}") from None
 
 
+def parse_run_config(output_dir, gin_files, gin_params):
+  """Parses a training run's operative_config.gin, then extra Gin files and bindings."""
+  config = os.path.join(output_dir, "operative_config.gin")
+  if not os.path.isfile(config):
+    raise FileNotFoundError(f"{config!r} not found: is {output_dir!r} a training run?")
+  parse_gin([config] + list(gin_files), gin_params)
+
+
 def register_everything(user_modules):
   """Imports the built-in problems and models and the --import modules."""
   import t2t_vqem.models  # noqa: F401  (registers the models)

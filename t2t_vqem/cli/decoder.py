@@ -9,13 +9,9 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
-import gin
-import tensorflow as tf
 
 from t2t_vqem import decode
 from t2t_vqem import metrics
-from t2t_vqem import registry
 from t2t_vqem.cli import common
 from t2t_vqem.problems import problem as problem_lib
 from t2t_vqem.train import trainer as trainer_lib
@@ -40,23 +36,6 @@ def read_lines(path):
     return [line.rstrip("\n") for line in f]
 
 
-def load_run(output_dir, checkpoint=None, data_dir=None):
-  """Problem and model of a training run, with the checkpoint's weights.
-
-  The run's operative_config.gin must already be parsed.
-  """
-  problem = registry.build_problem(gin.query_parameter("Trainer.problem"), data_dir=data_dir)
-  model = registry.build_model(gin.query_parameter("Trainer.model"),
-                               vocab_size=problem.vocab.size)
-  model(trainer_lib.dummy_features(problem), training=False)
-  path = checkpoint or tf.train.latest_checkpoint(os.path.join(output_dir, "checkpoints"))
-  if not path:
-    raise FileNotFoundError(f"no checkpoint in {output_dir!r}/checkpoints")
-  tf.train.Checkpoint(model=model).restore(path).expect_partial()
-  logging.info("Loaded %s", path)
-  return problem, model
-
-
 @common.one_line_errors
 def main(argv):
   if len(argv) > 1:
@@ -64,11 +43,8 @@ def main(argv):
   if not FLAGS.output_dir:
     raise common.UsageError("--output_dir (a training run) is required")
   common.register_everything(FLAGS["import"].value)
-  config = os.path.join(FLAGS.output_dir, "operative_config.gin")
-  if not os.path.isfile(config):
-    raise FileNotFoundError(f"{config!r} not found: is {FLAGS.output_dir!r} a training run?")
-  common.parse_gin([config] + FLAGS.gin_file, FLAGS.gin_param)
-  problem, model = load_run(FLAGS.output_dir, FLAGS.checkpoint, FLAGS.data_dir)
+  common.parse_run_config(FLAGS.output_dir, FLAGS.gin_file, FLAGS.gin_param)
+  problem, model, _ = trainer_lib.load_run(FLAGS.output_dir, FLAGS.checkpoint, FLAGS.data_dir)
 
   references = None
   if FLAGS.decode_from_file:

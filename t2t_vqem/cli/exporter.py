@@ -11,12 +11,15 @@ import os
 from absl import app
 from absl import flags
 import gin
-import tensorflow as tf
 
 from t2t_vqem import export as export_lib
 from t2t_vqem.cli import common
-from t2t_vqem.cli import decoder  # defines --output_dir, --checkpoint, --beam_size, --alpha
+from t2t_vqem.train import trainer as trainer_lib
 
+flags.DEFINE_string("output_dir", None, "A training run's output_dir.")
+flags.DEFINE_string("checkpoint", None, "A checkpoint path (default: the run's latest).")
+flags.DEFINE_integer("beam_size", None, "Beam size fixed in the export (default: the model's).")
+flags.DEFINE_float("alpha", None, "Length penalty fixed in the export (default: the model's).")
 flags.DEFINE_string("export_dir", None, "Where the SavedModel goes (default: "
                     "OUTPUT_DIR/export; replaced if it exists).")
 flags.DEFINE_integer("max_input_length", None, "Sources are cut to this many subwords, EOS "
@@ -37,13 +40,9 @@ def main(argv):
   if FLAGS.beam_size is not None and FLAGS.beam_size < 1:
     raise common.UsageError(f"--beam_size={FLAGS.beam_size} must be >= 1")
   common.register_everything(FLAGS["import"].value)
-  config = os.path.join(FLAGS.output_dir, "operative_config.gin")
-  if not os.path.isfile(config):
-    raise FileNotFoundError(f"{config!r} not found: is {FLAGS.output_dir!r} a training run?")
-  common.parse_gin([config] + FLAGS.gin_file, FLAGS.gin_param)
-  problem, model = decoder.load_run(FLAGS.output_dir, FLAGS.checkpoint, FLAGS.data_dir)
-  checkpoint = FLAGS.checkpoint or tf.train.latest_checkpoint(
-      os.path.join(FLAGS.output_dir, "checkpoints"))
+  common.parse_run_config(FLAGS.output_dir, FLAGS.gin_file, FLAGS.gin_param)
+  problem, model, checkpoint = trainer_lib.load_run(FLAGS.output_dir, FLAGS.checkpoint,
+                                                    FLAGS.data_dir)
   settings = {name: getattr(FLAGS, name) for name in ("max_input_length", "beam_size", "alpha")
               if getattr(FLAGS, name) is not None}
   export_dir = FLAGS.export_dir or os.path.join(FLAGS.output_dir, "export")

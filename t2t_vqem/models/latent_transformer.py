@@ -290,9 +290,10 @@ class LatentTransformer(keras.Model):
   def predict_latents(self, memory, memory_mask, max_latents, beam_size, alpha):
     """Latent codes [B, L] and their count [B] from the latent predictor (cached search).
 
-    max_latents: int32 [B], the most latents each row may decode.
+    max_latents: int32 [B] (or a scalar for every row), the most latents a row may decode.
     """
     batch_size = tf.shape(memory)[0]
+    max_latents = tf.broadcast_to(tf.cast(max_latents, tf.int32), [batch_size])
     steps = tf.reduce_max(max_latents) + 1  # + END
     cache = {"decoder": self.latent_predictor.init_cache(batch_size, steps, memory,
                                                          memory_mask),

@@ -76,6 +76,24 @@ def dummy_features(problem):
   return {"inputs": tf.constant([[3, 1]], tf.int32), "targets": tf.constant([[3, 1]], tf.int32)}
 
 
+def load_run(output_dir, checkpoint=None, data_dir=None):
+  """(problem, model, checkpoint path) of a trained run, for inference.
+
+  The run's operative_config.gin must already be parsed (it names the model
+  and the problem and holds their settings).
+  """
+  path = checkpoint or tf.train.latest_checkpoint(os.path.join(output_dir, "checkpoints"))
+  if not path:
+    raise FileNotFoundError(f"no checkpoint in {os.path.join(output_dir, 'checkpoints')!r}")
+  problem = registry.build_problem(gin.query_parameter("Trainer.problem"), data_dir=data_dir)
+  model = registry.build_model(gin.query_parameter("Trainer.model"),
+                               vocab_size=problem.vocab.size)
+  model(dummy_features(problem), training=False)
+  tf.train.Checkpoint(model=model).restore(path).expect_partial()
+  logging.info("Loaded %s", path)
+  return problem, model, path
+
+
 @gin.configurable(denylist=["output_dir", "data_dir"])
 class Trainer:
   """Builds problem, model and optimizer under a strategy; trains, evaluates, checkpoints.
