@@ -172,7 +172,7 @@ def test_pipeline_end_to_end_and_resume(tmp_path, data_dir):
   pipeline = pipeline_lib.Pipeline(
       str(out), data_dir=data_dir, teacher_gin=TEACHER, student_gin=STUDENT,
       shared_gin=PROBLEM, distill_shard_size=100, bleu_sentences=6, latency_sentences=2,
-      evaluate_dev=False)
+      evaluate_dev=True)
   # Interrupted in the distillation stage: the teacher is kept, distillation resumes.
   pipeline.train_teacher()
   assert not pipeline.distill(max_shards=1)["complete"]

@@ -9,6 +9,12 @@ position split in two), each preceded by residual convolutions.
 Every convolution output is multiplied by the position mask, so padding never
 leaks into real positions: a sequence gives the same result alone or padded
 in a batch.
+
+Images (§5.2): `Compress2D` is 4 convolutions with 5x5 kernels (the first
+`compress_steps` with stride 2, the rest stride 1), 2 residual layers and a
+dense layer to `latents_per_position` vectors per position; `Decompress2D`
+mirrors it (dense, 2 residual layers, 4 transposed 5x5 convolutions, the last
+`compress_steps` with stride 2) and ends in 256 logits per sub-pixel.
 """
 
 import keras
@@ -109,6 +115,111 @@ class Decompress1D(keras.layers.Layer):
       mask = None if mask is None else upsample_mask(mask, 1)
       x = _apply_mask(x, mask)
     return x
+
+
+class ResidualConv2D(keras.layers.Layer):
+  """x + conv1x1(relu(conv3x3(relu(x)))), `num_layers` times (the VQ-VAE residual block)."""
+
+  def __init__(self, hidden_size, num_layers=2, **kwargs):
+    super().__init__(**kwargs)
+    self.hidden_size, self.num_layers = hidden_size, num_layers
+    for i in range(num_layers):
+      setattr(self, f"conv3_{i}", keras.layers.Conv2D(hidden_size, 3, padding="same"))
+      setattr(self, f"conv1_{i}", keras.layers.Conv2D(hidden_size, 1))
+
+  def build(self, input_shape=None):
+    for i in range(self.num_layers):
+      getattr(self, f"conv3_{i}").build((None, None, None, self.hidden_size))
+      getattr(self, f"conv1_{i}").build((None, None, None, self.hidden_size))
+
+  def call(self, x):
+    for i in range(self.num_layers):
+      y = getattr(self, f"conv3_{i}")(tf.nn.relu(x))
+      x = x + getattr(self, f"conv1_{i}")(tf.nn.relu(y))
+    return x
+
+
+def _check_image_sizes(conv_layers, compress_steps):
+  if not 0 <= compress_steps <= conv_layers:
+    raise ValueError(f"compress_steps={compress_steps} must be between 0 and "
+                     f"conv_layers={conv_layers} (each halving step is one of the convolutions)")
+
+
+class Compress2D(keras.layers.Layer):
+  """Image encoder: [B, H, W, C] float -> [B, H / 2^s, W / 2^s, n, D] (s = compress_steps).
+
+  Args:
+    hidden_size: channels of the convolutions.
+    latent_dim: D, the size of each latent vector (the codebook's width).
+    latents_per_position: n latent vectors at each position of the latent grid.
+    compress_steps: how many of the convolutions have stride 2 (32x32 -> 8x8: 2).
+    conv_layers, kernel_size, residual_layers: the paper's 4, 5 and 2.
+  """
+
+  def __init__(self, hidden_size, latent_dim, latents_per_position, compress_steps=2,
+               conv_layers=4, kernel_size=5, residual_layers=2, **kwargs):
+    super().__init__(**kwargs)
+    _check_image_sizes(conv_layers, compress_steps)
+    self.hidden_size, self.conv_layers = hidden_size, conv_layers
+    self.latent_dim, self.latents_per_position = latent_dim, latents_per_position
+    for i in range(conv_layers):
+      setattr(self, f"conv_{i}", keras.layers.Conv2D(
+          hidden_size, kernel_size, strides=2 if i < compress_steps else 1, padding="same",
+          activation="relu"))
+    self.residual = ResidualConv2D(hidden_size, residual_layers)
+    self.to_latents = keras.layers.Dense(latents_per_position * latent_dim)
+
+  def build(self, input_shape=None):
+    channels = input_shape[-1] if input_shape else 3
+    for i in range(self.conv_layers):
+      getattr(self, f"conv_{i}").build((None, None, None, channels if i == 0 else self.hidden_size))
+    self.residual.build()
+    self.to_latents.build((None, None, None, self.hidden_size))
+
+  def call(self, x):
+    for i in range(self.conv_layers):
+      x = getattr(self, f"conv_{i}")(x)
+    x = self.to_latents(tf.nn.relu(self.residual(x)))
+    shape = tf.shape(x)
+    return tf.reshape(x, [shape[0], shape[1], shape[2], self.latents_per_position,
+                          self.latent_dim])
+
+
+class Decompress2D(keras.layers.Layer):
+  """Image decoder: [B, h, w, n, D] -> logits float32 [B, h 2^s, w 2^s, channels, 256]."""
+
+  def __init__(self, hidden_size, channels=3, compress_steps=2, conv_layers=4, kernel_size=5,
+               residual_layers=2, num_values=256, **kwargs):
+    super().__init__(**kwargs)
+    _check_image_sizes(conv_layers, compress_steps)
+    self.hidden_size, self.conv_layers = hidden_size, conv_layers
+    self.channels, self.num_values = channels, num_values
+    self.from_latents = keras.layers.Dense(hidden_size)
+    self.residual = ResidualConv2D(hidden_size, residual_layers)
+    for i in range(conv_layers):
+      upsample = i >= conv_layers - compress_steps
+      setattr(self, f"deconv_{i}", keras.layers.Conv2DTranspose(
+          hidden_size, kernel_size, strides=2 if upsample else 1, padding="same",
+          activation="relu"))
+    self.to_logits = keras.layers.Dense(channels * num_values)
+
+  def build(self, input_shape=None):
+    latent_width = input_shape[-2] * input_shape[-1] if input_shape else None
+    self.from_latents.build((None, None, None, latent_width))
+    self.residual.build()
+    for i in range(self.conv_layers):
+      getattr(self, f"deconv_{i}").build((None, None, None, self.hidden_size))
+    self.to_logits.build((None, None, None, self.hidden_size))
+
+  def call(self, z):
+    shape = tf.shape(z)
+    x = tf.reshape(z, [shape[0], shape[1], shape[2], z.shape[-2] * z.shape[-1]])
+    x = tf.nn.relu(self.residual(self.from_latents(x)))
+    for i in range(self.conv_layers):
+      x = getattr(self, f"deconv_{i}")(x)
+    logits = tf.cast(self.to_logits(x), tf.float32)
+    shape = tf.shape(logits)
+    return tf.reshape(logits, [shape[0], shape[1], shape[2], self.channels, self.num_values])
 
 
 def pad_to_multiple(x, multiple, axis=1):

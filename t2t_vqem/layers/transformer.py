@@ -75,10 +75,31 @@ def causal_bias(length):
   return tf.where(allowed, 0.0, LARGE_NEGATIVE)[None, None]
 
 
-def step_bias(step, max_length):
-  """Bias float32 [1, 1, 1, max_length] for one cached decoding step: keys 0..step visible."""
-  allowed = tf.range(max_length) <= step
+def step_bias(step, max_length, local_block_length=None):
+  """Bias float32 [1, 1, 1, max_length] for one cached decoding step: keys 0..step visible.
+
+  With `local_block_length` b, only the keys of the step's own block and the
+  block before it stay visible (the local window of `local_causal_bias`).
+  """
+  keys = tf.range(max_length)
+  allowed = keys <= step
+  if local_block_length:
+    allowed &= keys >= (step // local_block_length - 1) * local_block_length
   return tf.where(allowed, 0.0, LARGE_NEGATIVE)[None, None, None, :]
+
+
+def local_causal_bias(length, block_length):
+  """Bias float32 [1, 1, length, length] of local 1-D causal attention (Image Transformer).
+
+  The sequence is cut into blocks of `block_length` positions; position i
+  (block q = i // b) sees the keys j <= i of its own block and of block q - 1.
+  `MultiHeadAttention(local_block_length=b)` computes the same attention
+  block by block without the [length, length] logits.
+  """
+  i = tf.range(length)[:, None]
+  j = tf.range(length)[None, :]
+  allowed = (j <= i) & (j >= (i // block_length - 1) * block_length)
+  return tf.where(allowed, 0.0, LARGE_NEGATIVE)[None, None]
 
 
 # ---------------------------------------------------------------------------
@@ -100,10 +121,21 @@ class MultiHeadAttention(keras.layers.Layer):
     and scalar int `step`; `query` is the single new position [B, 1, H]. Its
     key/value are written at index `step` of the buffers; `bias` must hide the
     indices > step (see `step_bias`). Returns (output [B, 1, H], new_cache).
+
+  With `local_block_length` b, a full-sequence self-attention call is local
+  1-D causal attention (Image Transformer, Parmar et al. 2018): queries in
+  blocks of b positions attend to their own block and the one before it,
+  causally (`local_causal_bias`), at a cost of [T, 2b] logits instead of
+  [T, T]; `bias` is then not accepted. Cached steps take the local window
+  from their `bias` (`step_bias(..., local_block_length=b)`).
   """
 
-  def __init__(self, hidden_size, num_heads, attention_dropout=0.0, memory_size=None, **kwargs):
+  def __init__(self, hidden_size, num_heads, attention_dropout=0.0, memory_size=None,
+               local_block_length=None, **kwargs):
     super().__init__(**kwargs)
+    if local_block_length is not None and local_block_length < 1:
+      raise ValueError(f"local_block_length={local_block_length} must be a positive int or None")
+    self.local_block_length = local_block_length
     if hidden_size % num_heads:
       raise ValueError(
           f"hidden_size={hidden_size} is not divisible by num_heads={num_heads}; "
@@ -161,6 +193,12 @@ class MultiHeadAttention(keras.layers.Layer):
       k = tf.where(write, tf.cast(k_new, cache["k"].dtype), cache["k"])
       v = tf.where(write, tf.cast(v_new, cache["v"].dtype), cache["v"])
       new_cache = {"k": k, "v": v}
+    elif self.local_block_length and memory is None:
+      if bias is not None:
+        raise ValueError("local self-attention makes its own causal window; pass no bias")
+      k, v = self.project_memory(query)
+      return self.output_dense(self._combine_heads(
+          self._local_attention(q, k, v, training)))
     else:
       k, v = self.project_memory(query if memory is None else memory)
     # Logits and softmax in float32.
@@ -175,6 +213,39 @@ class MultiHeadAttention(keras.layers.Layer):
     if new_cache is not None:
       return output, new_cache
     return output
+
+
+  def _local_attention(self, q, k, v, training):
+    """Local 1-D causal attention of q, k, v [B, h, T, d] -> context [B, h, T, d]."""
+    b = self.local_block_length
+    length = tf.shape(q)[2]
+    num_blocks = (length + b - 1) // b
+    pad = [[0, 0], [0, 0], [0, num_blocks * b - length], [0, 0]]
+
+    def blocks(x):  # [B, h, T, d] -> [B, h, n, b, d]
+      x = tf.pad(x, pad)
+      shape = tf.shape(x)
+      return tf.reshape(x, [shape[0], shape[1], num_blocks, b, self.depth])
+
+    def with_previous(x):  # [B, h, n, b, d] -> [B, h, n, 2b, d]: block q - 1, then block q
+      previous = tf.pad(x, [[0, 0], [0, 0], [1, 0], [0, 0], [0, 0]])[:, :, :-1]
+      return tf.concat([previous, x], axis=3)
+
+    qb = tf.cast(blocks(q), tf.float32)
+    kb = with_previous(tf.cast(blocks(k), tf.float32))
+    vb = with_previous(blocks(v))
+    logits = tf.einsum("bhnqd,bhnkd->bhnqk", qb, kb) * self.depth ** -0.5
+    # Query i of block n (absolute n*b + i) sees key j of the window (absolute
+    # (n-1)*b + j) when j - b <= i and the key exists (n > 0 or j >= b).
+    i = tf.range(b)[:, None]
+    j = tf.range(2 * b)[None, :]
+    allowed = (j - b <= i)[None] & ((tf.range(num_blocks) > 0)[:, None, None] | (j >= b)[None])
+    logits += tf.where(allowed, 0.0, LARGE_NEGATIVE)[None, None]
+    weights = self.attention_dropout(tf.nn.softmax(logits, axis=-1), training=training)
+    context = tf.einsum("bhnqk,bhnkd->bhnqd", tf.cast(weights, vb.dtype), vb)
+    shape = tf.shape(context)
+    context = tf.reshape(context, [shape[0], shape[1], num_blocks * b, self.depth])
+    return context[:, :, :length]
 
 
 class FeedForward(keras.layers.Layer):
@@ -250,12 +321,14 @@ class DecoderBlock(keras.layers.Layer):
   """
 
   def __init__(self, hidden_size, num_heads, filter_size, dropout=0.0, attention_dropout=0.0,
-               relu_dropout=0.0, cross_attention=True, memory_size=None, **kwargs):
+               relu_dropout=0.0, cross_attention=True, memory_size=None,
+               local_block_length=None, **kwargs):
     super().__init__(**kwargs)
     self.hidden_size = hidden_size
     self.has_cross_attention = cross_attention
     self.self_attention_norm = _layer_norm("self_attention_norm")
     self.self_attention = MultiHeadAttention(hidden_size, num_heads, attention_dropout,
+                                             local_block_length=local_block_length,
                                              name="self_attention")
     if cross_attention:
       self.cross_attention_norm = _layer_norm("cross_attention_norm")
@@ -354,13 +427,20 @@ class DecoderStack(keras.layers.Layer):
   the embedded input at position `step`; the memory and its padding are taken
   from the cache (where `init_cache` put their projections), so `memory` and
   `memory_padding_mask` are ignored in this mode.
+
+  `local_block_length` b (causal only): local 1-D self-attention, each
+  position seeing its own block of b positions and the one before
+  (the Image Transformer's latent prior; see `local_causal_bias`).
   """
 
   def __init__(self, num_layers, hidden_size, num_heads, filter_size, dropout=0.0,
                causal=True, cross_attention=True, attention_dropout=None, relu_dropout=None,
-               memory_size=None, **kwargs):
+               memory_size=None, local_block_length=None, **kwargs):
     super().__init__(**kwargs)
     _check_sizes(num_layers, hidden_size, num_heads, filter_size)
+    if local_block_length and not causal:
+      raise ValueError("local_block_length is local *causal* attention: it needs causal=True")
+    self.local_block_length = local_block_length
     attention_dropout = dropout if attention_dropout is None else attention_dropout
     relu_dropout = dropout if relu_dropout is None else relu_dropout
     self.num_layers = num_layers
@@ -370,7 +450,8 @@ class DecoderStack(keras.layers.Layer):
     for i in range(num_layers):
       setattr(self, f"layer_{i}", DecoderBlock(
           hidden_size, num_heads, filter_size, dropout, attention_dropout, relu_dropout,
-          cross_attention=cross_attention, memory_size=memory_size, name=f"layer_{i}"))
+          cross_attention=cross_attention, memory_size=memory_size,
+          local_block_length=local_block_length, name=f"layer_{i}"))
     self.output_norm = _layer_norm("output_norm")
 
   def blocks(self):
@@ -413,6 +494,10 @@ class DecoderStack(keras.layers.Layer):
     if self.cross_attention and memory is None:
       raise ValueError("this DecoderStack has cross_attention=True: pass memory")
     self_bias = causal_bias(tf.shape(x)[1]) if self.causal else None
+    if self.local_block_length:
+      if padding_mask is not None:
+        raise ValueError("local self-attention takes no padding_mask (pad at the end instead)")
+      self_bias = None  # the blocks make their own causal window
     if padding_mask is not None:
       pad = padding_bias(padding_mask)
       self_bias = pad if self_bias is None else self_bias + pad
@@ -429,7 +514,7 @@ class DecoderStack(keras.layers.Layer):
       raise ValueError("incremental decoding needs causal=True; this DecoderStack is non-causal")
     if step is None:
       raise ValueError("a cached decoder call needs the step index")
-    self_bias = step_bias(step, tf.shape(cache["layer_0"]["k"])[2])
+    self_bias = step_bias(step, tf.shape(cache["layer_0"]["k"])[2], self.local_block_length)
     new_cache = dict(cache)
     for i, block in enumerate(self.blocks()):
       x, new_cache[f"layer_{i}"] = block(

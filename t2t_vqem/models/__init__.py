@@ -2,3 +2,4 @@
 
 from t2t_vqem.models import transformer  # noqa: F401
 from t2t_vqem.models import latent_transformer  # noqa: F401
+from t2t_vqem.models import image_vqvae  # noqa: F401

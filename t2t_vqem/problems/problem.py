@@ -81,6 +81,10 @@ class TranslationProblem(Problem):
     """A tf.data.Dataset of (source, target) scalar string pairs."""
     raise NotImplementedError
 
+  def model_kwargs(self):
+    """What a model needs to know of this problem."""
+    return {"vocab_size": self.vocab.size}
+
   @property
   def vocab_path(self):
     return os.path.join(self.problem_dir, f"vocab.{self.vocab_size}.txt")

@@ -7,8 +7,8 @@ import time
 class Progress:
   """Measures steps/s and items/s between calls and estimates the time left."""
 
-  def __init__(self, start_step, total_steps):
-    self.total_steps = total_steps
+  def __init__(self, start_step, total_steps, unit="tokens"):
+    self.total_steps, self.unit = total_steps, unit
     self._last_step = start_step
     self._last_time = time.perf_counter()
     self._items = 0.0
@@ -26,4 +26,4 @@ class Progress:
     shown = "  ".join(f"{k} {float(v):.4f}" for k, v in sorted(values.items()))
     eta = datetime.timedelta(seconds=int(left))
     return (f"step {step}/{self.total_steps}  {shown}  lr {float(learning_rate):.2e}  "
-            f"{steps_per_s:.2f} steps/s  {items_per_s:,.0f} tokens/s  ETA {eta}")
+            f"{steps_per_s:.2f} steps/s  {items_per_s:,.0f} {self.unit}/s  ETA {eta}")

@@ -20,6 +20,7 @@ import tensorflow as tf
 from t2t_vqem import decode
 from t2t_vqem import export as export_lib
 from t2t_vqem import metrics
+from t2t_vqem import pictures
 from t2t_vqem import registry
 from t2t_vqem.train import progress as progress_lib
 from t2t_vqem.train import schedule
@@ -72,8 +73,16 @@ def replica_shard(features):
 
 def dummy_features(problem):
   """A one-example batch that builds every weight of a model for `problem`."""
-  del problem  # every problem so far is text; images will add their own
+  if problem.modality == "image":
+    return {"targets": tf.zeros((1,) + tuple(problem.image_shape), tf.uint8)}
   return {"inputs": tf.constant([[3, 1]], tf.int32), "targets": tf.constant([[3, 1]], tf.int32)}
+
+
+def batch_items(problem, features):
+  """What the progress line counts: target tokens (text) or pictures (images)."""
+  if problem.modality == "image":
+    return tf.cast(tf.shape(features["targets"])[0], tf.float32)
+  return tf.reduce_sum(tf.cast(features["targets"] > 0, tf.float32))
 
 
 def load_run(output_dir, checkpoint=None, data_dir=None):
@@ -86,8 +95,7 @@ def load_run(output_dir, checkpoint=None, data_dir=None):
   if not path:
     raise FileNotFoundError(f"no checkpoint in {os.path.join(output_dir, 'checkpoints')!r}")
   problem = registry.build_problem(gin.query_parameter("Trainer.problem"), data_dir=data_dir)
-  model = registry.build_model(gin.query_parameter("Trainer.model"),
-                               vocab_size=problem.vocab.size)
+  model = registry.build_model(gin.query_parameter("Trainer.model"), **problem.model_kwargs())
   model(dummy_features(problem), training=False)
   tf.train.Checkpoint(model=model).restore(path).expect_partial()
   logging.info("Loaded %s", path)
@@ -105,12 +113,17 @@ class Trainer:
     problem: registered problem name.
     data_dir: problem data and vocabulary cache.
     train_steps: total optimizer steps (a resumed run goes on to this count).
-    batch_tokens: tokens per global batch (source or target, the longer).
+    batch_tokens: tokens per global batch (source or target, the longer), for
+      text problems.
+    batch_size: pictures per global batch, for image problems.
     checkpoint_every: steps between checkpoints (one is also written at the end).
     keep_checkpoints: how many checkpoints to keep.
     eval_every: steps between evaluations on the dev split (0: only at the end).
     eval_bleu_examples: dev sentences greedily decoded for BLEU at each
-      evaluation (0: none).
+      evaluation (0: none); text problems.
+    eval_pictures: pictures shown at each evaluation of an image problem
+      (originals over reconstructions, and as many prior samples), written
+      to output_dir/pictures/ as PNG and to TensorBoard (0: none).
     log_every: steps between progress lines and training summaries.
     seed: seed of weights, dropout and data order.
     checkpoint_data: also checkpoint the input iterator, so that a resumed run
@@ -124,13 +137,15 @@ class Trainer:
   """
 
   def __init__(self, output_dir, model=gin.REQUIRED, problem=gin.REQUIRED, data_dir=None,
-               train_steps=100000, batch_tokens=4096, checkpoint_every=1000,
-               keep_checkpoints=5, eval_every=1000, eval_bleu_examples=100,
+               train_steps=100000, batch_tokens=4096, batch_size=64, checkpoint_every=1000,
+               keep_checkpoints=5, eval_every=1000, eval_bleu_examples=100, eval_pictures=8,
                log_every=100, seed=1, checkpoint_data=True, batch_multiple=None,
                export_at_end=False):
     self.output_dir = output_dir
     self.model_name, self.problem_name = model, problem
     self.train_steps, self.batch_tokens = train_steps, batch_tokens
+    self.eval_pictures = eval_pictures
+    self._sample_fn = None
     self.checkpoint_every, self.eval_every = checkpoint_every, eval_every
     self.eval_bleu_examples, self.log_every = eval_bleu_examples, log_every
     self.seed = seed
@@ -143,9 +158,11 @@ class Trainer:
 
     self.strategy = strategy_lib.make_strategy()
     self.problem = registry.build_problem(problem, data_dir=data_dir)
-    self.vocab = self.problem.vocab
+    self.vocab = self.problem.vocab  # None for image problems
+    # What problem.batches takes: tokens (text) or pictures (images) per global batch.
+    self.batch_amount = batch_size if self.problem.modality == "image" else batch_tokens
     with self.strategy.scope():
-      self.model = registry.build_model(model, vocab_size=self.vocab.size)
+      self.model = registry.build_model(model, **self.problem.model_kwargs())
       self.model(dummy_features(self.problem), training=False)
       self.optimizer = schedule.make_optimizer()
       self.optimizer.build(self.model.trainable_variables)
@@ -154,7 +171,7 @@ class Trainer:
       raise ValueError(f"Trainer.batch_multiple={batch_multiple} must be a multiple of "
                        f"the {self.num_replicas} replicas")
     train_data = self.problem.batches(
-        "train", batch_tokens, shuffle=True, repeat=True,
+        "train", self.batch_amount, shuffle=True, repeat=True,
         num_replicas=batch_multiple or self.num_replicas, seed=seed)
     self.train_iterator = iter(train_data)
     trackables = {"model": self.model, "optimizer": self.optimizer}
@@ -205,7 +222,7 @@ class Trainer:
     self.optimizer.apply_gradients(zip(grads, variables))
     values.update(self._global_mean(extra))
     values["loss"] = loss
-    values["target_tokens"] = tf.reduce_sum(tf.cast(features["targets"] > 0, tf.float32))
+    values["items"] = batch_items(self.problem, features)
     return values
 
   def _distributed_train_step(self, features):
@@ -225,14 +242,20 @@ class Trainer:
     return {k: self.strategy.reduce(SUM, v, axis=None) for k, v in per_replica.items()}
 
   def evaluate(self, split="dev"):
-    """Dev-split losses and metrics (means over tokens), plus greedy BLEU."""
+    """Losses and metrics of a split (means over its tokens or sub-pixels).
+
+    Text: plus greedy BLEU (and, for latent models, BLEU with latents from the
+    target encoder). Images: plus the picture grids (see `write_pictures`).
+    """
     totals = {}
-    dataset = self.problem.batches(split, self.batch_tokens, num_replicas=self.num_replicas)
+    dataset = self.problem.batches(split, self.batch_amount, num_replicas=self.num_replicas)
     for features in dataset:
       for name, value in self._eval_step(features).items():
         totals[name] = totals.get(name, 0.0) + value.numpy()
     results = {name: float(num / max(den, 1.0)) for name, (num, den) in totals.items()}
-    if self.eval_bleu_examples:
+    if self.problem.modality == "image":
+      self.write_pictures(split)
+    elif self.eval_bleu_examples:
       sources, references = self.problem.sources_and_references(split, self.eval_bleu_examples)
       hypotheses = decode.translate(self.model, self.vocab, sources, beam_size=1)
       results["bleu_greedy"], _ = metrics.corpus_bleu(hypotheses, references)
@@ -246,6 +269,32 @@ class Trainer:
     logging.info("eval %s at step %d: %s", split, step,
                  "  ".join(f"{k} {v:.4f}" for k, v in sorted(results.items())))
     return results
+
+  def write_pictures(self, split="dev"):
+    """The paper's Fig. 4 for `eval_pictures` pictures of `split`, and prior samples.
+
+    Writes output_dir/pictures/{reconstructions,samples}-<step>.png (originals
+    over reconstructions; samples: codes drawn from the prior, then decoded)
+    and logs both to TensorBoard.
+    """
+    if not self.eval_pictures:
+      return {}
+    step = self.step
+    if self._sample_fn is None:
+      self._sample_fn = tf.function(self.model.sample)
+    originals = next(iter(self.problem.examples(split).batch(self.eval_pictures)))["targets"]
+    rows = {"reconstructions": [originals, self.model.reconstruct(originals)],
+            "samples": [self._sample_fn(self.eval_pictures, [self.seed, step])]}
+    os.makedirs(os.path.join(self.output_dir, "pictures"), exist_ok=True)
+    paths = {}
+    with self.eval_writer.as_default(step=step):
+      for name, row in rows.items():
+        picture = pictures.grid(tf.stack(row).numpy())
+        paths[name] = os.path.join(self.output_dir, "pictures", f"{name}-{step}.png")
+        pictures.write_png(paths[name], picture)
+        tf.summary.image(name, picture[None])
+    logging.info("Pictures: %s", ", ".join(paths.values()))
+    return paths
 
   def write_operative_config(self):
     with open(os.path.join(self.output_dir, "operative_config.gin"), "w") as f:
@@ -266,14 +315,15 @@ class Trainer:
       if self.export_at_end:
         self.export()
       return {}
-    progress = progress_lib.Progress(start, self.train_steps)
+    progress = progress_lib.Progress(
+        start, self.train_steps, "images" if self.problem.modality == "image" else "tokens")
     logging.info("Training %s on %s with %d replica(s) from step %d to %d", self.model_name,
                  self.problem_name, self.num_replicas, start, self.train_steps)
     values = {}
     started = time.perf_counter()
     for step in range(start + 1, self.train_steps + 1):
       values = self.train_step(next(self.train_iterator))
-      progress.add_items(values.pop("target_tokens"))
+      progress.add_items(values.pop("items"))
       if step % self.log_every == 0 or step == self.train_steps:
         values = {k: float(v) for k, v in values.items()}
         lr = self.optimizer.learning_rate

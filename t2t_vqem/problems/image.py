@@ -1,0 +1,104 @@
+"""Image problems (§5.2): unconditional 32x32x3 uint8 pictures, CIFAR-10 or embedded.
+
+An ImageProblem yields batches {"targets": uint8 [B, 32, 32, 3]}; the models
+see 256 values per sub-pixel, so -log P(x | z) is an exact discrete likelihood
+and bits/dim follow from it (t2t_vqem.metrics.bits_per_dim).
+"""
+
+import functools
+
+import tensorflow as tf
+
+from t2t_vqem import registry
+from t2t_vqem.problems import problem
+from t2t_vqem.problems import shapes
+
+
+class ImageProblem(problem.Problem):
+  """Pictures of `image_shape` in train/dev/test splits; subclasses implement `images`."""
+
+  modality = "image"
+  image_shape = (32, 32, 3)
+  vocab = None  # no text
+
+  def images(self, split):
+    """A tf.data.Dataset of uint8 pictures of `image_shape`."""
+    raise NotImplementedError
+
+  def model_kwargs(self):
+    """What a model needs to know of this problem."""
+    return {"image_shape": self.image_shape}
+
+  def examples(self, split):
+    problem.check_split(split)
+    shape = self.image_shape
+
+    def check(image):
+      tf.debugging.assert_equal(tf.shape(image), shape,
+                                message=f"{self.name}: every picture must be {shape}")
+      return {"targets": tf.ensure_shape(tf.cast(image, tf.uint8), shape)}
+
+    return self.images(split).map(check, num_parallel_calls=tf.data.AUTOTUNE)
+
+  def batches(self, split, batch_size, shuffle=False, repeat=False, num_replicas=1, seed=None):
+    """Batches of `batch_size` pictures (rounded down to a multiple of num_replicas).
+
+    Training batches (repeat=True) are all full; an evaluation split ends
+    with its remainder.
+    """
+    size = batch_size // num_replicas * num_replicas
+    if size < 1:
+      raise ValueError(f"batch_size={batch_size} is smaller than the {num_replicas} replicas; "
+                       "use at least one picture per replica")
+    ds = self.examples(split)
+    if shuffle:
+      ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+      ds = ds.repeat()
+    return ds.batch(size, drop_remainder=repeat).prefetch(tf.data.AUTOTUNE)
+
+
+@registry.register_problem
+class ImageShapes(ImageProblem):
+  """Embedded default image problem: procedural shapes on gradients (no download).
+
+  Args:
+    seed: the generator seed.
+    num_train, num_eval: pictures in train and in each of dev and test.
+  """
+
+  def __init__(self, data_dir=None, seed=1234, num_train=20000, num_eval=1000):
+    super().__init__(data_dir)
+    self.seed, self.num_train, self.num_eval = seed, num_train, num_eval
+
+  @functools.lru_cache(maxsize=None)
+  def _pictures(self, split):
+    if split == "train":
+      return shapes.generate("train", self.seed, self.num_train)
+    return shapes.drop_seen(shapes.generate(split, self.seed, self.num_eval),
+                            self._pictures("train"))
+
+  def images(self, split):
+    problem.check_split(split)
+    return tf.data.Dataset.from_tensor_slices(self._pictures(split))
+
+
+# Our split name -> the TFDS split of cifar10: dev is the last 2% of train.
+CIFAR10_SPLITS = {"train": "train[:98%]", "dev": "train[98%:]", "test": "test"}
+
+
+@registry.register_problem("image_cifar10")
+class ImageCifar10(ImageProblem):
+  """CIFAR-10 pictures through tensorflow-datasets, unconditional (labels unused)."""
+
+  def __init__(self, data_dir=None, tfds_data_dir=None, download=True):
+    super().__init__(data_dir)
+    self.tfds_data_dir, self.download = tfds_data_dir, download
+
+  def images(self, split):
+    import tensorflow_datasets as tfds
+
+    problem.check_split(split)
+    ds = tfds.load("cifar10", split=CIFAR10_SPLITS[split], data_dir=self.tfds_data_dir,
+                   download=self.download, shuffle_files=False)
+    return ds.map(lambda ex: ex["image"])
