@@ -39,7 +39,7 @@ def main(_):
   start_step = trainer.restore()
   tokens, started = 0.0, time.perf_counter()
   for _ in range(start_step, FLAGS.train_steps):
-    tokens += float(trainer.train_step(next(trainer.train_iterator))["target_tokens"])
+    tokens += float(trainer.train_step(next(trainer.train_iterator))["items"])  # target tokens
   elapsed = time.perf_counter() - started
   trainer.manager.save(checkpoint_number=FLAGS.train_steps)
   model, vocab = trainer.model, trainer.vocab

@@ -1,4 +1,4 @@
-"""SavedModel export for serving: raw text in, translation out.
+"""SavedModel export for serving: text in, translation out; images in, codes out; codes in, images out.
 
 `export_model(model, problem, export_dir)` writes a SavedModel whose
 signatures do tokenization, decoding and detokenization inside the graph, with
@@ -42,9 +42,24 @@ Bad input never brings the server down:
   * input of another rank or dtype is refused by the signature.
 Decoding settings (beam size, length penalty) are fixed at export time.
 
+Signatures of an image model (`image_vqvae_vq`, `image_vqvae_em`), H x W x C
+the problem's picture shape and h x w x n its latent field:
+
+  encode(images: uint8 [B, H, W, C]) -> {"codes": int32 [B, h, w, n]}
+      the nearest code of every latent vector (Eq. 1), also in soft EM;
+  decode(codes: int32 [B, h, w, n]) -> {"images": uint8 [B, H, W, C]}
+      the most likely value of every sub-pixel given the codes; a code outside
+      [0, codebook_size) is an InvalidArgumentError;
+  sample(count: int32 [], seed: int32 []) -> {"images": uint8 [count, H, W, C]}
+      codes drawn from the latent prior (temperature 1), then decoded; the same
+      seed gives the same pictures; count < 0 is an InvalidArgumentError.
+  serving_default is `encode`.
+
+Pictures of another shape or dtype are refused by the signature; zero
+pictures (or count 0) give zero rows.
+
 Extension point: the serving module is chosen from the problem's `modality`
-and the model (`SERVERS`); image problems will add their own module class
-(e.g. image bytes in, image bytes out) with `register_server`.
+and the model (`SERVERS`); add one with `register_server`.
 """
 
 import json
@@ -136,8 +151,8 @@ class _Untracked:
     self.value = value
 
 
-class TranslationServer(tf.Module):
-  """Serving module of a translation model: `translate` (serving_default).
+class _Server(tf.Module):
+  """A serving module over an untracked Keras model and its plain tf.Variables.
 
   The Keras model is held untracked and its variables are tracked as the
   plain tf.Variables they wrap (`model_variables`): a Keras 3 variable saved as
@@ -146,13 +161,71 @@ class TranslationServer(tf.Module):
   TF Serving) does not ("Could not find variable ...").
   """
 
+  def __init__(self, model, name):
+    super().__init__(name=name)
+    self._model = _Untracked(model)
+    self.model_variables = [getattr(v, "value", v) for v in model.variables]
+
+  @property
+  def model(self):
+    return self._model.value
+
+
+class ImageServer(_Server):
+  """Serving module of an image model: `encode`, `decode`, `sample`."""
+
+  def __init__(self, model):
+    super().__init__(model, "image_server")
+    images = tf.TensorSpec((None,) + tuple(model.image_shape), tf.uint8)
+    codes = tf.TensorSpec((None,) + tuple(model.field_shape), tf.int32)
+    self.encode = tf.function(self._encode, input_signature=[images])
+    self.decode = tf.function(self._decode, input_signature=[codes])
+    self.sample = tf.function(self._sample, input_signature=[tf.TensorSpec([], tf.int32)] * 2)
+
+  @classmethod
+  def for_problem(cls, model, problem, **unused_text_settings):
+    return cls(model)
+
+  def signatures(self):
+    return {"serving_default": self.encode, "encode": self.encode, "decode": self.decode,
+            "sample": self.sample}
+
+  def info(self):
+    return {"image_shape": list(self.model.image_shape),
+            "field_shape": list(self.model.field_shape),
+            "codebook_size": self.model.codebook_size, "signatures": sorted(self.signatures())}
+
+  def _encode(self, images):
+    empty = tf.zeros((0,) + tuple(self.model.field_shape), tf.int32)
+    return {"codes": _if_any_rows(tf.shape(images)[0], lambda: self.model.encode(images), empty)}
+
+  def _decode(self, codes):
+    size = self.model.codebook_size
+    checks = [tf.debugging.assert_non_negative(codes, message="decode: codes must be >= 0"),
+              tf.debugging.assert_less(codes, size,
+                                       message=f"decode: codes must be < the codebook size {size}")]
+    with tf.control_dependencies(checks):
+      codes = tf.identity(codes)
+    empty = tf.zeros((0,) + tuple(self.model.image_shape), tf.uint8)
+    return {"images": _if_any_rows(tf.shape(codes)[0], lambda: self.model.decode(codes), empty)}
+
+  def _sample(self, count, seed):
+    checks = [tf.debugging.assert_non_negative(count, message="sample: count must be >= 0")]
+    with tf.control_dependencies(checks):
+      count = tf.identity(count)
+    empty = tf.zeros((0,) + tuple(self.model.image_shape), tf.uint8)
+    return {"images": _if_any_rows(
+        count, lambda: self.model.sample(count, tf.stack([seed, 0])), empty)}
+
+
+class TranslationServer(_Server):
+  """Serving module of a translation model: `translate` (serving_default)."""
+
   def __init__(self, model, vocab_path, max_input_length, beam_size=None, alpha=None):
-    super().__init__(name="translation_server")
+    super().__init__(model, "translation_server")
     if max_input_length < 2:
       raise ValueError(f"max_input_length={max_input_length} must be >= 2 "
                        "(one subword and EOS)")
-    self._model = _Untracked(model)
-    self.model_variables = [getattr(v, "value", v) for v in model.variables]
     self.vocab = AssetVocab(vocab_path)
     if self.vocab.size != model.vocab_size:
       raise ValueError(f"vocabulary {vocab_path!r} has {self.vocab.size} tokens, "
@@ -162,9 +235,10 @@ class TranslationServer(tf.Module):
     self.alpha = model.alpha if alpha is None else float(alpha)
     self.translate = tf.function(self._translate, input_signature=[_STRINGS])
 
-  @property
-  def model(self):
-    return self._model.value
+  @classmethod
+  def for_problem(cls, model, problem, max_input_length=None, beam_size=None, alpha=None):
+    return cls(model, problem.vocab_path, max_input_length or getattr(problem, "max_length", 256),
+               beam_size=beam_size, alpha=alpha)
 
   def signatures(self):
     return {"serving_default": self.translate}
@@ -265,10 +339,16 @@ def _is_translation(model, problem):
   return getattr(problem, "modality", None) == "text"
 
 
-# (predicate(model, problem), server class), first match wins. An image model
-# adds its own: register_server(lambda m, p: p.modality == "image", ImageServer).
+def _is_image(model, problem):
+  del model
+  return getattr(problem, "modality", None) == "image"
+
+
+# (predicate(model, problem), server class with a `for_problem` constructor),
+# first match wins.
 SERVERS = [(lambda m, p: _is_translation(m, p) and _is_latent(m, p), LatentTranslationServer),
-           (_is_translation, TranslationServer)]
+           (_is_translation, TranslationServer),
+           (_is_image, ImageServer)]
 
 
 def register_server(predicate, server_class, first=True):
@@ -280,9 +360,8 @@ def make_server(model, problem, max_input_length=None, beam_size=None, alpha=Non
   """The serving tf.Module of `model` trained on `problem`."""
   for predicate, server_class in SERVERS:
     if predicate(model, problem):
-      return server_class(model, problem.vocab_path,
-                          max_input_length or getattr(problem, "max_length", 256),
-                          beam_size=beam_size, alpha=alpha)
+      return server_class.for_problem(model, problem, max_input_length=max_input_length,
+                                      beam_size=beam_size, alpha=alpha)
   raise NotImplementedError(
       f"no serving export for model {type(model).__name__} on problem "
       f"{getattr(problem, 'name', problem)!r} (modality "

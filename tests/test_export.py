@@ -212,3 +212,87 @@ def test_exporter_cli(transformer_export, tmp_path):
                           timeout=300)
   assert result.returncode == 1 and "Traceback" not in result.stderr
   assert "a training run?" in result.stderr
+
+
+# -- image models ---------------------------------------------------------------------
+
+IMAGE = """
+Trainer.model = 'image_vqvae_em'
+Trainer.problem = 'image_shapes'
+Trainer.batch_size = 8
+Trainer.train_steps = 3
+Trainer.eval_pictures = 0
+Trainer.export_at_end = True
+image_shapes.num_train = 40
+image_shapes.num_eval = 8
+image_vqvae_em.hidden_size = 8
+image_vqvae_em.latents_per_position = 2
+image_vqvae_em.latent_dim = 8
+image_vqvae_em.codebook_size = 16
+image_vqvae_em.num_samples = 3
+image_vqvae_em.prior_hidden_size = 8
+image_vqvae_em.prior_layers = 1
+image_vqvae_em.prior_heads = 2
+image_vqvae_em.prior_filter_size = 16
+image_vqvae_em.prior_block_length = 16
+"""
+
+# As SERVE, for the image signatures: arguments are nested lists with a dtype name.
+SERVE_IMAGES = r"""
+import json, sys
+sys.modules["t2t_vqem"] = None
+import tensorflow as tf
+import tensorflow_text  # noqa: F401
+served = tf.saved_model.load(sys.argv[1])
+results = []
+for name, kwargs in json.load(sys.stdin):
+  try:
+    args = {k: tf.constant(v, dtype) for k, (v, dtype) in kwargs.items()}
+    out = served.signatures[name](**args)
+    results.append({k: {"shape": v.shape.as_list(), "value": v.numpy().tolist()}
+                    for k, v in out.items()})
+  except (tf.errors.InvalidArgumentError, TypeError, ValueError) as e:
+    results.append({"error": type(e).__name__ + ": " + str(e)[:300]})
+print(json.dumps({"signatures": sorted(served.signatures), "results": results}))
+"""
+
+
+def test_image_export_encodes_decodes_and_samples_without_t2t_vqem(tmp_path):
+  gin.clear_config()
+  gin.parse_config(IMAGE)
+  trainer = trainer_lib.Trainer(str(tmp_path / "run"), data_dir=str(tmp_path / "data"))
+  trainer.train()
+  gin.clear_config()
+  model = trainer.model
+  images = next(iter(trainer.problem.batches("test", 3)))["targets"]
+  codes = model.encode(images)
+  bad_codes = codes.numpy().copy()
+  bad_codes[0, 0, 0, 0] = 16
+  requests = [
+      ["encode", {"images": [images.numpy().tolist(), "uint8"]}],
+      ["decode", {"codes": [codes.numpy().tolist(), "int32"]}],
+      ["sample", {"count": [2, "int32"], "seed": [7, "int32"]}],
+      ["sample", {"count": [2, "int32"], "seed": [7, "int32"]}],
+      ["decode", {"codes": [bad_codes.tolist(), "int32"]}],
+      ["sample", {"count": [-1, "int32"], "seed": [7, "int32"]}],
+      ["encode", {"images": [np.zeros([0, 32, 32, 3]).tolist(), "uint8"]}],
+      ["encode", {"images": [np.zeros([1, 16, 16, 3]).tolist(), "uint8"]}],
+      ["encode", {"images": [np.zeros([1, 32, 32, 3]).tolist(), "float32"]}],
+  ]
+  result = subprocess.run([sys.executable, "-c", SERVE_IMAGES, str(tmp_path / "run" / "export")],
+                          input=json.dumps(requests), capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  assert result.returncode == 0, result.stderr[-3000:]
+  served = json.loads(result.stdout.strip().splitlines()[-1])
+  assert served["signatures"] == ["decode", "encode", "sample", "serving_default"]
+  got = served["results"]
+  np.testing.assert_array_equal(got[0]["codes"]["value"], codes.numpy())
+  np.testing.assert_array_equal(got[1]["images"]["value"], model.decode(codes).numpy())
+  samples = np.array(got[2]["images"]["value"])
+  assert samples.shape == (2, 32, 32, 3)
+  np.testing.assert_array_equal(samples, got[3]["images"]["value"])  # same seed, same pictures
+  np.testing.assert_array_equal(samples, model.sample(2, tf.constant([7, 0])).numpy())
+  assert "codes must be < the codebook size 16" in got[4]["error"]
+  assert "count must be >= 0" in got[5]["error"]
+  assert got[6]["codes"]["shape"] == [0, 8, 8, 2]
+  assert "error" in got[7] and "error" in got[8]  # wrong shape, wrong dtype: refused

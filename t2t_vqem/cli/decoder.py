@@ -45,6 +45,11 @@ def main(argv):
   common.register_everything(FLAGS["import"].value)
   common.parse_run_config(FLAGS.output_dir, FLAGS.gin_file, FLAGS.gin_param)
   problem, model, _ = trainer_lib.load_run(FLAGS.output_dir, FLAGS.checkpoint, FLAGS.data_dir)
+  if problem.modality != "text":
+    raise common.UsageError(
+        f"{FLAGS.output_dir!r} holds a model of the {problem.modality} problem "
+        f"{problem.name!r}; the decoder translates text. The trainer writes an image run's "
+        "test bits/dim to OUTPUT_DIR/test_results.json and its pictures to OUTPUT_DIR/pictures/")
 
   references = None
   if FLAGS.decode_from_file:

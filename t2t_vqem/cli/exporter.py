@@ -1,4 +1,4 @@
-"""t2t_vqem-exporter: writes a serving SavedModel (text in, translation out) of a trained run.
+"""t2t_vqem-exporter: writes a serving SavedModel of a trained run (signatures: t2t_vqem/export.py).
 
   t2t_vqem-exporter --output_dir=runs/tq                      # -> runs/tq/export
   t2t_vqem-exporter --output_dir=runs/tq --export_dir=models/tq/1 --beam_size=4

@@ -1,8 +1,9 @@
 """Procedural 32x32 RGB pictures for the embedded image problem (no download).
 
 Each picture is a two-colour linear gradient background with one to three
-filled shapes on it (disc, rectangle, triangle or ring), each of a random
-colour, size and position, some filled with stripes of a second colour. The
+filled shapes on it (disc, rectangle, triangle or ring), each of a colour
+from a 24-colour palette and of a random size and position, some filled with
+stripes of a second colour. The
 structure (flat regions, edges, a few colours) is what a VQ-VAE can learn in
 minutes on a CPU, and the pictures are still varied enough that 8x8x10 codes
 cannot store them by heart.
@@ -19,8 +20,17 @@ SPLIT_STREAMS = {"train": 0, "dev": 1, "test": 2}
 _GRID_Y, _GRID_X = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) + 0.5
 
 
+# 24 colours: every shape, stripe and gradient end is one of them.
+PALETTE = np.array([
+    [0, 0, 0], [255, 255, 255], [128, 128, 128], [200, 30, 30], [30, 160, 50],
+    [40, 70, 200], [250, 210, 40], [250, 130, 20], [140, 50, 170], [30, 190, 200],
+    [240, 120, 170], [120, 70, 30], [0, 100, 90], [180, 220, 90], [100, 20, 40],
+    [210, 180, 140], [20, 30, 80], [255, 90, 90], [90, 220, 160], [160, 160, 255],
+    [60, 60, 60], [190, 190, 190], [130, 140, 20], [230, 60, 230]], np.float32)
+
+
 def _colour(rng):
-  return rng.integers(0, 256, size=3).astype(np.float32)
+  return PALETTE[rng.integers(0, len(PALETTE))]
 
 
 def _background(rng):
