@@ -229,13 +229,14 @@ Trainer.eval_every = 0
 Trainer.log_every = 20
 Trainer.eval_pictures = 3
 image_shapes.num_train = 400
-image_shapes.num_eval = 48
+image_shapes.num_eval = 40
 {model}.num_samples = 4
 make_optimizer.learning_rate = 3e-3
 make_optimizer.warmup_steps = 10
 {sizes}
 """)
   trainer = trainer_lib.Trainer(str(tmp_path / "run"), data_dir=str(tmp_path / "data"))
+  assert len(list(trainer.problem.batches("test", 16))[-1]["targets"]) < 16  # a remainder
   before = trainer.evaluate("test")
   trainer.train()
   after = trainer.evaluate("test")

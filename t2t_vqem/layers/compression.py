@@ -148,6 +148,11 @@ def _check_image_sizes(conv_layers, compress_steps):
 class Compress2D(keras.layers.Layer):
   """Image encoder: [B, H, W, C] float -> [B, H / 2^s, W / 2^s, n, D] (s = compress_steps).
 
+  Each latent vector is layer-normalised, as the text compressor's output is:
+  that sets the scale of the distances of the E step (Eq. 1, 7). Without it
+  a freshly initialised encoder gives vectors of squared norm ~0.01, every
+  distance is ~0.01 and soft EM draws codes uniformly at random.
+
   Args:
     hidden_size: channels of the convolutions.
     latent_dim: D, the size of each latent vector (the codebook's width).
@@ -168,8 +173,10 @@ class Compress2D(keras.layers.Layer):
           activation="relu"))
     self.residual = ResidualConv2D(hidden_size, residual_layers)
     self.to_latents = keras.layers.Dense(latents_per_position * latent_dim)
+    self.norm = keras.layers.LayerNormalization(epsilon=1e-6)
 
   def build(self, input_shape=None):
+    self.norm.build((None, self.latent_dim))
     channels = input_shape[-1] if input_shape else 3
     for i in range(self.conv_layers):
       getattr(self, f"conv_{i}").build((None, None, None, channels if i == 0 else self.hidden_size))
@@ -181,8 +188,8 @@ class Compress2D(keras.layers.Layer):
       x = getattr(self, f"conv_{i}")(x)
     x = self.to_latents(tf.nn.relu(self.residual(x)))
     shape = tf.shape(x)
-    return tf.reshape(x, [shape[0], shape[1], shape[2], self.latents_per_position,
-                          self.latent_dim])
+    return self.norm(tf.reshape(x, [shape[0], shape[1], shape[2], self.latents_per_position,
+                                    self.latent_dim]))
 
 
 class Decompress2D(keras.layers.Layer):

@@ -181,7 +181,11 @@ class Trainer:
     self.manager = tf.train.CheckpointManager(
         self.checkpoint, os.path.join(output_dir, "checkpoints"),
         max_to_keep=keep_checkpoints)
-    signature = [train_data.element_spec]
+    # Any batch size: training batches may be all full (a static size) while
+    # an evaluation split ends with its remainder.
+    signature = [tf.nest.map_structure(
+        lambda spec: tf.TensorSpec([None] + spec.shape[1:], spec.dtype),
+        train_data.element_spec)]
     self.train_step = tf.function(self._distributed_train_step, input_signature=signature)
     self._eval_step = tf.function(self._distributed_eval_step, input_signature=signature)
     self.train_writer = tf.summary.create_file_writer(os.path.join(output_dir, "train"))
