@@ -4,13 +4,18 @@ of the same width and depth, greedy and beam 4, on the embedded problem.
 
 Every model is trained for --train_steps with its quickstart config (resuming
 from --output_dir if already there), then all are timed in one process,
-sentence by sentence in interleaved order, so machine noise hits all alike.
+sentence by sentence in interleaved order (the order of the models rotates
+from one sentence to the next), so machine noise hits all alike.
 
-  python benchmarks/latent_speed.py --output_dir=/tmp/bench_latent --train_steps=2000
+  python benchmarks/latent_speed.py --output_dir=/tmp/bench_latent --train_steps=1000
+
+--gin_param bindings (e.g. 'translate_grammar_ende.num_train = 5000') apply to
+every model. The table goes to stdout and OUTPUT_DIR/results.json.
 """
 
 import json
 import os
+import platform
 import time
 
 from absl import app
@@ -26,15 +31,16 @@ from t2t_vqem.cli import common
 from t2t_vqem.train import trainer as trainer_lib
 
 flags.DEFINE_string("output_dir", "/tmp/bench_latent_speed", "Where the runs go.")
-flags.DEFINE_integer("train_steps", 2000, "Training steps of every model.")
+flags.DEFINE_integer("train_steps", 1000, "Training steps of every model.")
 flags.DEFINE_integer("bleu_sentences", 500, "Test sentences scored for BLEU.")
 flags.DEFINE_integer("latency_sentences", 100, "Test sentences timed at batch size 1.")
 FLAGS = flags.FLAGS
 
+GREEDY, BEAM = "transformer, greedy", "transformer, beam 4"
 # (row name, config, extra bindings, beam size)
 ROWS = (
-    ("transformer, beam 4", "transformer_quickstart.gin", [], 4),
-    ("transformer, greedy", "transformer_quickstart.gin", [], 1),
+    (BEAM, "transformer_quickstart.gin", [], 4),
+    (GREEDY, "transformer_quickstart.gin", [], 1),
     ("latent_transformer_em, n_c=3", "latent_transformer_em_quickstart.gin",
      ["latent_transformer_em.compress_steps = 3"], 1),
     ("latent_transformer_em, n_c=4", "latent_transformer_em_quickstart.gin",
@@ -43,25 +49,32 @@ ROWS = (
 
 
 def trained_model(config, bindings):
-  """Trains (or resumes) the run for `config` + `bindings`; returns (model, trainer)."""
+  """Trains (or resumes) the run for `config` + `bindings`; returns (trainer, info)."""
   name = os.path.splitext(config)[0] + "".join(
       "_" + b.split("=")[-1].strip() for b in bindings)
   gin.clear_config()
   common.parse_gin([config], bindings + [f"Trainer.train_steps = {FLAGS.train_steps}",
-                                         "Trainer.eval_every = 0"])
+                                         "Trainer.eval_every = 0"] + FLAGS.gin_param)
   trainer = trainer_lib.Trainer(os.path.join(FLAGS.output_dir, name), data_dir=FLAGS.data_dir)
-  trainer.train()
+  start = trainer.restore()
+  started = time.perf_counter()
+  last = trainer.train()  # last logged training values ({} if already trained)
+  info = {"run_dir": trainer.output_dir, "steps": trainer.step,
+          "trained_now": trainer.step - start,
+          "train_seconds": round(time.perf_counter() - started, 1),
+          "last_train_values": last}
   gin.clear_config()
-  return trainer
+  return trainer, info
 
 
 def main(_):
   common.register_everything([])
-  runs, rows = {}, []
+  runs, rows, train_info = {}, [], {}
   for name, config, bindings, beam in ROWS:
     key = (config, tuple(bindings))
     if key not in runs:
-      runs[key] = trained_model(config, bindings)
+      runs[key], info = trained_model(config, bindings)
+      train_info[os.path.basename(info["run_dir"])] = info
     rows.append((name, runs[key], beam))
 
   trainer = rows[0][1]
@@ -70,29 +83,47 @@ def main(_):
   for name, run, beam in rows:
     hyps = decode.translate(run.model, run.vocab, sources, beam_size=beam)
     results[name] = {"bleu": metrics.corpus_bleu(hyps, references)[0], "times": []}
-  fns = {name: decode.decode_function(run.model, beam) for name, run, beam in rows}
+    logging.info("%s: BLEU %.2f", name, results[name]["bleu"])
+  fns = [(name, decode.decode_function(run.model, beam)) for name, run, beam in rows]
   encoded = decode.encode_texts(trainer.vocab, sources[:FLAGS.latency_sentences])
-  for row in encoded[:3]:
-    for fn in fns.values():
-      fn(tf.constant([row])).numpy()
-  for row in encoded:
-    for name, fn in fns.items():
+  for row in encoded[:3]:  # trace and warm up
+    for _, fn in fns:
+      fn(tf.constant([row], tf.int32)).numpy()
+  for i, row in enumerate(encoded):
+    batch = tf.constant([row], tf.int32)
+    for j in range(len(fns)):
+      name, fn = fns[(i + j) % len(fns)]
       start = time.perf_counter()
-      fn(tf.constant([row])).numpy()
+      fn(batch).numpy()
       results[name]["times"].append((time.perf_counter() - start) * 1e3)
-  greedy = np.median(results["transformer, greedy"]["times"])
-  beam4 = np.median(results["transformer, beam 4"]["times"])
+  greedy = np.median(results[GREEDY]["times"])
+  beam4 = np.median(results[BEAM]["times"])
   print(f"\n{FLAGS.train_steps} training steps each; BLEU on {len(sources)} test sentences; "
-        f"latency: median over {len(encoded)} sentences at batch 1\n")
-  print("| model | BLEU | latency | speedup vs beam 4 | speedup vs greedy |")
+        f"latency: median (mean) over {len(encoded)} sentences at batch 1; "
+        f"{platform.machine()}, {os.cpu_count()} CPU threads visible\n")
+  print("| model | BLEU | latency median (mean) | speedup vs greedy | speedup vs beam 4 |")
   print("|---|---|---|---|---|")
-  summary = {}
+  summary = {"train_steps": FLAGS.train_steps, "bleu_sentences": len(sources),
+             "latency_sentences": len(encoded), "gin_param": list(FLAGS.gin_param),
+             "training": train_info, "rows": {}}
   for name, row in results.items():
     latency = float(np.median(row["times"]))
-    summary[name] = {"bleu": row["bleu"], "latency_ms": latency}
-    print(f"| {name} | {row['bleu']:.2f} | {latency:.1f} ms | {beam4 / latency:.2f}x | "
-          f"{greedy / latency:.2f}x |")
-  print(json.dumps(summary, indent=2))
+    summary["rows"][name] = {"bleu": row["bleu"], "latency_median_ms": latency,
+                             "latency_mean_ms": float(np.mean(row["times"])),
+                             "speedup_vs_greedy": greedy / latency,
+                             "speedup_vs_beam4": beam4 / latency}
+    print(f"| {name} | {row['bleu']:.2f} | {latency:.1f} ms ({np.mean(row['times']):.1f}) | "
+          f"{greedy / latency:.2f}x | {beam4 / latency:.2f}x |")
+  target = summary["rows"]["latent_transformer_em, n_c=3"]["speedup_vs_greedy"]
+  print(f"\nissue target (n_c=3 >= 5x faster than greedy): "
+        f"{'met' if target >= 5 else 'NOT met'} ({target:.2f}x)")
+  for name, info in train_info.items():
+    values = info["last_train_values"]
+    extra = "  ".join(f"{k} {values[k]:.4g}" for k in ("reconstruction", "usage", "perplexity")
+                      if k in values)
+    print(f"{name}: {info['trained_now']} steps trained in {info['train_seconds']} s  {extra}")
+  with open(os.path.join(FLAGS.output_dir, "results.json"), "w") as f:
+    json.dump(summary, f, indent=2)
 
 
 if __name__ == "__main__":
