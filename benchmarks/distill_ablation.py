@@ -27,14 +27,12 @@ the quickstart pipeline itself into OUTPUT_DIR/pipeline.
 import json
 import os
 import platform
-import time
 
 from absl import app
 from absl import flags
 from absl import logging
 import gin
 import numpy as np
-import tensorflow as tf
 
 from t2t_vqem import decode
 from t2t_vqem import metrics
@@ -123,36 +121,30 @@ def main(_):
     bleu, signature = metrics.corpus_bleu(hyps, references)
     bottleneck = getattr(model, "bottleneck", None)
     dev = stages[name]["dev"] if name else {}
-    results[label] = {"bleu": bleu, "checkpoint": ckpt, "beam_size": beam, "times": [],
+    results[label] = {"bleu": bleu, "checkpoint": ckpt, "beam_size": beam,
                       "n_c": getattr(model, "compress_steps", None),
                       "n_s": (bottleneck.num_samples if bottleneck is not None
                               and bottleneck.mode == "soft_em" else None),
                       "dev_usage": dev.get("usage"), "dev_perplexity": dev.get("perplexity"),
                       "steps": stages[name]["step"] if name else None}
     logging.info("%s: BLEU %.2f", label, bleu)
-  fns = [(label, decode.decode_function(model, beam)) for label, model, beam, _, _ in rows]
-  encoded = decode.encode_texts(problem.vocab, sources[:FLAGS.latency_sentences])
-  for row in encoded[:3]:  # trace and warm up
-    for _, fn in fns:
-      fn(tf.constant([row], tf.int32)).numpy()
-  for i, row in enumerate(encoded):
-    batch = tf.constant([row], tf.int32)
-    for j in range(len(fns)):
-      label, fn = fns[(i + j) % len(fns)]
-      start = time.perf_counter()
-      fn(batch).numpy()
-      results[label]["times"].append((time.perf_counter() - start) * 1e3)
+  latency_sources = sources[:FLAGS.latency_sentences]
+  times = decode.batch1_times({label: decode.decode_function(model, beam)
+                               for label, model, beam, _, _ in rows},
+                              problem.vocab, latency_sources)
+  for label, row_times in times.items():
+    results[label]["times"] = row_times
 
   greedy = np.median(results["Transformer (greedy)"]["times"])
   beam_ms = np.median(results[f"Transformer (beam {teacher_beam})"]["times"])
   print(f"\nBLEU on {len(sources)} test sentences ({signature}); latency: median (mean) "
-        f"batch-1 decode time over {len(encoded)} test sentences, interleaved; "
+        f"batch-1 decode time over {len(latency_sources)} test sentences, interleaved; "
         f"{platform.machine()}, {os.cpu_count()} CPU threads visible\n")
   print(f"| Model | n_c | n_s | BLEU | Latency median (mean), ms | Speedup vs greedy | "
         f"Speedup vs beam {teacher_beam} | dev usage | dev perplexity |")
   print("|---|---|---|---|---|---|---|---|---|")
   summary = {"pipeline_dir": os.path.abspath(pipeline_dir), "bleu_sentences": len(sources),
-             "latency_sentences": len(encoded), "bleu_signature": signature,
+             "latency_sentences": len(latency_sources), "bleu_signature": signature,
              "stages": stages, "rows": {}}
   for label, row in results.items():
     times = row.pop("times")

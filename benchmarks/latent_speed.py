@@ -23,7 +23,6 @@ from absl import flags
 from absl import logging
 import gin
 import numpy as np
-import tensorflow as tf
 
 from t2t_vqem import decode
 from t2t_vqem import metrics
@@ -82,29 +81,22 @@ def main(_):
   results = {}
   for name, run, beam in rows:
     hyps = decode.translate(run.model, run.vocab, sources, beam_size=beam)
-    results[name] = {"bleu": metrics.corpus_bleu(hyps, references)[0], "times": []}
+    results[name] = {"bleu": metrics.corpus_bleu(hyps, references)[0]}
     logging.info("%s: BLEU %.2f", name, results[name]["bleu"])
-  fns = [(name, decode.decode_function(run.model, beam)) for name, run, beam in rows]
-  encoded = decode.encode_texts(trainer.vocab, sources[:FLAGS.latency_sentences])
-  for row in encoded[:3]:  # trace and warm up
-    for _, fn in fns:
-      fn(tf.constant([row], tf.int32)).numpy()
-  for i, row in enumerate(encoded):
-    batch = tf.constant([row], tf.int32)
-    for j in range(len(fns)):
-      name, fn = fns[(i + j) % len(fns)]
-      start = time.perf_counter()
-      fn(batch).numpy()
-      results[name]["times"].append((time.perf_counter() - start) * 1e3)
+  latency_sources = sources[:FLAGS.latency_sentences]
+  times = decode.batch1_times({name: decode.decode_function(run.model, beam)
+                               for name, run, beam in rows}, trainer.vocab, latency_sources)
+  for name, row_times in times.items():
+    results[name]["times"] = row_times
   greedy = np.median(results[GREEDY]["times"])
   beam4 = np.median(results[BEAM]["times"])
   print(f"\n{FLAGS.train_steps} training steps each; BLEU on {len(sources)} test sentences; "
-        f"latency: median (mean) over {len(encoded)} sentences at batch 1; "
+        f"latency: median (mean) over {len(latency_sources)} sentences at batch 1; "
         f"{platform.machine()}, {os.cpu_count()} CPU threads visible\n")
   print("| model | BLEU | latency median (mean) | speedup vs greedy | speedup vs beam 4 |")
   print("|---|---|---|---|---|")
   summary = {"train_steps": FLAGS.train_steps, "bleu_sentences": len(sources),
-             "latency_sentences": len(encoded), "gin_param": list(FLAGS.gin_param),
+             "latency_sentences": len(latency_sources), "gin_param": list(FLAGS.gin_param),
              "training": train_info, "rows": {}}
   for name, row in results.items():
     latency = float(np.median(row["times"]))

@@ -16,7 +16,6 @@ from absl import app
 from absl import flags
 from absl import logging
 import numpy as np
-import tensorflow as tf
 
 from t2t_vqem import decode
 from t2t_vqem import metrics
@@ -52,16 +51,7 @@ def main(_):
   # Interleaved batch-1 latency: one sentence greedy, the same sentence beam 4.
   fns = {name: decode.decode_function(model, beam, 0.6)
          for name, beam in (("greedy", 1), ("beam 4", 4))}
-  encoded = decode.encode_texts(vocab, sources[:FLAGS.latency_sentences])
-  times = {name: [] for name in fns}
-  for row in encoded[:5]:
-    for fn in fns.values():
-      fn(tf.constant([row])).numpy()
-  for row in encoded:
-    for name, fn in fns.items():
-      t = time.perf_counter()
-      fn(tf.constant([row])).numpy()
-      times[name].append((time.perf_counter() - t) * 1e3)
+  times = decode.batch1_times(fns, vocab, sources[:FLAGS.latency_sentences], warmup=5)
   for name in fns:
     rows[name]["latency_ms"] = float(np.median(times[name]))
   base = rows["beam 4"]["latency_ms"]

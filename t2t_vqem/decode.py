@@ -63,24 +63,41 @@ def reconstruct(model, vocab, sources, targets, batch_size=32):
   return _in_length_order(fn, vocab, encoded, batch_size)
 
 
-def batch1_latency(model, vocab, sources, beam_size=None, alpha=None, warmup=3):
-  """Per-sentence decode latency at batch size 1, in milliseconds.
+def batch1_times(decode_fns, vocab, sources, warmup=3):
+  """Per-sentence decode times at batch size 1, in ms, of several decoders side by side.
 
-  Each source is tokenized beforehand; the clock covers the compiled decode of
-  one sentence, including reading the result back to the host.
+  decode_fns: {name: compiled decode function (see `decode_function`)}. Each
+  source is tokenized beforehand and decoded by every function in turn, the
+  order rotating from one sentence to the next, so machine noise hits all
+  alike; the clock covers one decode, including reading the result back to
+  the host. The first `warmup` sentences are decoded once untimed.
+
+  Returns:
+    {name: [ms per sentence]}.
+  """
+  fns = list(decode_fns.items())
+  encoded = encode_texts(vocab, sources)
+  for row in encoded[:warmup]:
+    for _, fn in fns:
+      fn(tf.constant([row], tf.int32)).numpy()
+  times = {name: [] for name, _ in fns}
+  for i, row in enumerate(encoded):
+    batch = tf.constant([row], tf.int32)
+    for j in range(len(fns)):
+      name, fn = fns[(i + j) % len(fns)]
+      start = time.perf_counter()
+      fn(batch).numpy()
+      times[name].append((time.perf_counter() - start) * 1e3)
+  return times
+
+
+def batch1_latency(model, vocab, sources, beam_size=None, alpha=None, warmup=3):
+  """Per-sentence decode latency of one model at batch size 1 (see `batch1_times`).
 
   Returns:
     dict with mean_ms, median_ms and the number of sentences.
   """
-  decode_fn = decode_function(model, beam_size, alpha)
-  encoded = encode_texts(vocab, sources)
-  for row in encoded[:warmup]:
-    decode_fn(tf.constant([row], tf.int32)).numpy()
-  times = []
-  for row in encoded:
-    batch = tf.constant([row], tf.int32)
-    start = time.perf_counter()
-    decode_fn(batch).numpy()
-    times.append((time.perf_counter() - start) * 1e3)
+  times = batch1_times({"model": decode_function(model, beam_size, alpha)}, vocab, sources,
+                       warmup)["model"]
   return {"mean_ms": float(np.mean(times)), "median_ms": float(np.median(times)),
           "sentences": len(times)}

@@ -5,9 +5,10 @@ import subprocess
 import sys
 
 import gin
+import tensorflow as tf
 import sacrebleu
 
-from t2t_vqem import registry
+from t2t_vqem import decode, registry
 from t2t_vqem.train import trainer as trainer_lib
 from test_trainer import TINY
 
@@ -51,3 +52,32 @@ def test_decoder_refuses_a_directory_that_is_not_a_run(tmp_path):
                           timeout=300)
   assert result.returncode == 1 and "Traceback" not in result.stderr
   assert "a training run?" in result.stderr
+
+
+class _WordsVocab:
+  """A stand-in vocabulary: one id (3) per whitespace-separated word."""
+
+  def tokenize(self, texts):
+    return tf.ragged.constant([[3] * len(t.split()) for t in texts.numpy().astype(str)],
+                              dtype=tf.int32)
+
+
+def test_batch1_times_decodes_every_sentence_with_every_decoder_in_rotating_order():
+  calls = []
+
+  def recorder(name):
+    def fn(batch):
+      calls.append((name, batch.numpy().tolist()))
+      return batch
+    return fn
+
+  sources = ["a", "a b", "a b c"]
+  times = decode.batch1_times({"x": recorder("x"), "y": recorder("y")}, _WordsVocab(),
+                              sources, warmup=1)
+  assert {name: len(t) for name, t in times.items()} == {"x": 3, "y": 3}
+  assert all(ms >= 0 for t in times.values() for ms in t)
+  warm, timed = calls[:2], calls[2:]
+  assert warm == [("x", [[3, 1]]), ("y", [[3, 1]])]
+  # Sentence i: decoders in the order rotated by i; every input is one row + EOS.
+  assert [name for name, _ in timed] == ["x", "y", "y", "x", "x", "y"]
+  assert [batch for _, batch in timed[::2]] == [[[3, 1]], [[3, 3, 1]], [[3, 3, 3, 1]]]
