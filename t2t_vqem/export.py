@@ -70,7 +70,6 @@ import gin
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-from t2t_vqem.layers import discretization
 from t2t_vqem.problems import vocab as vocab_lib
 
 EXPORT_INFO = "export_info.json"  # in the SavedModel's assets.extra/
@@ -289,11 +288,7 @@ class LatentTranslationServer(TranslationServer):
       outputs, _ = self.vocab.tokenize(targets, self.max_input_length)
       memory, memory_mask = model.encode_source(inputs)
       z_e, latent_mask = model.encode_target(outputs, memory, memory_mask)
-      codebook = tf.convert_to_tensor(model.bottleneck.codebook)
-      flat = tf.reshape(tf.cast(z_e, tf.float32), [1, -1, codebook.shape[-1]])
-      codes = tf.reshape(discretization.nearest_codes(flat, codebook[tf.newaxis]),
-                         tf.shape(z_e)[:2])
-      return tf.where(latent_mask, tf.cast(codes, tf.int32), -1)
+      return tf.where(latent_mask, model.bottleneck.nearest(z_e), -1)
 
     return {"codes": _if_any_rows(tf.size(sources), run, tf.zeros([0, 0], tf.int32))}
 

@@ -746,3 +746,21 @@ def test_baselines_bad_arguments_and_masked_metrics(rng):
   ref = layer(x[:4], training=False)
   np.testing.assert_allclose(out.perplexity.numpy(), ref.perplexity.numpy())
   np.testing.assert_allclose(out.usage.numpy(), ref.usage.numpy())
+
+
+@pytest.mark.parametrize("mode,num_blocks", [("hard_em", 1), ("soft_em", 1), ("soft_em", 2)])
+def test_nearest_is_the_brute_force_argmin_per_block_without_update(mode, num_blocks):
+  keras.utils.set_random_seed(11)
+  layer = disc.VectorQuantizer(16, mode=mode, num_samples=3, num_blocks=num_blocks,
+                               embedding_dim=8)
+  x = np.random.default_rng(11).normal(size=(2, 3, 5, 8)).astype(np.float32)
+  before = layer.codebook.numpy().copy()
+  codes = layer.nearest(x).numpy()
+  codebook = before.reshape(num_blocks, 16, 8 // num_blocks)
+  blocks = x.reshape(-1, num_blocks, 8 // num_blocks)
+  expected = np.stack([((blocks[:, b, None] - codebook[b][None]) ** 2).sum(-1).argmin(1)
+                       for b in range(num_blocks)], axis=1)
+  want_shape = (2, 3, 5) + ((num_blocks,) if num_blocks > 1 else ())
+  assert codes.shape == want_shape and codes.dtype == np.int32
+  np.testing.assert_array_equal(codes.reshape(-1, num_blocks), expected)
+  np.testing.assert_array_equal(layer.codebook.numpy(), before)

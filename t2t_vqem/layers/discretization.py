@@ -765,6 +765,23 @@ class VectorQuantizer(keras.layers.Layer):
       return v[0]
     return v
 
+  def nearest(self, x):
+    """The hard E step (Eq. 1) on x [..., D], any mode: int32 codes [...] (+ [num_blocks]).
+
+    Deterministic, no update: the most probable code also in soft EM, where a
+    call samples. For inference and export.
+    """
+    x = tf.convert_to_tensor(x)
+    _validate_input(self.name, x, self.embedding_dim)
+    b, d = self.num_blocks, self.block_dim
+    flat = tf.reshape(tf.cast(x, tf.float32), [-1, b, d])
+    codes = self._nearest_fn(tf.transpose(flat, [1, 0, 2]),
+                             self._blocks(tf.convert_to_tensor(self.codebook)))  # [b, N]
+    shape = tf.shape(x)[:-1]
+    if b == 1:
+      return tf.reshape(codes[0], shape)
+    return tf.reshape(tf.transpose(codes), tf.concat([shape, [b]], 0))
+
   # -- call ----------------------------------------------------------------
 
   def compute_mask(self, inputs, previous_mask):

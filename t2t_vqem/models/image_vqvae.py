@@ -193,11 +193,7 @@ class ImageVqvae(keras.Model):
 
   def encode(self, images):
     """uint8 images [B, H, W, C] -> int32 codes [B, h, w, n]: the nearest code (Eq. 1)."""
-    z_e = tf.cast(self.encode_continuous(images), tf.float32)
-    flat = tf.reshape(z_e, [1, -1, self.latent_dim])
-    codebook = tf.convert_to_tensor(self.bottleneck.codebook)[None]
-    codes = discretization.nearest_codes(flat, codebook)
-    return tf.reshape(codes, tf.shape(z_e)[:-1])
+    return self.bottleneck.nearest(self.encode_continuous(images))
 
   def decode(self, codes):
     """int codes [B, h, w, n] -> uint8 images [B, H, W, C]: the most likely value per sub-pixel."""
