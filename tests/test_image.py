@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from t2t_vqem import metrics, pictures, registry
+from t2t_vqem import pictures, registry
 from t2t_vqem.layers import compression
 from t2t_vqem.layers import transformer as layers
 from t2t_vqem.models import image_vqvae
@@ -172,13 +172,6 @@ def test_samples_are_reproducible_from_the_seed():
 # -- metrics --------------------------------------------------------------------------
 
 
-def test_bits_per_dim_formula_by_hand():
-  # (l_r n_x + l_p n_z) / n_x * log2(e) with the paper's n_x = 3072, n_z = 640.
-  by_hand = (2.0 * 3072 + 3.0 * 640) / 3072 / 0.6931471805599453
-  assert metrics.bits_per_dim(2.0, 3.0, 3072, 640) == pytest.approx(by_hand)
-  assert metrics.bits_per_dim(math.log(256), 0.0, 3072, 640) == pytest.approx(8.0)
-
-
 def test_loss_terms_match_numpy_likelihoods():
   keras.utils.set_random_seed(5)
   model = image_vqvae.ImageVqvaeVq(**TINY)
@@ -197,7 +190,8 @@ def test_loss_terms_match_numpy_likelihoods():
   log_prior = model.prior_log_probs(tf.constant(codes)).numpy()
   l_p = -np.take_along_axis(log_prior, codes[..., None], -1).mean()
   assert mean(extra["prior_nll"]) == pytest.approx(l_p, rel=1e-4)
-  expected = metrics.bits_per_dim(l_r, l_p, 3072, model.num_latents)
+  # The §5.2 bound by hand: (l_r n_x + l_p n_z) / n_x * log2(e), n_x = 32*32*3, n_z = 8*8*2.
+  expected = (l_r * 3072 + l_p * 128) / 3072 / math.log(2)
   assert mean(extra["bits_per_dim"]) == pytest.approx(expected, rel=1e-4)
   assert mean(extra["bits_per_dim_reconstruction"]) + mean(extra["bits_per_dim_prior"]) == \
       pytest.approx(expected, rel=1e-4)

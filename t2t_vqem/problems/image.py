@@ -2,7 +2,7 @@
 
 An ImageProblem yields batches {"targets": uint8 [B, 32, 32, 3]}; the models
 see 256 values per sub-pixel, so -log P(x | z) is an exact discrete likelihood
-and bits/dim follow from it (t2t_vqem.metrics.bits_per_dim).
+and bits/dim follow from it (t2t_vqem.models.image_vqvae).
 """
 
 import functools
