@@ -33,6 +33,9 @@ flags.DEFINE_string("output_dir", "/tmp/bench_latent_speed", "Where the runs go.
 flags.DEFINE_integer("train_steps", 1000, "Training steps of every model.")
 flags.DEFINE_integer("bleu_sentences", 500, "Test sentences scored for BLEU.")
 flags.DEFINE_integer("latency_sentences", 100, "Test sentences timed at batch size 1.")
+flags.DEFINE_list("length_edges", ["10", "20", "30"],
+                  "Source lengths (tokens, EOS included) that split the latency sentences "
+                  "into groups for the speedup-by-length table.")
 FLAGS = flags.FLAGS
 
 GREEDY, BEAM = "transformer, greedy", "transformer, beam 4"
@@ -64,6 +67,27 @@ def trained_model(config, bindings):
           "last_train_values": last}
   gin.clear_config()
   return trainer, info
+
+
+def by_length(results, vocab, sources):
+  """Prints and returns the median latency and speedup vs greedy per source-length group."""
+  lengths = np.array([len(row) for row in decode.encode_texts(vocab, sources)])
+  edges = [0] + [int(e) for e in FLAGS.length_edges] + [int(lengths.max())]
+  groups = []
+  print("\nBy source length (tokens, EOS included): median latency in ms, speedup vs greedy\n")
+  print("| source tokens | sentences | " + " | ".join(results) + " |")
+  print("|---|---|" + "---|" * len(results))
+  for low, high in zip(edges[:-1], edges[1:]):
+    chosen = (lengths > low) & (lengths <= high)
+    if not chosen.any():
+      continue
+    medians = {name: float(np.median(np.array(row["times"])[chosen]))
+               for name, row in results.items()}
+    cells = [f"{m:.1f} ({medians[GREEDY] / m:.2f}x)" for m in medians.values()]
+    print(f"| {low + 1}-{high} | {int(chosen.sum())} | " + " | ".join(cells) + " |")
+    groups.append({"min_tokens": low + 1, "max_tokens": high,
+                   "sentences": int(chosen.sum()), "median_ms": medians})
+  return groups
 
 
 def main(_):
@@ -106,6 +130,7 @@ def main(_):
                              "speedup_vs_beam4": beam4 / latency}
     print(f"| {name} | {row['bleu']:.2f} | {latency:.1f} ms ({np.mean(row['times']):.1f}) | "
           f"{greedy / latency:.2f}x | {beam4 / latency:.2f}x |")
+  summary["by_length"] = by_length(results, trainer.vocab, latency_sources)
   target = summary["rows"]["latent_transformer_em, n_c=3"]["speedup_vs_greedy"]
   print(f"\nissue target (n_c=3 >= 5x faster than greedy): "
         f"{'met' if target >= 5 else 'NOT met'} ({target:.2f}x)")
