@@ -68,7 +68,6 @@ import os
 from absl import logging
 import gin
 import tensorflow as tf
-import tensorflow_text as tf_text
 
 from t2t_vqem.problems import vocab as vocab_lib
 
@@ -86,12 +85,7 @@ class AssetVocab(tf.Module):
 
   def __init__(self, path):
     super().__init__(name="vocab")
-    with open(path, encoding="utf-8") as f:
-      tokens = [line.rstrip("\n") for line in f]
-    if tuple(tokens[:3]) != vocab_lib.RESERVED_TOKENS:
-      raise ValueError(f"vocabulary {path!r} must start with the reserved tokens "
-                       f"{list(vocab_lib.RESERVED_TOKENS)}, found {tokens[:3]}")
-    self.size = len(tokens)
+    self.size = len(vocab_lib.read_tokens(path))
     self.asset = tf.saved_model.Asset(path)
     lines = tf.lookup.TextFileIndex.LINE_NUMBER
     whole = tf.lookup.TextFileIndex.WHOLE_LINE
@@ -103,9 +97,6 @@ class AssetVocab(tf.Module):
         tf.lookup.TextFileInitializer(self.asset, tf.int64, lines, tf.string, whole,
                                       vocab_size=self.size),
         default_value=vocab_lib.UNK)
-    self._wordpiece = tf_text.WordpieceTokenizer(
-        self.token_to_id, suffix_indicator="##", max_bytes_per_word=200,
-        token_out_type=tf.int64, unknown_token=vocab_lib.UNK)
 
   def tokenize(self, text, max_length):
     """Strings [B] -> (ids int32 [B, S] PAD-padded, each row ending with EOS;
@@ -113,9 +104,7 @@ class AssetVocab(tf.Module):
 
     Each row keeps at most max_length - 1 subwords, then EOS.
     """
-    pieces = self._wordpiece.tokenize(vocab_lib.split_words(text))
-    ids = tf.cast(pieces.merge_dims(-2, -1), tf.int32)
-    ids = ids[:, :max_length - 1]
+    ids = vocab_lib.wordpiece_ids(self.token_to_id, text)[:, :max_length - 1]
     eos = tf.fill([ids.nrows(), 1], vocab_lib.EOS_ID)
     ids = tf.concat([ids, tf.RaggedTensor.from_tensor(eos)], axis=1)
     nonempty = tf.strings.length(tf.strings.strip(text)) > 0
@@ -123,16 +112,8 @@ class AssetVocab(tf.Module):
 
   def detokenize(self, ids):
     """Int ids [B, L] (PAD-padded, may contain EOS) -> strings [B], as Vocab.detokenize."""
-    ids = tf.cast(ids, tf.int32)
-    before_eos = tf.math.cumsum(tf.cast(tf.equal(ids, vocab_lib.EOS_ID), tf.int32),
-                                axis=-1) == 0
-    keep = tf.logical_and(before_eos, tf.not_equal(ids, vocab_lib.PAD_ID))
-    kept = tf.ragged.boolean_mask(ids, keep)
-    pieces = kept.with_flat_values(self.id_to_token.lookup(tf.cast(kept.flat_values,
-                                                                   tf.int64)))
-    pieces = tf.strings.regex_replace(pieces, "^##", "")
-    text = tf.strings.reduce_join(pieces, axis=-1)
-    return tf.strings.strip(tf.strings.regex_replace(text, vocab_lib.MARK, " "))
+    return vocab_lib.join_pieces(
+        ids, lambda flat: self.id_to_token.lookup(tf.cast(flat, tf.int64)))
 
 
 _STRINGS = tf.TensorSpec([None], tf.string)

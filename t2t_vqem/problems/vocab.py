@@ -59,46 +59,64 @@ def learn_vocab(texts, vocab_size, path):
   return Vocab(path)
 
 
+def read_tokens(path):
+  """The tokens of a vocabulary file, one a line; RESERVED_TOKENS must come first."""
+  with open(path, encoding="utf-8") as f:
+    tokens = [line.rstrip("\n") for line in f]
+  if tuple(tokens[:3]) != RESERVED_TOKENS:
+    raise ValueError(
+        f"vocabulary {path!r} must start with the reserved tokens "
+        f"{list(RESERVED_TOKENS)}, found {tokens[:3]}")
+  return tokens
+
+
+def wordpiece_ids(token_to_id, text):
+  """String tensor [B] -> ragged int32 ids [B, (pieces)], no EOS.
+
+  token_to_id: a lookup table from token strings to int64 ids (UNK_ID by default).
+  """
+  wordpiece = tf_text.WordpieceTokenizer(
+      token_to_id, suffix_indicator="##", max_bytes_per_word=200,
+      token_out_type=tf.int64, unknown_token=UNK)
+  return tf.cast(wordpiece.tokenize(split_words(text)).merge_dims(-2, -1), tf.int32)
+
+
+def join_pieces(ids, id_to_token):
+  """Int ids [B, L] (dense, PAD-padded, may contain EOS) -> strings [B].
+
+  Everything from the first EOS on is dropped, as are PAD ids; UNK stays
+  visible as "[UNK]". id_to_token maps an int32 id tensor to token strings.
+  """
+  ids = tf.cast(ids, tf.int32)
+  before_eos = tf.math.cumsum(tf.cast(tf.equal(ids, EOS_ID), tf.int32), axis=-1) == 0
+  keep = tf.logical_and(before_eos, tf.not_equal(ids, PAD_ID))
+  kept = tf.ragged.boolean_mask(ids, keep)
+  pieces = kept.with_flat_values(id_to_token(kept.flat_values))
+  pieces = tf.strings.regex_replace(pieces, "^##", "")
+  text = tf.strings.reduce_join(pieces, axis=-1)
+  return tf.strings.strip(tf.strings.regex_replace(text, MARK, " "))
+
+
 class Vocab:
   """WordPiece vocabulary with MARK-based reversible detokenization."""
 
   def __init__(self, path):
-    with open(path, encoding="utf-8") as f:
-      self.tokens = [line.rstrip("\n") for line in f]
-    if tuple(self.tokens[:3]) != RESERVED_TOKENS:
-      raise ValueError(
-          f"vocabulary {path!r} must start with the reserved tokens "
-          f"{list(RESERVED_TOKENS)}, found {self.tokens[:3]}")
+    self.tokens = read_tokens(path)
     self.path = path
     self.size = len(self.tokens)
-    table = tf.lookup.StaticHashTable(
+    self._token_to_id = tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(
             self.tokens, tf.range(self.size, dtype=tf.int64)), default_value=UNK_ID)
-    self._wordpiece = tf_text.WordpieceTokenizer(
-        table, suffix_indicator="##", max_bytes_per_word=200,
-        token_out_type=tf.int64, unknown_token=UNK)
     self._token_strings = tf.constant(self.tokens)
 
   def tokenize(self, text):
     """String tensor [B] -> ragged int32 ids [B, (pieces)], no EOS."""
-    pieces = self._wordpiece.tokenize(split_words(text))
-    return tf.cast(pieces.merge_dims(-2, -1), tf.int32)
+    return wordpiece_ids(self._token_to_id, text)
 
   def detokenize(self, ids):
-    """Int ids [B, L] (dense, PAD-padded, may contain EOS) -> strings [B].
-
-    Everything from the first EOS on is dropped, as are PAD ids; UNK stays
-    visible as "[UNK]".
-    """
-    ids = tf.convert_to_tensor(ids)
-    ids = tf.cast(ids, tf.int32)
-    before_eos = tf.math.cumsum(tf.cast(tf.equal(ids, EOS_ID), tf.int32), axis=-1) == 0
-    keep = tf.logical_and(before_eos, tf.not_equal(ids, PAD_ID))
-    kept = tf.ragged.boolean_mask(ids, keep)
-    pieces = tf.gather(self._token_strings, kept)
-    pieces = tf.strings.regex_replace(pieces, "^##", "")
-    text = tf.strings.reduce_join(pieces, axis=-1)
-    return tf.strings.strip(tf.strings.regex_replace(text, MARK, " "))
+    """Int ids [B, L] -> strings [B] (see `join_pieces`)."""
+    return join_pieces(tf.convert_to_tensor(ids),
+                       lambda flat: tf.gather(self._token_strings, flat))
 
   def encode(self, sentence):
     """One Python string -> list of ids, no EOS."""
