@@ -116,8 +116,10 @@ def main(_):
                        f"the teacher {problem.vocab.path}")
     rows.append((labels[name], model, 1, ckpt, name))
   results = {}
+  decode_fns = {label: decode.decode_function(model, beam) for label, model, beam, _, _ in rows}
   for label, model, beam, ckpt, name in rows:
-    hyps = decode.translate(model, problem.vocab, sources, beam_size=beam, batch_size=64)
+    hyps = decode.translate(model, problem.vocab, sources, batch_size=64,
+                            decode_fn=decode_fns[label])
     bleu, signature = metrics.corpus_bleu(hyps, references)
     bottleneck = getattr(model, "bottleneck", None)
     dev = stages[name]["dev"] if name else {}
@@ -129,9 +131,7 @@ def main(_):
                       "steps": stages[name]["step"] if name else None}
     logging.info("%s: BLEU %.2f", label, bleu)
   latency_sources = sources[:FLAGS.latency_sentences]
-  times = decode.batch1_times({label: decode.decode_function(model, beam)
-                               for label, model, beam, _, _ in rows},
-                              problem.vocab, latency_sources)
+  times = decode.batch1_times(decode_fns, problem.vocab, latency_sources)
   for label, row_times in times.items():
     results[label]["times"] = row_times
 

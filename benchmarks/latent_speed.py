@@ -103,13 +103,13 @@ def main(_):
   trainer = rows[0][1]
   sources, references = trainer.problem.sources_and_references("test", FLAGS.bleu_sentences)
   results = {}
+  decode_fns = {name: decode.decode_function(run.model, beam) for name, run, beam in rows}
   for name, run, beam in rows:
-    hyps = decode.translate(run.model, run.vocab, sources, beam_size=beam)
+    hyps = decode.translate(run.model, run.vocab, sources, decode_fn=decode_fns[name])
     results[name] = {"bleu": metrics.corpus_bleu(hyps, references)[0]}
     logging.info("%s: BLEU %.2f", name, results[name]["bleu"])
   latency_sources = sources[:FLAGS.latency_sentences]
-  times = decode.batch1_times({name: decode.decode_function(run.model, beam)
-                               for name, run, beam in rows}, trainer.vocab, latency_sources)
+  times = decode.batch1_times(decode_fns, trainer.vocab, latency_sources)
   for name, row_times in times.items():
     results[name]["times"] = row_times
   greedy = np.median(results[GREEDY]["times"])

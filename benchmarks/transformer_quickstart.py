@@ -44,13 +44,13 @@ def main(_):
   model, vocab = trainer.model, trainer.vocab
 
   sources, references = trainer.problem.sources_and_references("test", FLAGS.bleu_sentences)
-  rows = {}
-  for name, beam in (("greedy", 1), ("beam 4", 4)):
-    hyps = decode.translate(model, vocab, sources, beam_size=beam, alpha=0.6)
-    rows[name] = {"bleu": metrics.corpus_bleu(hyps, references)[0]}
-  # Interleaved batch-1 latency: one sentence greedy, the same sentence beam 4.
   fns = {name: decode.decode_function(model, beam, 0.6)
          for name, beam in (("greedy", 1), ("beam 4", 4))}
+  rows = {}
+  for name, fn in fns.items():
+    hyps = decode.translate(model, vocab, sources, decode_fn=fn)
+    rows[name] = {"bleu": metrics.corpus_bleu(hyps, references)[0]}
+  # Interleaved batch-1 latency: one sentence greedy, the same sentence beam 4.
   times = decode.batch1_times(fns, vocab, sources[:FLAGS.latency_sentences], warmup=5)
   for name in fns:
     rows[name]["latency_ms"] = float(np.median(times[name]))
