@@ -1,4 +1,4 @@
-"""Inference: text in, text out, in length-sorted batches; batch-1 latency."""
+"""Inference: text in, text out, in length-sorted batches; batch-1 latency side by side."""
 
 import time
 
@@ -89,15 +89,3 @@ def batch1_times(decode_fns, vocab, sources, warmup=3):
       fn(batch).numpy()
       times[name].append((time.perf_counter() - start) * 1e3)
   return times
-
-
-def batch1_latency(model, vocab, sources, beam_size=None, alpha=None, warmup=3):
-  """Per-sentence decode latency of one model at batch size 1 (see `batch1_times`).
-
-  Returns:
-    dict with mean_ms, median_ms and the number of sentences.
-  """
-  times = batch1_times({"model": decode_function(model, beam_size, alpha)}, vocab, sources,
-                       warmup)["model"]
-  return {"mean_ms": float(np.mean(times)), "median_ms": float(np.median(times)),
-          "sentences": len(times)}

@@ -12,7 +12,8 @@ exists (so rerunning the command after a crash resumes where it stopped):
              (`t2t_vqem.distill`: shards + info.json; finished shards are kept)
   student/   the Latent Transformer (`Pipeline.student_gin`) trained on
              `translate_distilled`: distilled train targets, gold dev/test
-  eval/      one JSON per table row: BLEU on `bleu_split` and batch-1 latency
+  eval/      one JSON per table row (BLEU on `bleu_split`), latency.json (batch-1
+             latency of all rows, timed side by side)
   results.json, results.md   the table (model, n_c, n_s, BLEU, latency, speedups)
 
 Every stage runs under its own Gin config: the global config is cleared, the
@@ -29,6 +30,7 @@ import time
 
 from absl import logging
 import gin
+import numpy as np
 import tensorflow as tf
 
 from t2t_vqem import decode
@@ -116,8 +118,9 @@ def results_markdown(results):
       "",
       f"BLEU on the {results['bleu_split']} split of {results['problem']} "
       f"({results['bleu_sentences']} sentences), sacrebleu {results['bleu_signature']}.",
-      f"Latency: mean batch-1 decode time over the first {results['latency_sentences']} "
-      f"{results['bleu_split']} sources on {results['machine']}.",
+      f"Latency: median batch-1 decode time over the first {results['latency_sentences']} "
+      f"{results['bleu_split']} sources on {results['machine']}, the three decoders timed "
+      "in turn on each sentence (rotating order); speedups are ratios of these medians.",
       f"Student trained on the teacher's beam-{results['distill']['beam_size']} outputs for "
       f"{results['distill']['num_sources']} training sources (teacher step "
       f"{results['distill']['teacher']['step']}).",
@@ -253,56 +256,75 @@ class Pipeline:
     logging.info("Stage 3/4: student in %s", self.student_dir)
     return self._train(self.student_dir, self._student_items())
 
-  def _evaluate_row(self, name, run_dir, beam_size, label):
-    """BLEU and batch-1 latency of one run at one beam; cached in eval/<name>.json."""
+  def _load(self, run_dir):
+    """(problem, model, checkpoint path) of a trained run, under its own operative config."""
+    with stage_config([_operative_config(run_dir)]):
+      checkpoint = self.teacher_checkpoint if run_dir == self.teacher_dir else None
+      return trainer_lib.load_run(run_dir, checkpoint, self.data_dir)
+
+  def _bleu_row(self, name, loaded, beam_size, label):
+    """BLEU of one run at one beam on `bleu_split`; cached in eval/<name>.json."""
     path = os.path.join(self.eval_dir, name + ".json")
     if os.path.exists(path):
       return _read_json(path)
     os.makedirs(self.eval_dir, exist_ok=True)
-    with stage_config([_operative_config(run_dir)]):
-      checkpoint = self.teacher_checkpoint if run_dir == self.teacher_dir else None
-      problem, model, ckpt = trainer_lib.load_run(run_dir, checkpoint, self.data_dir)
-      sources, references = problem.sources_and_references(self.bleu_split,
-                                                           self.bleu_sentences)
-      logging.info("Decoding %d %s sentences: %s", len(sources), self.bleu_split, label)
-      hypotheses = decode.translate(model, problem.vocab, sources, beam_size=beam_size,
-                                    batch_size=self.decode_batch_size)
-      bleu, signature = metrics.corpus_bleu(hypotheses, references)
-      latency = decode.batch1_latency(model, problem.vocab, sources[:self.latency_sentences],
-                                      beam_size=beam_size)
-      bottleneck = getattr(model, "bottleneck", None)
-      row = {"model": label, "run_dir": os.path.abspath(run_dir), "checkpoint": ckpt,
-             "beam_size": beam_size,
-             "n_c": getattr(model, "compress_steps", None),
-             "n_s": (bottleneck.num_samples
-                     if bottleneck is not None and bottleneck.mode == "soft_em" else None),
-             "bleu": bleu, "bleu_signature": signature, "bleu_sentences": len(sources),
-             "latency_ms": latency["mean_ms"], "latency_median_ms": latency["median_ms"],
-             "latency_sentences": latency["sentences"],
-             "problem": getattr(problem, "base_problem", problem.name)}
+    problem, model, ckpt, run_dir = loaded
+    sources, references = problem.sources_and_references(self.bleu_split, self.bleu_sentences)
+    logging.info("Decoding %d %s sentences: %s", len(sources), self.bleu_split, label)
+    hypotheses = decode.translate(model, problem.vocab, sources, beam_size=beam_size,
+                                  batch_size=self.decode_batch_size)
+    bleu, signature = metrics.corpus_bleu(hypotheses, references)
+    bottleneck = getattr(model, "bottleneck", None)
+    row = {"model": label, "run_dir": os.path.abspath(run_dir), "checkpoint": ckpt,
+           "beam_size": beam_size,
+           "n_c": getattr(model, "compress_steps", None),
+           "n_s": (bottleneck.num_samples
+                   if bottleneck is not None and bottleneck.mode == "soft_em" else None),
+           "bleu": bleu, "bleu_signature": signature, "bleu_sentences": len(sources),
+           "problem": getattr(problem, "base_problem", problem.name)}
     with open(os.path.join(self.eval_dir, name + ".hyp.txt"), "w", encoding="utf-8") as f:
       f.write("\n".join(hypotheses) + "\n")
     _write_json(path, row)
-    logging.info("%s: BLEU %.2f, %.1f ms/sentence at batch 1", label, bleu, row["latency_ms"])
+    logging.info("%s: BLEU %.2f", label, bleu)
     return row
+
+  def _latencies(self, decoders, problem):
+    """Batch-1 latency of every row, timed side by side (decode.batch1_times); cached in
+    eval/latency.json. decoders: {row name: (model, beam size)}."""
+    path = os.path.join(self.eval_dir, "latency.json")
+    if os.path.exists(path):
+      return _read_json(path)
+    sources, _ = problem.sources_and_references(self.bleu_split, self.latency_sentences)
+    logging.info("Timing %d sentences at batch 1, the %d decoders in turn", len(sources),
+                 len(decoders))
+    times = decode.batch1_times(
+        {name: decode.decode_function(model, beam) for name, (model, beam) in decoders.items()},
+        problem.vocab, sources)
+    result = {name: {"latency_ms": float(np.median(t)), "latency_mean_ms": float(np.mean(t)),
+                     "latency_sentences": len(t)} for name, t in times.items()}
+    _write_json(path, result)
+    return result
 
   def evaluate(self):
     """Stage 4: every row of the table, then results.json and results.md."""
     logging.info("Stage 4/4: evaluation on the %s split", self.bleu_split)
     student_model = _read_json(os.path.join(self.student_dir, trainer_lib.RUN_INFO))["model"]
     beam = self.teacher_beam_size
-    rows = [
-        self._evaluate_row("teacher_greedy", self.teacher_dir, 1, "Transformer (greedy)"),
-        self._evaluate_row(f"teacher_beam{beam}", self.teacher_dir, beam,
-                           f"Transformer (beam {beam})"),
-    ]
-    student = self._evaluate_row("student", self.student_dir, 1,
-                                 f"{student_model} + distillation")
-    rows.append(student)
+    teacher = self._load(self.teacher_dir) + (self.teacher_dir,)
+    student = self._load(self.student_dir) + (self.student_dir,)
+    specs = [("teacher_greedy", teacher, 1, "Transformer (greedy)"),
+             (f"teacher_beam{beam}", teacher, beam, f"Transformer (beam {beam})"),
+             ("student", student, 1, f"{student_model} + distillation")]
+    rows = [self._bleu_row(*spec) for spec in specs]
+    latency = self._latencies({name: (loaded[1], beam_size)
+                               for name, loaded, beam_size, _ in specs}, teacher[0])
+    for row, (name, _, _, _) in zip(rows, specs):
+      row.update(latency[name])
     greedy_ms, beam_ms = rows[0]["latency_ms"], rows[1]["latency_ms"]
     for row in rows:
       row["speedup_vs_greedy"] = greedy_ms / row["latency_ms"]
       row["speedup_vs_beam"] = beam_ms / row["latency_ms"]
+    student = rows[2]
     info = distill_lib.read_info(self.distill_dir)
     stages = {}
     for name, run_dir in (("teacher", self.teacher_dir), ("student", self.student_dir)):
