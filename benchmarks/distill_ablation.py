@@ -38,7 +38,6 @@ from t2t_vqem import decode
 from t2t_vqem import metrics
 from t2t_vqem import pipeline as pipeline_lib
 from t2t_vqem.cli import common
-from t2t_vqem.train import trainer as trainer_lib
 
 flags.DEFINE_string("pipeline_dir", None, "A finished em_distill_quickstart.gin run.")
 flags.DEFINE_string("output_dir", "/tmp/bench_distill", "Where the extra students go.")
@@ -62,12 +61,6 @@ def pipeline_config():
 def as_hard_em(items):
   """The soft-EM student's config items for latent_transformer_vq (hard EM)."""
   return [item.replace("latent_transformer_em", "latent_transformer_vq") for item in items]
-
-
-def load(run_dir):
-  """(problem, model, checkpoint) of a trained run, under its own operative config."""
-  with pipeline_lib.stage_config([os.path.join(run_dir, "operative_config.gin")]):
-    return trainer_lib.load_run(run_dir, None, FLAGS.data_dir)
 
 
 def main(_):
@@ -103,14 +96,14 @@ def main(_):
         stages[name] = json.load(f)
 
   # Evaluation, every row in this process.
-  problem, teacher, teacher_ckpt = load(teacher_dir)
+  problem, teacher, teacher_ckpt, _ = pipe._load(teacher_dir)  # pylint: disable=protected-access
   sources, references = problem.sources_and_references("test", FLAGS.bleu_sentences)
   rows = [("Transformer (greedy)", teacher, 1, teacher_ckpt, None),
           (f"Transformer (beam {teacher_beam})", teacher, teacher_beam, teacher_ckpt, None)]
   labels = {"em_distilled": "soft EM + distillation", "vq_distilled": "hard EM + distillation",
             "em_gold": "soft EM, no distillation", "vq_gold": "hard EM, no distillation"}
   for name, (run_dir, _) in students.items():
-    student_problem, model, ckpt = load(run_dir)
+    student_problem, model, ckpt, _ = pipe._load(run_dir)  # pylint: disable=protected-access
     if student_problem.vocab.path != problem.vocab.path:
       raise ValueError(f"{run_dir} uses vocabulary {student_problem.vocab.path}, "
                        f"the teacher {problem.vocab.path}")

@@ -97,6 +97,7 @@ class AssetVocab(tf.Module):
         tf.lookup.TextFileInitializer(self.asset, tf.int64, lines, tf.string, whole,
                                       vocab_size=self.size),
         default_value=vocab_lib.UNK)
+    self._wordpiece = vocab_lib.wordpiece_tokenizer(self.token_to_id)
 
   def tokenize(self, text, max_length):
     """Strings [B] -> (ids int32 [B, S] PAD-padded, each row ending with EOS;
@@ -104,7 +105,7 @@ class AssetVocab(tf.Module):
 
     Each row keeps at most max_length - 1 subwords, then EOS.
     """
-    ids = vocab_lib.wordpiece_ids(self.token_to_id, text)[:, :max_length - 1]
+    ids = vocab_lib.wordpiece_ids(self._wordpiece, text)[:, :max_length - 1]
     eos = tf.fill([ids.nrows(), 1], vocab_lib.EOS_ID)
     ids = tf.concat([ids, tf.RaggedTensor.from_tensor(eos)], axis=1)
     nonempty = tf.strings.length(tf.strings.strip(text)) > 0

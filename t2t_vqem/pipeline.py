@@ -257,10 +257,10 @@ class Pipeline:
     return self._train(self.student_dir, self._student_items())
 
   def _load(self, run_dir):
-    """(problem, model, checkpoint path) of a trained run, under its own operative config."""
+    """(problem, model, checkpoint path, run_dir) of a trained run, under its own config."""
     with stage_config([_operative_config(run_dir)]):
       checkpoint = self.teacher_checkpoint if run_dir == self.teacher_dir else None
-      return trainer_lib.load_run(run_dir, checkpoint, self.data_dir)
+      return trainer_lib.load_run(run_dir, checkpoint, self.data_dir) + (run_dir,)
 
   def _bleu_row(self, name, loaded, beam_size, label):
     """BLEU of one run at one beam on `bleu_split`; cached in eval/<name>.json."""
@@ -310,14 +310,13 @@ class Pipeline:
     logging.info("Stage 4/4: evaluation on the %s split", self.bleu_split)
     student_model = _read_json(os.path.join(self.student_dir, trainer_lib.RUN_INFO))["model"]
     beam = self.teacher_beam_size
-    teacher = self._load(self.teacher_dir) + (self.teacher_dir,)
-    student = self._load(self.student_dir) + (self.student_dir,)
-    specs = [("teacher_greedy", teacher, 1, "Transformer (greedy)"),
-             (f"teacher_beam{beam}", teacher, beam, f"Transformer (beam {beam})"),
-             ("student", student, 1, f"{student_model} + distillation")]
+    teacher_run, student_run = self._load(self.teacher_dir), self._load(self.student_dir)
+    specs = [("teacher_greedy", teacher_run, 1, "Transformer (greedy)"),
+             (f"teacher_beam{beam}", teacher_run, beam, f"Transformer (beam {beam})"),
+             ("student", student_run, 1, f"{student_model} + distillation")]
     rows = [self._bleu_row(*spec) for spec in specs]
     latency = self._latencies({name: (loaded[1], beam_size)
-                               for name, loaded, beam_size, _ in specs}, teacher[0])
+                               for name, loaded, beam_size, _ in specs}, teacher_run[0])
     for row, (name, _, _, _) in zip(rows, specs):
       row.update(latency[name])
     greedy_ms, beam_ms = rows[0]["latency_ms"], rows[1]["latency_ms"]

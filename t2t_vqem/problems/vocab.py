@@ -70,14 +70,15 @@ def read_tokens(path):
   return tokens
 
 
-def wordpiece_ids(token_to_id, text):
-  """String tensor [B] -> ragged int32 ids [B, (pieces)], no EOS.
-
-  token_to_id: a lookup table from token strings to int64 ids (UNK_ID by default).
-  """
-  wordpiece = tf_text.WordpieceTokenizer(
+def wordpiece_tokenizer(token_to_id):
+  """The WordPiece tokenizer over a lookup table from token strings to int64 ids."""
+  return tf_text.WordpieceTokenizer(
       token_to_id, suffix_indicator="##", max_bytes_per_word=200,
       token_out_type=tf.int64, unknown_token=UNK)
+
+
+def wordpiece_ids(wordpiece, text):
+  """String tensor [B] -> ragged int32 ids [B, (pieces)], no EOS (see `split_words`)."""
   return tf.cast(wordpiece.tokenize(split_words(text)).merge_dims(-2, -1), tf.int32)
 
 
@@ -104,14 +105,14 @@ class Vocab:
     self.tokens = read_tokens(path)
     self.path = path
     self.size = len(self.tokens)
-    self._token_to_id = tf.lookup.StaticHashTable(
+    self._wordpiece = wordpiece_tokenizer(tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(
-            self.tokens, tf.range(self.size, dtype=tf.int64)), default_value=UNK_ID)
+            self.tokens, tf.range(self.size, dtype=tf.int64)), default_value=UNK_ID))
     self._token_strings = tf.constant(self.tokens)
 
   def tokenize(self, text):
     """String tensor [B] -> ragged int32 ids [B, (pieces)], no EOS."""
-    return wordpiece_ids(self._token_to_id, text)
+    return wordpiece_ids(self._wordpiece, text)
 
   def detokenize(self, ids):
     """Int ids [B, L] -> strings [B] (see `join_pieces`)."""
