@@ -176,6 +176,58 @@ def test_positional_signal_matches_formula():
                              rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(3, 4), (2, 3, 4), (2, 2, 3, 4)])
+def test_dense_matches_numpy_affine_relu(shape):
+  dense = layers.Dense(5, activation="relu")
+  dense.build((None, 4))
+  rng = np.random.default_rng(0)
+  dense.bias.assign(rng.normal(size=5).astype(np.float32))
+  x = rng.normal(size=shape).astype(np.float32)
+  want = np.maximum(x @ dense.kernel.numpy() + dense.bias.numpy(), 0.0)
+  np.testing.assert_allclose(dense(x).numpy(), want, rtol=1e-5, atol=1e-5)
+  assert [w.name for w in dense.weights] == ["kernel", "bias"]  # Keras Dense's checkpoint names
+
+
+def test_layer_norm_matches_numpy_formula():
+  norm = layers.LayerNorm(epsilon=1e-6)
+  norm.build((None, 6))
+  rng = np.random.default_rng(1)
+  norm.gamma.assign(rng.normal(size=6).astype(np.float32))
+  norm.beta.assign(rng.normal(size=6).astype(np.float32))
+  x = rng.normal(size=(2, 3, 6)).astype(np.float32) * 3 + 1
+  mean = x.mean(-1, keepdims=True)
+  want = (x - mean) / np.sqrt(x.var(-1, keepdims=True) + 1e-6) * norm.gamma.numpy() + norm.beta.numpy()
+  np.testing.assert_allclose(norm(x).numpy(), want, rtol=1e-4, atol=1e-5)
+
+
+def test_multi_head_attention_matches_numpy():
+  """Heads from the q/k/v kernels, softmax(q k^T / sqrt(d) + bias) v, output projection."""
+  keras.utils.set_random_seed(2)
+  heads, depth = 2, 3
+  attention = layers.MultiHeadAttention(heads * depth, heads, memory_size=5)
+  attention.build()
+  rng = np.random.default_rng(2)
+  query = rng.normal(size=(2, 4, 6)).astype(np.float32)
+  memory = rng.normal(size=(2, 7, 5)).astype(np.float32)
+  keep = np.ones([2, 7], bool)
+  keep[1, 5:] = False
+  got = attention(query, memory=memory, bias=layers.padding_bias(keep)).numpy()
+
+  def split(x):  # [B, T, h*d] -> [B, h, T, d]
+    return x.reshape(x.shape[0], x.shape[1], heads, depth).transpose(0, 2, 1, 3)
+
+  q = split(query @ attention.q_dense.kernel.numpy())
+  k = split(memory @ attention.k_dense.kernel.numpy())
+  v = split(memory @ attention.v_dense.kernel.numpy())
+  logits = q @ k.transpose(0, 1, 3, 2) / np.sqrt(depth)
+  logits = np.where(keep[:, None, None, :], logits, -np.inf)
+  weights = np.exp(logits - logits.max(-1, keepdims=True))
+  weights /= weights.sum(-1, keepdims=True)
+  context = (weights @ v).transpose(0, 2, 1, 3).reshape(2, 4, heads * depth)
+  want = context @ attention.output_dense.kernel.numpy()
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_decoder_stack_cached_steps_equal_full_sequence():
   keras.utils.set_random_seed(3)
   dec = layers.DecoderStack(2, 16, 4, 32, 0.0, causal=True, cross_attention=True)

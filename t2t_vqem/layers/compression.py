@@ -20,6 +20,8 @@ mirrors it (dense, 2 residual layers, 4 transposed 5x5 convolutions, the last
 import keras
 import tensorflow as tf
 
+from t2t_vqem.layers import transformer as layers
+
 
 def _apply_mask(x, mask):
   return x if mask is None else x * tf.cast(mask, x.dtype)[..., None]
@@ -42,7 +44,7 @@ class ResidualConv1D(keras.layers.Layer):
     super().__init__(**kwargs)
     self.hidden_size, self.num_layers = hidden_size, num_layers
     for i in range(num_layers):
-      setattr(self, f"norm_{i}", keras.layers.LayerNormalization(epsilon=1e-6))
+      setattr(self, f"norm_{i}", layers.LayerNorm(epsilon=1e-6))
       setattr(self, f"conv_{i}", keras.layers.Conv1D(hidden_size, kernel_size, padding="same"))
     self.dropout = keras.layers.Dropout(dropout)
 
@@ -70,7 +72,7 @@ class Compress1D(keras.layers.Layer):
     for i in range(compress_steps):
       setattr(self, f"stride_{i}", keras.layers.Conv1D(
           hidden_size, kernel_size, strides=2, padding="same", activation="relu"))
-    self.norm = keras.layers.LayerNormalization(epsilon=1e-6)
+    self.norm = layers.LayerNorm(epsilon=1e-6)
 
   def build(self, input_shape=None):
     self.residual.build()
@@ -97,7 +99,7 @@ class Decompress1D(keras.layers.Layer):
     for i in range(compress_steps):
       setattr(self, f"residual_{i}", ResidualConv1D(hidden_size, residual_layers,
                                                     kernel_size, dropout))
-      setattr(self, f"widen_{i}", keras.layers.Dense(2 * hidden_size))
+      setattr(self, f"widen_{i}", layers.Dense(2 * hidden_size))
 
   def build(self, input_shape=None):
     for i in range(self.compress_steps):
@@ -172,8 +174,8 @@ class Compress2D(keras.layers.Layer):
           hidden_size, kernel_size, strides=2 if i < compress_steps else 1, padding="same",
           activation="relu"))
     self.residual = ResidualConv2D(hidden_size, residual_layers)
-    self.to_latents = keras.layers.Dense(latents_per_position * latent_dim)
-    self.norm = keras.layers.LayerNormalization(epsilon=1e-6)
+    self.to_latents = layers.Dense(latents_per_position * latent_dim)
+    self.norm = layers.LayerNorm(epsilon=1e-6)
 
   def build(self, input_shape=None):
     self.norm.build((None, self.latent_dim))
@@ -201,14 +203,14 @@ class Decompress2D(keras.layers.Layer):
     _check_image_sizes(conv_layers, compress_steps)
     self.hidden_size, self.conv_layers = hidden_size, conv_layers
     self.channels, self.num_values = channels, num_values
-    self.from_latents = keras.layers.Dense(hidden_size)
+    self.from_latents = layers.Dense(hidden_size)
     self.residual = ResidualConv2D(hidden_size, residual_layers)
     for i in range(conv_layers):
       upsample = i >= conv_layers - compress_steps
       setattr(self, f"deconv_{i}", keras.layers.Conv2DTranspose(
           hidden_size, kernel_size, strides=2 if upsample else 1, padding="same",
           activation="relu"))
-    self.to_logits = keras.layers.Dense(channels * num_values)
+    self.to_logits = layers.Dense(channels * num_values)
 
   def build(self, input_shape=None):
     latent_width = input_shape[-2] * input_shape[-1] if input_shape else None

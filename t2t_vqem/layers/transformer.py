@@ -7,6 +7,8 @@ the parallel non-causal decoder of the Latent Transformer:
 - `positional_signal`: the sinusoidal timing signal (T2T `get_timing_signal_1d`).
 - `padding_mask`, `padding_bias`, `causal_bias`, `step_bias`: masks and additive
   attention biases.
+- `Dense`, `LayerNorm`: Keras's layers with the same weights, each computed
+  in few graph ops (batch-1 decoding is bound by the number of ops).
 - `MultiHeadAttention`: scaled dot-product attention with q/k/v/output
   projections and an incremental-decoding cache.
 - `EncoderStack`, `DecoderStack`: pre-layer-norm residual stacks (T2T
@@ -103,6 +105,42 @@ def local_causal_bias(length, block_length):
 
 
 # ---------------------------------------------------------------------------
+# Dense and layer norm in few ops.
+#
+# At batch 1 a decoding step costs about 10 us per graph op whatever the op
+# does, so the op count, not the FLOPs, sets the latency. Keras 3's Dense
+# multiplies a rank-3 input through tf.tensordot (about ten ops of shape
+# arithmetic and reshapes around the MatMul) and its LayerNormalization takes
+# about thirteen. These subclasses keep the weights (and so the checkpoints) of
+# the Keras layers and compute the same function in fewer ops.
+# ---------------------------------------------------------------------------
+
+class Dense(keras.layers.Dense):
+  """keras.layers.Dense on [..., in] inputs as a single Einsum op (+ bias, activation)."""
+
+  def call(self, inputs, training=None):
+    x = tf.einsum("...i,io->...o", inputs, self.kernel)
+    if self.use_bias:
+      x += self.bias
+    return self.activation(x)
+
+
+class LayerNorm(keras.layers.LayerNormalization):
+  """Layer normalization over the last axis, in float32: (x - mean) / sqrt(var + eps) * gamma + beta."""
+
+  def __init__(self, epsilon=1e-6, **kwargs):
+    super().__init__(epsilon=epsilon, **kwargs)
+
+  def call(self, inputs):
+    x = tf.cast(inputs, tf.float32)
+    mean = tf.reduce_mean(x, axis=-1, keepdims=True)
+    variance = tf.reduce_mean(tf.math.squared_difference(x, mean), axis=-1, keepdims=True)
+    scale = tf.math.rsqrt(variance + self.epsilon) * tf.cast(self.gamma, tf.float32)
+    y = (x - mean) * scale + tf.cast(self.beta, tf.float32)
+    return tf.cast(y, self.compute_dtype)
+
+
+# ---------------------------------------------------------------------------
 # Attention.
 # ---------------------------------------------------------------------------
 
@@ -144,10 +182,11 @@ class MultiHeadAttention(keras.layers.Layer):
     self.num_heads = num_heads
     self.depth = hidden_size // num_heads
     self.memory_size = memory_size or hidden_size
-    self.q_dense = keras.layers.Dense(hidden_size, use_bias=False, name="q")
-    self.k_dense = keras.layers.Dense(hidden_size, use_bias=False, name="k")
-    self.v_dense = keras.layers.Dense(hidden_size, use_bias=False, name="v")
-    self.output_dense = keras.layers.Dense(hidden_size, use_bias=False, name="output_transform")
+    # Weight holders: the projections are computed head by head from their kernels.
+    self.q_dense = Dense(hidden_size, use_bias=False, name="q")
+    self.k_dense = Dense(hidden_size, use_bias=False, name="k")
+    self.v_dense = Dense(hidden_size, use_bias=False, name="v")
+    self.output_dense = Dense(hidden_size, use_bias=False, name="output_transform")
     self.attention_dropout = keras.layers.Dropout(attention_dropout)
 
   def build(self, input_shape=None):
@@ -156,21 +195,20 @@ class MultiHeadAttention(keras.layers.Layer):
     self.v_dense.build((None, self.memory_size))
     self.output_dense.build((None, self.hidden_size))
 
-  def _split_heads(self, x):
-    """[B, T, H] -> [B, h, T, d]."""
-    shape = tf.shape(x)
-    x = tf.reshape(x, [shape[0], shape[1], self.num_heads, self.depth])
-    return tf.transpose(x, [0, 2, 1, 3])
+  def _heads(self, dense, x):
+    """x [B, T, M] -> dense(x) split into heads [B, h, T, d], one Einsum."""
+    kernel = tf.reshape(tf.cast(dense.kernel, x.dtype), [-1, self.num_heads, self.depth])
+    return tf.einsum("btm,mhd->bhtd", x, kernel)
 
-  def _combine_heads(self, x):
-    """[B, h, T, d] -> [B, T, H]."""
-    x = tf.transpose(x, [0, 2, 1, 3])
-    shape = tf.shape(x)
-    return tf.reshape(x, [shape[0], shape[1], self.hidden_size])
+  def _output(self, context):
+    """Heads [B, h, T, d] -> output projection of their concatenation [B, T, H], one Einsum."""
+    kernel = tf.cast(self.output_dense.kernel, context.dtype)
+    kernel = tf.reshape(kernel, [self.num_heads, self.depth, self.hidden_size])
+    return tf.einsum("bhtd,hdo->bto", context, kernel)
 
   def project_memory(self, memory):
     """Keys and values [B, h, Tk, d] of `memory` [B, Tk, M] (computed once per decode)."""
-    return self._split_heads(self.k_dense(memory)), self._split_heads(self.v_dense(memory))
+    return self._heads(self.k_dense, memory), self._heads(self.v_dense, memory)
 
   def init_cache(self, batch_size, max_length, dtype=None):
     """Zero self-attention buffers {"k", "v"}: [batch_size, h, max_length, d]."""
@@ -180,7 +218,7 @@ class MultiHeadAttention(keras.layers.Layer):
 
   def call(self, query, memory=None, bias=None, training=False, cache=None, step=None,
            memory_kv=None):
-    q = self._split_heads(self.q_dense(query))
+    q = self._heads(self.q_dense, query)
     new_cache = None
     if memory_kv is not None:
       k, v = memory_kv
@@ -197,8 +235,7 @@ class MultiHeadAttention(keras.layers.Layer):
       if bias is not None:
         raise ValueError("local self-attention makes its own causal window; pass no bias")
       k, v = self.project_memory(query)
-      return self.output_dense(self._combine_heads(
-          self._local_attention(q, k, v, training)))
+      return self._output(self._local_attention(q, k, v, training))
     else:
       k, v = self.project_memory(query if memory is None else memory)
     # Logits and softmax in float32.
@@ -209,7 +246,7 @@ class MultiHeadAttention(keras.layers.Layer):
     weights = tf.nn.softmax(logits, axis=-1)
     weights = self.attention_dropout(weights, training=training)
     context = tf.einsum("bhqk,bhkd->bhqd", tf.cast(weights, v.dtype), v)
-    output = self.output_dense(self._combine_heads(context))
+    output = self._output(context)
     if new_cache is not None:
       return output, new_cache
     return output
@@ -255,8 +292,8 @@ class FeedForward(keras.layers.Layer):
     super().__init__(**kwargs)
     self.hidden_size = hidden_size
     self.filter_size = filter_size
-    self.filter_dense = keras.layers.Dense(filter_size, activation="relu", name="filter")
-    self.output_dense = keras.layers.Dense(hidden_size, name="output")
+    self.filter_dense = Dense(filter_size, activation="relu", name="filter")
+    self.output_dense = Dense(hidden_size, name="output")
     self.relu_dropout = keras.layers.Dropout(relu_dropout)
 
   def build(self, input_shape=None):
@@ -275,7 +312,7 @@ def _check_sizes(num_layers, hidden_size, num_heads, filter_size):
 
 
 def _layer_norm(name):
-  return keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name=name)
+  return LayerNorm(epsilon=LAYER_NORM_EPSILON, name=name)
 
 
 # ---------------------------------------------------------------------------

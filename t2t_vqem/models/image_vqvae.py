@@ -99,7 +99,7 @@ class ImageVqvae(keras.Model):
         prior_layers, prior_hidden_size, prior_heads, prior_filter_size, prior_dropout,
         causal=True, cross_attention=False, local_block_length=prior_block_length,
         name="prior")
-    self.prior_logits = keras.layers.Dense(codebook_size, name="prior_logits")
+    self.prior_logits = layers.Dense(codebook_size, name="prior_logits")
     self.build()
 
   def build(self, input_shape=None):

@@ -105,7 +105,7 @@ class LatentTransformer(keras.Model):
     self.compress = compression.Compress1D(hidden_size, compress_steps, residual_layers,
                                            dropout=dropout, name="compress")
     if compress_attend_to_source:
-      self.compress_attention_norm = keras.layers.LayerNormalization(epsilon=1e-6)
+      self.compress_attention_norm = layers.LayerNorm(epsilon=1e-6)
       self.compress_attention = layers.MultiHeadAttention(hidden_size, num_heads,
                                                           name="compress_attention")
     self.bottleneck = discretization.VectorQuantizer(
@@ -122,7 +122,7 @@ class LatentTransformer(keras.Model):
     self.latent_predictor = layers.DecoderStack(latent_layers, hidden_size, num_heads,
                                                 filter_size, dropout, causal=True,
                                                 cross_attention=True, name="latent_predictor")
-    self.latent_logits = keras.layers.Dense(codebook_size + 1, name="latent_logits")
+    self.latent_logits = layers.Dense(codebook_size + 1, name="latent_logits")
     self.build()
 
   def build(self, input_shape=None):
