@@ -119,7 +119,10 @@ class Dense(keras.layers.Dense):
   """keras.layers.Dense on [..., in] inputs as a single Einsum op (+ bias, activation)."""
 
   def call(self, inputs, training=None):
-    x = tf.einsum("...i,io->...o", inputs, self.kernel)
+    # Spelled-out batch axes: with "..." tf.einsum adds broadcasting ops and runs
+    # about 1.5x slower on CPU.
+    axes = "abcdefgh"[:inputs.shape.rank - 1]
+    x = tf.einsum(f"{axes}i,io->{axes}o", inputs, self.kernel)
     if self.use_bias:
       x += self.bias
     return self.activation(x)
