@@ -1,0 +1,77 @@
+"""Benchmark: graph ops and batch-1 latency of the decoders of a latent_speed.py run.
+
+Loads the trained `transformer_quickstart` and n_c = 3 `latent_transformer_em_quickstart`
+runs that benchmarks/latent_speed.py left in --runs_dir (no training here), then
+prints, for greedy, beam 4 and the latent model's decode: the number of ops in
+the compiled decode graph (its nodes plus those of the functions it calls, the
+while-loop bodies) and the median batch-1 latency over --sentences test
+sources, the three timed side by side in one process (decode.batch1_times).
+
+The t2t_vqem imported is whatever is on the path, so two versions of the code
+can be compared on the same checkpoints by running this script alternately
+with each (see BENCHMARKS.md):
+
+  python benchmarks/decode_cost.py --runs_dir=/tmp/bench_latent3k
+  PYTHONPATH=/tmp/old_checkout python benchmarks/decode_cost.py --runs_dir=/tmp/bench_latent3k
+"""
+
+import json
+import os
+
+from absl import app
+from absl import flags
+import gin
+import numpy as np
+import tensorflow as tf
+
+from t2t_vqem import decode
+from t2t_vqem.cli import common
+from t2t_vqem.train import trainer as trainer_lib
+
+flags.DEFINE_string("runs_dir", "/tmp/bench_latent_speed", "latent_speed.py's --output_dir.")
+flags.DEFINE_integer("sentences", 100, "Test sentences timed at batch size 1.")
+FLAGS = flags.FLAGS
+
+RUNS = (("transformer_quickstart.gin", [], "transformer_quickstart"),
+        ("latent_transformer_em_quickstart.gin", ["latent_transformer_em.compress_steps = 3"],
+         "latent_transformer_em_quickstart_3"))
+
+
+def restored(config, bindings, run):
+  run_dir = os.path.join(FLAGS.runs_dir, run)
+  if not os.path.isdir(os.path.join(run_dir, "checkpoints")):
+    raise SystemExit(f"no checkpoints in {run_dir}: train it with benchmarks/latent_speed.py "
+                     f"--output_dir={FLAGS.runs_dir} first")
+  gin.clear_config()
+  common.parse_gin([config], bindings + ["Trainer.eval_every = 0"])
+  trainer = trainer_lib.Trainer(run_dir)
+  trainer.restore()
+  return trainer
+
+
+def graph_ops(function):
+  """Ops of a tf.function's graph for [batch, length] int32 input, called functions included."""
+  graph_def = function.get_concrete_function().graph.as_graph_def()
+  return len(graph_def.node) + sum(len(f.node_def) for f in graph_def.library.function)
+
+
+def main(_):
+  common.register_everything([])
+  teacher, latent = (restored(*run) for run in RUNS)
+  fns = {"greedy": decode.decode_function(teacher.model, 1),
+         "beam 4": decode.decode_function(teacher.model, 4),
+         "latent n_c=3": decode.decode_function(latent.model, 1)}
+  sources, _ = teacher.problem.sources_and_references("test", FLAGS.sentences)
+  times = decode.batch1_times(fns, teacher.vocab, sources)
+  result = {"code": os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(trainer_lib.__file__)))),
+            "steps": {"transformer": teacher.step, "latent": latent.step}}
+  for name, fn in fns.items():
+    result[name] = {"graph_ops": graph_ops(fn), "median_ms": round(float(np.median(times[name])), 2)}
+  result["greedy / latent"] = round(result["greedy"]["median_ms"]
+                                    / result["latent n_c=3"]["median_ms"], 2)
+  print(json.dumps(result))
+
+
+if __name__ == "__main__":
+  tf.get_logger().setLevel("ERROR")
+  app.run(main)
