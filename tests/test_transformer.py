@@ -228,6 +228,31 @@ def test_multi_head_attention_matches_numpy():
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
+def test_stacks_under_mixed_float16_match_float32():
+  """Same weights (same seed), float16 compute: outputs within float16 precision of float32."""
+
+  def run(policy):
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+      keras.utils.set_random_seed(0)
+      encoder = layers.EncoderStack(2, 16, 4, 32)
+      decoder = layers.DecoderStack(2, 16, 4, 32)
+      encoder.build()
+      decoder.build()
+      memory = encoder(tf.random.stateless_normal([2, 5, 16], [1, 2]))
+      x = tf.random.stateless_normal([2, 3, 16], [3, 4])
+      full = decoder(x, memory=memory)
+      step, _ = decoder(tf.cast(x[:, :1], decoder.compute_dtype),
+                        cache=decoder.init_cache(2, 3, memory), step=tf.constant(0))
+      return memory, full, step
+    finally:
+      keras.mixed_precision.set_global_policy("float32")
+
+  for want, got in zip(run("float32"), run("mixed_float16")):
+    assert got.dtype == tf.float16
+    np.testing.assert_allclose(tf.cast(got, tf.float32).numpy(), want.numpy(), atol=2e-2)
+
+
 def test_decoder_stack_cached_steps_equal_full_sequence():
   keras.utils.set_random_seed(3)
   dec = layers.DecoderStack(2, 16, 4, 32, 0.0, causal=True, cross_attention=True)
