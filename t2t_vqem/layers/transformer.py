@@ -132,6 +132,10 @@ class LayerNorm(keras.layers.LayerNormalization):
   """Layer normalization over the last axis, in float32: (x - mean) / sqrt(var + eps) * gamma + beta."""
 
   def __init__(self, epsilon=1e-6, **kwargs):
+    for option in ("axis", "center", "scale", "rms_scaling"):
+      if option in kwargs:
+        raise ValueError(f"LayerNorm takes no {option}=: it normalizes the last axis "
+                         "and always has gamma and beta")
     super().__init__(epsilon=epsilon, **kwargs)
 
   def call(self, inputs):
