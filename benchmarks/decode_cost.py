@@ -24,6 +24,7 @@ import gin
 import numpy as np
 import tensorflow as tf
 
+import t2t_vqem
 from t2t_vqem import decode
 from t2t_vqem.cli import common
 from t2t_vqem.train import trainer as trainer_lib
@@ -63,7 +64,7 @@ def main(_):
          "latent n_c=3": decode.decode_function(latent.model, 1)}
   sources, _ = teacher.problem.sources_and_references("test", FLAGS.sentences)
   times = decode.batch1_times(fns, teacher.vocab, sources)
-  result = {"code": os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(trainer_lib.__file__)))),
+  result = {"code": os.path.dirname(os.path.dirname(os.path.abspath(t2t_vqem.__file__))),
             "steps": {"transformer": teacher.step, "latent": latent.step}}
   for name, fn in fns.items():
     result[name] = {"graph_ops": graph_ops(fn), "median_ms": round(float(np.median(times[name])), 2)}

@@ -262,7 +262,7 @@ class Pipeline:
       checkpoint = self.teacher_checkpoint if run_dir == self.teacher_dir else None
       return trainer_lib.load_run(run_dir, checkpoint, self.data_dir) + (run_dir,)
 
-  def _bleu_row(self, name, loaded, beam_size, label):
+  def _bleu_row(self, name, loaded, beam_size, label, decode_fn):
     """BLEU of one run at one beam on `bleu_split`; cached in eval/<name>.json."""
     path = os.path.join(self.eval_dir, name + ".json")
     if os.path.exists(path):
@@ -271,8 +271,8 @@ class Pipeline:
     problem, model, ckpt, run_dir = loaded
     sources, references = problem.sources_and_references(self.bleu_split, self.bleu_sentences)
     logging.info("Decoding %d %s sentences: %s", len(sources), self.bleu_split, label)
-    hypotheses = decode.translate(model, problem.vocab, sources, beam_size=beam_size,
-                                  batch_size=self.decode_batch_size)
+    hypotheses = decode.translate(model, problem.vocab, sources,
+                                  batch_size=self.decode_batch_size, decode_fn=decode_fn)
     bleu, signature = metrics.corpus_bleu(hypotheses, references)
     bottleneck = getattr(model, "bottleneck", None)
     row = {"model": label, "run_dir": os.path.abspath(run_dir), "checkpoint": ckpt,
@@ -288,18 +288,16 @@ class Pipeline:
     logging.info("%s: BLEU %.2f", label, bleu)
     return row
 
-  def _latencies(self, decoders, problem):
+  def _latencies(self, decode_fns, problem):
     """Batch-1 latency of every row, timed side by side (decode.batch1_times); cached in
-    eval/latency.json. decoders: {row name: (model, beam size)}."""
+    eval/latency.json. decode_fns: {row name: compiled decode function}."""
     path = os.path.join(self.eval_dir, "latency.json")
     if os.path.exists(path):
       return _read_json(path)
     sources, _ = problem.sources_and_references(self.bleu_split, self.latency_sentences)
     logging.info("Timing %d sentences at batch 1, the %d decoders in turn", len(sources),
-                 len(decoders))
-    times = decode.batch1_times(
-        {name: decode.decode_function(model, beam) for name, (model, beam) in decoders.items()},
-        problem.vocab, sources)
+                 len(decode_fns))
+    times = decode.batch1_times(decode_fns, problem.vocab, sources)
     result = {name: {"latency_ms": float(np.median(t)), "latency_mean_ms": float(np.mean(t)),
                      "latency_sentences": len(t)} for name, t in times.items()}
     _write_json(path, result)
@@ -314,9 +312,11 @@ class Pipeline:
     specs = [("teacher_greedy", teacher_run, 1, "Transformer (greedy)"),
              (f"teacher_beam{beam}", teacher_run, beam, f"Transformer (beam {beam})"),
              ("student", student_run, 1, f"{student_model} + distillation")]
-    rows = [self._bleu_row(*spec) for spec in specs]
-    latency = self._latencies({name: (loaded[1], beam_size)
-                               for name, loaded, beam_size, _ in specs}, teacher_run[0])
+    # One compiled decode function per row, for its BLEU and its latency alike.
+    decode_fns = {name: decode.decode_function(loaded[1], beam_size)
+                  for name, loaded, beam_size, _ in specs}
+    rows = [self._bleu_row(*spec, decode_fns[spec[0]]) for spec in specs]
+    latency = self._latencies(decode_fns, teacher_run[0])
     for row, (name, _, _, _) in zip(rows, specs):
       row.update(latency[name])
     greedy_ms, beam_ms = rows[0]["latency_ms"], rows[1]["latency_ms"]

@@ -107,8 +107,8 @@ def local_causal_bias(length, block_length):
 # ---------------------------------------------------------------------------
 # Dense and layer norm in few ops.
 #
-# At batch 1 a decoding step costs about 10 us per graph op whatever the op
-# does, so the op count, not the FLOPs, sets the latency. Keras 3's Dense
+# At batch 1 a decoding step costs about 10-20 us per graph op whatever the op
+# does (BENCHMARKS.md, "Where batch-1 decoding time goes"), so the op count, not the FLOPs, sets the latency. Keras 3's Dense
 # multiplies a rank-3 input through tf.tensordot (about ten ops of shape
 # arithmetic and reshapes around the MatMul) and its LayerNormalization takes
 # about thirteen. These subclasses keep the weights (and so the checkpoints) of
@@ -119,8 +119,7 @@ class Dense(keras.layers.Dense):
   """keras.layers.Dense on [..., in] inputs as a single Einsum op (+ bias, activation)."""
 
   def call(self, inputs, training=None):
-    # Spelled-out batch axes: with "..." tf.einsum adds broadcasting ops and runs
-    # about 1.5x slower on CPU.
+    # Batch axes spelled out: the "..." form was slower on CPU in a one-off timing.
     axes = "abcdefgh"[:inputs.shape.rank - 1]
     x = tf.einsum(f"{axes}i,io->{axes}o", inputs, self.kernel)
     if self.use_bias:
@@ -129,7 +128,7 @@ class Dense(keras.layers.Dense):
 
 
 class LayerNorm(keras.layers.LayerNormalization):
-  """Layer normalization over the last axis, in float32: (x - mean) / sqrt(var + eps) * gamma + beta."""
+  """Layer norm over the last axis in float32: (x - mean) / sqrt(var + eps) * gamma + beta."""
 
   def __init__(self, epsilon=1e-6, **kwargs):
     for option in ("axis", "center", "scale", "rms_scaling"):
