@@ -582,30 +582,6 @@ def test_dead_code_restart(rng):
   assert np.all(np.abs(off.codebook.numpy()[3:]) > 20)
 
 
-def test_dead_code_restart_can_be_held(rng):
-  """restart=False: no re-seed, the unused-steps counters keep running, and
-  the first call that allows restarts re-seeds the codes over the window."""
-  k, dim, window = 8, 3, 2
-  x_centers = np.eye(3, dtype=np.float32) * 5
-  cb = np.concatenate([x_centers, 50 + rng.standard_normal((5, dim))]
-                      ).astype(np.float32)
-  kwargs = dict(codebook_size=k, decay=0.9, codebook=cb)
-  held = make_layer(dim, dead_code_restart_steps=window, **kwargs)
-  off = make_layer(dim, **kwargs)
-  for _ in range(window + 2):
-    x = clustered_data(rng, 60, x_centers)
-    held(x, training=True, restart=tf.constant(False))
-    off(x, training=True)
-    np.testing.assert_allclose(held.codebook.numpy(), off.codebook.numpy())
-  np.testing.assert_array_equal(held.steps_unused.numpy(),
-                                [0, 0, 0] + [window + 2] * 5)
-  x = clustered_data(rng, 60, x_centers)
-  held(x, training=True, restart=True)
-  for j in range(3, k):
-    assert _is_row_of(held.codebook.numpy()[j], x)
-  np.testing.assert_array_equal(held.steps_unused.numpy(), 0.0)
-
-
 # ----------------------------------------------------------------------------
 # Bad input
 # ----------------------------------------------------------------------------

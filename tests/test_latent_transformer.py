@@ -127,21 +127,6 @@ def test_schedule_gold_rate_and_latent_loss_start():
   assert (labels[np.arange(3), mask.sum(1) - 1].argmax(-1) == model.end_id).all()
 
 
-
-def test_dead_code_restarts_end_at_dead_code_restart_until():
-  # decay 1 makes the EMA a no-op, so only a restart can move the codebook.
-  model = latent_transformer.LatentTransformerVq(
-      vocab_size=12, decay=1.0, init_codebook_from_batch=False, dead_code_restart_steps=1,
-      dead_code_restart_until=10, **TINY)
-  features = _pairs(3, 6, 12)
-  before = model.bottleneck.codebook.numpy()
-  model.loss_terms(features, training=True, step=tf.constant(10))
-  np.testing.assert_array_equal(model.bottleneck.codebook.numpy(), before)
-  model.loss_terms(features, training=True, step=tf.constant(9))
-  moved = (model.bottleneck.codebook.numpy() != before).any(-1)
-  assert moved.sum() >= 16 - 3 * 2  # at most 3 x 2 latents' codes were in use
-
-
 TRAIN = """
 Trainer.problem = 'translate_grammar_ende'
 Trainer.batch_tokens = 512

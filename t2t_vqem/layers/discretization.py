@@ -577,12 +577,9 @@ class VectorQuantizer(keras.layers.Layer):
     "vq": the original VQ-VAE: nearest code, codebook learned by gradient of
       ||sg(z_e) - e||^2 (the codebook is a trainable weight, no EMA).
 
-  Call: `layer(x, training=False, mask=None, restart=True)` with x of shape
-  [..., D] (D divisible by num_blocks), training a Python bool, and mask of
-  shape [...] (True / nonzero = keep; False / 0 = padding). `restart` (a
-  Python or scalar tensor bool) lets dead-code restarts happen in this call;
-  False freezes the set of codes, e.g. once a model's latent predictor is
-  learning them. A training call quantizes
+  Call: `layer(x, training=False, mask=None)` with x of shape [..., D]
+  (D divisible by num_blocks), training a Python bool, and mask of shape
+  [...] (True / nonzero = keep; False / 0 = padding). A training call quantizes
   x with the codebook as it was before the call, then applies the EMA update
   (assign ops), so it works inside tf.function and strategy.run.
 
@@ -790,7 +787,7 @@ class VectorQuantizer(keras.layers.Layer):
   def compute_mask(self, inputs, previous_mask):
     return [previous_mask]
 
-  def call(self, x, training=None, mask=None, restart=True):
+  def call(self, x, training=None, mask=None):
     x = tf.convert_to_tensor(x)
     _validate_input(self.name, x, self.embedding_dim)
     training = bool(training)
@@ -854,7 +851,7 @@ class VectorQuantizer(keras.layers.Layer):
     if need_sums:
       self._ema_step(counts, sums, codebook_e)
     if training and self.dead_code_restart_steps:
-      self._restart_dead_codes(ctx, counts, x_stats, keep, restart)
+      self._restart_dead_codes(ctx, counts, x_stats, keep)
 
     # Outputs.
     idx_out = tf.transpose(idx, [1, 0, 2])  # [N, B, S]
@@ -923,16 +920,12 @@ class VectorQuantizer(keras.layers.Layer):
     self.initialized.assign(
         tf.maximum(self.initialized, tf.cast(do_init, tf.float32)))
 
-  def _restart_dead_codes(self, ctx, counts, x_stats, keep, restart):
-    """Re-seed codes unused for dead_code_restart_steps steps (option).
-
-    The unused-steps counters run whether or not `restart` allows a re-seed.
-    """
+  def _restart_dead_codes(self, ctx, counts, x_stats, keep):
+    """Re-seed codes unused for dead_code_restart_steps steps (option)."""
     steps = self._blocks(tf.convert_to_tensor(self.steps_unused))
     has_data = tf.reduce_sum(counts) > 0.0
     steps = tf.where(has_data, tf.where(counts > 0.0, 0.0, steps + 1.0), steps)
-    dead = tf.logical_and(steps >= float(self.dead_code_restart_steps),
-                          tf.cast(restart, tf.bool))
+    dead = steps >= float(self.dead_code_restart_steps)
     candidates, cand_ok = self._candidates(ctx, x_stats, keep)
     dead = tf.logical_and(dead, cand_ok)
     # A restarted code gets one pseudo-observation (or initial_ema_count).
@@ -1061,7 +1054,7 @@ class GumbelSoftmaxBottleneck(keras.layers.Layer):
     return tf.matmul(tf.cast(x, tf.float32), self.logits_kernel) + (
         self.logits_bias)
 
-  def call(self, x, training=None, mask=None, restart=True):
+  def call(self, x, training=None, mask=None):
     x = tf.convert_to_tensor(x)
     _validate_input(self.name, x, self.embedding_dim)
     k = self.codebook_size
@@ -1193,7 +1186,7 @@ class ImprovedSemanticHashing(keras.layers.Layer):
     return (tf.matmul(bits, self.embed_on) +
             tf.matmul(1.0 - bits, self.embed_off) + self.embed_bias)
 
-  def call(self, x, training=None, mask=None, restart=True):
+  def call(self, x, training=None, mask=None):
     x = tf.convert_to_tensor(x)
     _validate_input(self.name, x, self.embedding_dim)
     batch_shape = tf.shape(x)[:-1]

@@ -62,8 +62,6 @@ class LatentTransformer(keras.Model):
       but one unused from the first step).
     dead_code_restart_steps: re-seed codes unused for this many steps from
       batch vectors (0 = off).
-    dead_code_restart_until: no restart from this training step on (0 = no
-      end): the codes the latent predictor learns to predict stop moving.
     latent_layers: layers of the latent predictor (default num_layers).
     mask_startup_steps: steps over which the decoder input goes from gold
       target embeddings to decompressed latents only.
@@ -81,8 +79,7 @@ class LatentTransformer(keras.Model):
                dropout=0.1, label_smoothing=0.1, compress_steps=3, residual_layers=1,
                compress_attend_to_source=False, codebook_size=4096, bottleneck_mode=None,
                num_samples=None, decay=0.999, epsilon=1e-5, beta=0.25,
-               init_codebook_from_batch=True, dead_code_restart_steps=0, dead_code_restart_until=0,
-               latent_layers=None,
+               init_codebook_from_batch=True, dead_code_restart_steps=0, latent_layers=None,
                mask_startup_steps=50000, latent_loss_start_step=10000, latent_loss_weight=1.0,
                beam_size=1, alpha=0.0, max_decode_extra=10, **kwargs):
     super().__init__(**kwargs)
@@ -95,7 +92,6 @@ class LatentTransformer(keras.Model):
     self.mask_startup_steps = mask_startup_steps
     self.latent_loss_start_step = latent_loss_start_step
     self.latent_loss_weight = latent_loss_weight
-    self.dead_code_restart_until = dead_code_restart_until
     self.beam_size, self.alpha = beam_size, alpha
     self.max_decode_extra = max_decode_extra
     mode = bottleneck_mode or self.default_bottleneck_mode
@@ -211,10 +207,7 @@ class LatentTransformer(keras.Model):
     targets = tf.convert_to_tensor(features["targets"], tf.int32)
     memory, memory_mask = self.encode_source(inputs, training)
     z_e, latent_mask = self.encode_target(targets, memory, memory_mask, training)
-    restart = True
-    if step is not None and self.dead_code_restart_until:
-      restart = step < self.dead_code_restart_until
-    out = self.bottleneck(z_e, training=training, mask=latent_mask, restart=restart)
+    out = self.bottleneck(z_e, training=training, mask=latent_mask)
     gold = None
     if training and step is not None:
       padded = compression.pad_to_multiple(targets, self.compression_factor)
