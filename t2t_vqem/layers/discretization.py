@@ -423,10 +423,11 @@ def straight_through(x, quantized):
 
 def _masked_mean_sq(a, b, weights):
   """mean over kept positions and features of (a - b)^2, float32."""
+  if weights is None:  # l2_loss reduces in the same pass that squares
+    size = tf.cast(tf.size(a, out_type=tf.int64), tf.float32)
+    return 2.0 * tf.nn.l2_loss(a - b) / size
   sq = tf.reduce_sum(tf.math.squared_difference(a, b), axis=-1)  # [N]
   dim = tf.cast(tf.shape(a)[-1], tf.float32)
-  if weights is None:
-    return tf.reduce_mean(sq) / dim
   sq = tf.where(weights > 0.0, sq * weights, 0.0)  # NaN-safe for padding
   return tf.math.divide_no_nan(
       tf.reduce_sum(sq), tf.reduce_sum(weights) * dim)
@@ -554,18 +555,62 @@ def _prepare_mask(mask, x):
   return tf.cast(keep, tf.float32), keep
 
 
-def _validate_input(layer_name, x, dim):
-  if x.shape.rank is None or x.shape.rank < 2:
-    raise ValueError(
-        f"{layer_name} got an input of shape {x.shape} (rank "
-        f"{x.shape.rank}); expected rank >= 2, [..., D].")
-  if dim is not None and x.shape[-1] is not None and x.shape[-1] != dim:
-    raise ValueError(
-        f"{layer_name} got an input whose last dimension is {x.shape[-1]}; "
-        f"the codebook has dimension D = {dim}.")
+class _Bottleneck(keras.layers.Layer):
+  """What every bottleneck here shares: the input checks, the mask, the flat view.
+
+  A subclass sets `embedding_dim` (None or D) in __init__, creates its weights
+  in `_build_weights(dim)`, and starts its call with `_flatten(x, mask)`.
+  """
+
+  def __init__(self, embedding_dim=None, **kwargs):
+    super().__init__(**kwargs)
+    self.embedding_dim = None if embedding_dim is None else int(embedding_dim)
+    self.supports_masking = True
+
+  def _build_if_dim_known(self):
+    if self.embedding_dim is not None:
+      self.build((None, self.embedding_dim))
+
+  def build(self, input_shape):
+    dim = input_shape[-1]
+    if dim is None:
+      raise ValueError(
+          f"{self.name}: the last dimension of the input must be known; got "
+          f"shape {input_shape}.")
+    dim = int(dim)
+    if self.embedding_dim is not None and dim != self.embedding_dim:
+      raise ValueError(
+          f"{self.name} got an input whose last dimension is {dim}; the "
+          f"layer was built for D = {self.embedding_dim}.")
+    self._build_weights(dim)
+    self.embedding_dim = dim
+    self.built = True
+
+  def _build_weights(self, dim):
+    raise NotImplementedError
+
+  def compute_mask(self, inputs, previous_mask):
+    return [previous_mask]
+
+  def _flatten(self, x, mask):
+    """x [..., D], mask [...] -> (x, float32 [N, D], batch shape [...],
+    weights float32 [N] or None, keep bool [N] or None)."""
+    x = tf.convert_to_tensor(x)
+    if x.shape.rank is None or x.shape.rank < 2:
+      raise ValueError(
+          f"{self.name} got an input of shape {x.shape} (rank "
+          f"{x.shape.rank}); expected rank >= 2, [..., D].")
+    dim = self.embedding_dim
+    if dim is not None and x.shape[-1] is not None and x.shape[-1] != dim:
+      raise ValueError(
+          f"{self.name} got an input whose last dimension is {x.shape[-1]}; "
+          f"the layer was built for D = {dim}.")
+    x32 = tf.reshape(tf.cast(x, tf.float32), [-1, dim or x.shape[-1]])
+    weights, keep = _prepare_mask(mask, x)
+    return x, x32, tf.shape(x)[:-1], weights, keep
 
 
-class VectorQuantizer(keras.layers.Layer):
+class VectorQuantizer(_Bottleneck):
   """Vector-quantization bottleneck trained by hard EM, soft EM or gradient.
 
   Modes:
@@ -648,7 +693,7 @@ class VectorQuantizer(keras.layers.Layer):
                codebook_initializer="variance_scaling",
                jit_compile=False,
                **kwargs):
-    super().__init__(**kwargs)
+    super().__init__(embedding_dim=embedding_dim, **kwargs)
     _check_positive_int("codebook_size", codebook_size, 2,
                         "the number of codes")
     if mode not in MODES:
@@ -692,8 +737,6 @@ class VectorQuantizer(keras.layers.Layer):
         codebook_initializer if codebook_initializer != "variance_scaling"
         else keras.initializers.VarianceScaling(distribution="uniform"))
     self.jit_compile = bool(jit_compile)
-    self.embedding_dim = None if embedding_dim is None else int(embedding_dim)
-    self.supports_masking = True
     if self.jit_compile:
       self._scores_fn = tf.function(half_shifted_scores, jit_compile=True)
       self._nearest_fn = tf.function(nearest_codes, jit_compile=True)
@@ -702,27 +745,15 @@ class VectorQuantizer(keras.layers.Layer):
       self._scores_fn = half_shifted_scores
       self._nearest_fn = nearest_codes
       self._mean_fn = mean_of_codes
-    if self.embedding_dim is not None:
-      self.build((None, self.embedding_dim))
+    self._build_if_dim_known()
 
   # -- state ---------------------------------------------------------------
 
-  def build(self, input_shape):
-    dim = input_shape[-1]
-    if dim is None:
-      raise ValueError(
-          f"{self.name}: the last dimension of the input must be known; got "
-          f"shape {input_shape}.")
-    dim = int(dim)
-    if self.embedding_dim is not None and dim != self.embedding_dim:
-      raise ValueError(
-          f"{self.name} got an input whose last dimension is {dim}; the "
-          f"codebook has dimension D = {self.embedding_dim}.")
+  def _build_weights(self, dim):
     if dim % self.num_blocks:
       raise ValueError(
           f"num_blocks={self.num_blocks} does not divide the input dimension "
           f"D={dim}; D must be a multiple of num_blocks.")
-    self.embedding_dim = dim
     self.block_dim = dim // self.num_blocks
     k, b, d = self.codebook_size, self.num_blocks, self.block_dim
     cb_shape = (k, dim) if b == 1 else (b, k, d)
@@ -752,7 +783,6 @@ class VectorQuantizer(keras.layers.Layer):
       self.steps_unused = self.add_weight(
           name="steps_unused", shape=count_shape, dtype="float32",
           initializer="zeros", trainable=False, autocast=False)
-    self.built = True
 
   def _blocks(self, v):
     """Variable value in [B, K, d] (or [B, K]) layout."""
@@ -771,31 +801,22 @@ class VectorQuantizer(keras.layers.Layer):
     Deterministic, no update: the most probable code also in soft EM, where a
     call samples. For inference and export.
     """
-    x = tf.convert_to_tensor(x)
-    _validate_input(self.name, x, self.embedding_dim)
+    _, x32, shape, _, _ = self._flatten(x, None)
     b, d = self.num_blocks, self.block_dim
-    flat = tf.reshape(tf.cast(x, tf.float32), [-1, b, d])
+    flat = tf.reshape(x32, [-1, b, d])
     codes = self._nearest_fn(tf.transpose(flat, [1, 0, 2]),
                              self._blocks(tf.convert_to_tensor(self.codebook)))  # [b, N]
-    shape = tf.shape(x)[:-1]
     if b == 1:
       return tf.reshape(codes[0], shape)
     return tf.reshape(tf.transpose(codes), tf.concat([shape, [b]], 0))
 
   # -- call ----------------------------------------------------------------
 
-  def compute_mask(self, inputs, previous_mask):
-    return [previous_mask]
-
   def call(self, x, training=None, mask=None):
-    x = tf.convert_to_tensor(x)
-    _validate_input(self.name, x, self.embedding_dim)
+    x, x32, batch_shape, weights, keep = self._flatten(x, mask)
     training = bool(training)
     k, b, d, s = (self.codebook_size, self.num_blocks, self.block_dim,
                   self.num_samples)
-    batch_shape = tf.shape(x)[:-1]
-    x32 = tf.reshape(tf.cast(x, tf.float32), [-1, self.embedding_dim])
-    weights, keep = _prepare_mask(mask, x)
     x_stats = tf.stop_gradient(x32)  # statistics: weights zero the padding
     ctx = _replica_context() if training else None
 
@@ -973,7 +994,7 @@ def _masked_row_mean(values, weights):
   return tf.math.divide_no_nan(tf.reduce_sum(values), tf.reduce_sum(weights))
 
 
-class GumbelSoftmaxBottleneck(keras.layers.Layer):
+class GumbelSoftmaxBottleneck(_Bottleneck):
   """Gumbel-softmax bottleneck (Jang et al. 2016; Maddison et al. 2016).
 
   The paper's §5.1.1 baseline. Logits over K codes come from a dense layer on
@@ -1000,7 +1021,7 @@ class GumbelSoftmaxBottleneck(keras.layers.Layer):
 
   def __init__(self, codebook_size, temperature=1.0, kl_weight=0.002,
                straight_through=True, embedding_dim=None, **kwargs):
-    super().__init__(**kwargs)
+    super().__init__(embedding_dim=embedding_dim, **kwargs)
     _check_positive_int("codebook_size", codebook_size, 2,
                         "the number of codes")
     if float(temperature) <= 0.0:
@@ -1013,22 +1034,9 @@ class GumbelSoftmaxBottleneck(keras.layers.Layer):
     self.initial_temperature = float(temperature)
     self.kl_weight = float(kl_weight)
     self.straight_through = bool(straight_through)
-    self.embedding_dim = None if embedding_dim is None else int(embedding_dim)
-    self.supports_masking = True
-    if self.embedding_dim is not None:
-      self.build((None, self.embedding_dim))
+    self._build_if_dim_known()
 
-  def build(self, input_shape):
-    dim = input_shape[-1]
-    if dim is None:
-      raise ValueError(f"{self.name}: the last dimension of the input must be "
-                       f"known; got shape {input_shape}.")
-    dim = int(dim)
-    if self.embedding_dim is not None and dim != self.embedding_dim:
-      raise ValueError(
-          f"{self.name} got an input whose last dimension is {dim}; the "
-          f"layer was built for D = {self.embedding_dim}.")
-    self.embedding_dim = dim
+  def _build_weights(self, dim):
     k = self.codebook_size
     self.logits_kernel = self.add_weight(
         name="logits_kernel", shape=(dim, k), dtype="float32",
@@ -1044,10 +1052,6 @@ class GumbelSoftmaxBottleneck(keras.layers.Layer):
         name="temperature", shape=(), dtype="float32",
         initializer=keras.initializers.Constant(self.initial_temperature),
         trainable=False, autocast=False)
-    self.built = True
-
-  def compute_mask(self, inputs, previous_mask):
-    return [previous_mask]
 
   def logits(self, x):
     """Code logits [N, K], float32, for x [N, D]."""
@@ -1055,12 +1059,8 @@ class GumbelSoftmaxBottleneck(keras.layers.Layer):
         self.logits_bias)
 
   def call(self, x, training=None, mask=None):
-    x = tf.convert_to_tensor(x)
-    _validate_input(self.name, x, self.embedding_dim)
+    x, x32, batch_shape, weights, _ = self._flatten(x, mask)
     k = self.codebook_size
-    batch_shape = tf.shape(x)[:-1]
-    x32 = tf.reshape(tf.cast(x, tf.float32), [-1, self.embedding_dim])
-    weights, _ = _prepare_mask(mask, x)
     logits = self.logits(x32)
     if training:
       uniform = tf.random.uniform(tf.shape(logits), minval=1e-10, maxval=1.0)
@@ -1098,7 +1098,7 @@ class GumbelSoftmaxBottleneck(keras.layers.Layer):
     return config
 
 
-class ImprovedSemanticHashing(keras.layers.Layer):
+class ImprovedSemanticHashing(_Bottleneck):
   """Improved semantic hashing (Kaiser & Bengio 2018; Kaiser et al. 2018).
 
   The paper's §5.1.1 baseline, as in T2T: a dense layer maps x to num_bits
@@ -1126,7 +1126,7 @@ class ImprovedSemanticHashing(keras.layers.Layer):
 
   def __init__(self, num_bits, noise_std=1.0, discrete_mix=0.5,
                embedding_dim=None, **kwargs):
-    super().__init__(**kwargs)
+    super().__init__(embedding_dim=embedding_dim, **kwargs)
     if isinstance(num_bits, bool) or not isinstance(
         num_bits, (int, np.integer)) or not 1 <= num_bits <= 24:
       raise ValueError(f"num_bits={num_bits!r} is not accepted; expected an "
@@ -1140,26 +1140,13 @@ class ImprovedSemanticHashing(keras.layers.Layer):
     self.num_bits = int(num_bits)
     self.noise_std = float(noise_std)
     self.discrete_mix = float(discrete_mix)
-    self.embedding_dim = None if embedding_dim is None else int(embedding_dim)
-    self.supports_masking = True
-    if self.embedding_dim is not None:
-      self.build((None, self.embedding_dim))
+    self._build_if_dim_known()
 
   @property
   def codebook_size(self):
     return 2**self.num_bits
 
-  def build(self, input_shape):
-    dim = input_shape[-1]
-    if dim is None:
-      raise ValueError(f"{self.name}: the last dimension of the input must be "
-                       f"known; got shape {input_shape}.")
-    dim = int(dim)
-    if self.embedding_dim is not None and dim != self.embedding_dim:
-      raise ValueError(
-          f"{self.name} got an input whose last dimension is {dim}; the "
-          f"layer was built for D = {self.embedding_dim}.")
-    self.embedding_dim = dim
+  def _build_weights(self, dim):
     nb = self.num_bits
     self.bits_kernel = self.add_weight(
         name="bits_kernel", shape=(dim, nb), dtype="float32",
@@ -1176,10 +1163,6 @@ class ImprovedSemanticHashing(keras.layers.Layer):
     self.embed_bias = self.add_weight(
         name="embed_bias", shape=(dim,), dtype="float32",
         initializer="zeros", autocast=False)
-    self.built = True
-
-  def compute_mask(self, inputs, previous_mask):
-    return [previous_mask]
 
   def embed_bits(self, bits):
     """Decoder input for bits (or soft bits) v [N, num_bits]: [N, D]."""
@@ -1187,11 +1170,7 @@ class ImprovedSemanticHashing(keras.layers.Layer):
             tf.matmul(1.0 - bits, self.embed_off) + self.embed_bias)
 
   def call(self, x, training=None, mask=None):
-    x = tf.convert_to_tensor(x)
-    _validate_input(self.name, x, self.embedding_dim)
-    batch_shape = tf.shape(x)[:-1]
-    x32 = tf.reshape(tf.cast(x, tf.float32), [-1, self.embedding_dim])
-    weights, _ = _prepare_mask(mask, x)
+    x, x32, batch_shape, weights, _ = self._flatten(x, mask)
     c = tf.matmul(x32, self.bits_kernel) + self.bits_bias
     if training and self.noise_std > 0.0:
       c = c + tf.random.truncated_normal(tf.shape(c), stddev=self.noise_std)
