@@ -558,8 +558,9 @@ def _prepare_mask(mask, x):
 class _Bottleneck(keras.layers.Layer):
   """What every bottleneck here shares: the input checks, the mask, the flat view.
 
-  A subclass sets `embedding_dim` (None or D) in __init__, creates its weights
-  in `_build_weights(dim)`, and starts its call with `_flatten(x, mask)`.
+  A subclass passes `embedding_dim` (None or D) to this __init__ and ends its
+  own with `_build_if_dim_known()`, creates its weights in
+  `_build_weights(dim)`, and starts its call with `_flatten(x, mask)`.
   """
 
   def __init__(self, embedding_dim=None, **kwargs):
