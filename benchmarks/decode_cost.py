@@ -33,21 +33,18 @@ flags.DEFINE_string("runs_dir", "/tmp/bench_latent_speed", "latent_speed.py's --
 flags.DEFINE_integer("sentences", 100, "Test sentences timed at batch size 1.")
 FLAGS = flags.FLAGS
 
-RUNS = (("transformer_quickstart.gin", [], "transformer_quickstart"),
-        ("latent_transformer_em_quickstart.gin", ["latent_transformer_em.compress_steps = 3"],
-         "latent_transformer_em_quickstart_3"))
+RUNS = ("transformer_quickstart", "latent_transformer_em_quickstart_3")
 
 
-def restored(config, bindings, run):
+def restored(run):
+  """(problem, model, checkpoint path) of one of latent_speed's runs, from its operative config."""
   run_dir = os.path.join(FLAGS.runs_dir, run)
   if not os.path.isdir(os.path.join(run_dir, "checkpoints")):
     raise SystemExit(f"no checkpoints in {run_dir}: train it with benchmarks/latent_speed.py "
                      f"--output_dir={FLAGS.runs_dir} first")
   gin.clear_config()
-  common.parse_gin([config], bindings + ["Trainer.eval_every = 0"])
-  trainer = trainer_lib.Trainer(run_dir)
-  trainer.restore()
-  return trainer
+  common.parse_run_config(run_dir, [], [])
+  return trainer_lib.load_run(run_dir)
 
 
 def graph_ops(function):
@@ -58,14 +55,14 @@ def graph_ops(function):
 
 def main(_):
   common.register_everything([])
-  teacher, latent = (restored(*run) for run in RUNS)
-  fns = {"greedy": decode.decode_function(teacher.model, 1),
-         "beam 4": decode.decode_function(teacher.model, 4),
-         "latent n_c=3": decode.decode_function(latent.model, 1)}
-  sources, _ = teacher.problem.sources_and_references("test", FLAGS.sentences)
-  times = decode.batch1_times(fns, teacher.vocab, sources)
+  (problem, teacher, teacher_ckpt), (_, latent, latent_ckpt) = (restored(r) for r in RUNS)
+  fns = {"greedy": decode.decode_function(teacher, 1),
+         "beam 4": decode.decode_function(teacher, 4),
+         "latent n_c=3": decode.decode_function(latent, 1)}
+  sources, _ = problem.sources_and_references("test", FLAGS.sentences)
+  times = decode.batch1_times(fns, problem.vocab, sources)
   result = {"code": os.path.dirname(os.path.dirname(os.path.abspath(t2t_vqem.__file__))),
-            "steps": {"transformer": teacher.step, "latent": latent.step}}
+            "checkpoints": [teacher_ckpt, latent_ckpt]}
   for name, fn in fns.items():
     result[name] = {"graph_ops": graph_ops(fn), "median_ms": round(float(np.median(times[name])), 2)}
   result["greedy / latent"] = round(result["greedy"]["median_ms"]

@@ -6,7 +6,11 @@ nearest codes, also in soft EM) and the latent predictor's, decoded greedily fro
 Prints how often the predicted latent count is right, too short or too long, how many
 positions agree, and the BLEU of the translations grouped by: all latents equal / same
 count, some codes differ / wrong count. With --latent_beams, the BLEU of decoding with beam
-search over the latents (alpha 0 and 0.6). Nothing is trained; no timing.
+search over the latents (alpha 0 and 0.6). With --soft_inputs, the BLEU when the decoder gets,
+instead of the predicted code's embedding, the embedding expected under the predictor's
+distribution at each position (given the greedy latents before it): over all codes, over the
+top 10 and the top 3, and at softmax temperature 0.5 (soft EM's decoder saw averaged codes in
+training, Eq. 11). Nothing is trained; no timing.
 
   python benchmarks/latent_errors.py --run_dir=/tmp/distill_big10k/student --sentences=500
 """
@@ -28,19 +32,40 @@ flags.DEFINE_string("run_dir", None, "A latent_transformer_* training run (its o
 flags.DEFINE_string("split", "test", "Split whose first --sentences pairs are read.")
 flags.DEFINE_integer("sentences", 500, "Sentence pairs.")
 flags.DEFINE_list("latent_beams", [], "Beam sizes over the latents to score, e.g. 2,4.")
+flags.DEFINE_bool("soft_inputs", False, "Also score expected code embeddings as decoder input.")
 FLAGS = flags.FLAGS
+
+SOFT_INPUTS = (("expected, all codes", 0, 1.0), ("expected, top 10", 10, 1.0),
+               ("expected, top 3", 3, 1.0), ("expected, temperature 0.5", 0, 0.5))
 
 
 def latent_pairs(model, source, reference):
   """(the target encoder's nearest codes, the predictor's greedy codes) of one pair."""
-  inputs, targets = tf.constant([source]), tf.constant([reference])
-  memory, memory_mask = model.encode_source(inputs)
-  z_e, latent_mask = model.encode_target(targets, memory, memory_mask)
+  memory, memory_mask, codes, count = model.source_latents(tf.constant([source]), 1, 0.0)
+  z_e, latent_mask = model.encode_target(tf.constant([reference]), memory, memory_mask)
   encoded = model.bottleneck.nearest(z_e).numpy()[0][:int(latent_mask.numpy().sum())]
-  factor = model.compression_factor
-  max_latents = (len(source) + model.max_decode_extra + factor - 1) // factor
-  codes, count = model.predict_latents(memory, memory_mask, max_latents, 1, 0.0)
   return encoded, codes.numpy()[0][:int(count.numpy()[0])]
+
+
+def soft_input_decoder(model, top_k, temperature):
+  """Decode function: greedy latents, then the decoder fed sum_j p_j e_j at each latent,
+  p the latent predictor's softmax (over its top_k codes if top_k) given the latents before."""
+
+  def decode_fn(inputs):
+    memory, memory_mask, codes, count = model.source_latents(inputs, 1, 0.0)
+    x = model._latent_predictor_inputs(tf.pad(codes, [[0, 0], [1, 0]]))  # pylint: disable=protected-access
+    y = model.latent_predictor(x, memory=memory, memory_padding_mask=memory_mask)
+    logits = tf.cast(model.latent_logits(y), tf.float32)[:, :-1, :model.codebook_size]
+    logits /= temperature
+    if top_k:
+      kth = tf.math.top_k(logits, top_k).values[..., -1:]
+      logits = tf.where(logits >= kth, logits, -1e9)
+    z = tf.einsum("blk,kd->bld", tf.nn.softmax(logits),
+                  tf.convert_to_tensor(model.bottleneck.codebook))
+    latent_mask = tf.sequence_mask(count, tf.shape(codes)[1])
+    return model.translate_latents(z, latent_mask, memory, memory_mask)
+
+  return tf.function(decode_fn, input_signature=[tf.TensorSpec([None, None], tf.int32)])
 
 
 def main(argv):
@@ -85,6 +110,11 @@ def main(argv):
   for name, (hyps, refs) in groups.items():
     bleu = f"{metrics.corpus_bleu(hyps, refs)[0]:.2f}" if hyps else "-"
     print(f"| {name} | {len(hyps)} | {bleu} |")
+  if FLAGS.soft_inputs:
+    for name, top_k, temperature in SOFT_INPUTS:
+      hyps = decode.translate(model, problem.vocab, sources,
+                              decode_fn=soft_input_decoder(model, top_k, temperature))
+      print(f"decoder input {name}: BLEU {metrics.corpus_bleu(hyps, references)[0]:.2f}")
   for beam in (int(b) for b in FLAGS.latent_beams):
     for alpha in (0.0, 0.6):
       hyps = decode.translate(model, problem.vocab, sources, beam_size=beam, alpha=alpha)

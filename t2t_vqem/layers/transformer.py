@@ -107,19 +107,20 @@ def local_causal_bias(length, block_length):
 # ---------------------------------------------------------------------------
 # Dense and layer norm in few ops.
 #
-# At batch 1 a decoding step costs about 10-20 us per graph op whatever the op
-# does (BENCHMARKS.md, "Where batch-1 decoding time goes"), so the op count, not the FLOPs, sets the latency. Keras 3's Dense
-# multiplies a rank-3 input through tf.tensordot (about ten ops of shape
-# arithmetic and reshapes around the MatMul) and its LayerNormalization takes
-# about thirteen. These subclasses keep the weights (and so the checkpoints) of
-# the Keras layers and compute the same function in fewer ops.
+# At batch 1 the matrices are tiny and every graph op has a dispatch cost of
+# its own, so fewer ops decode faster (BENCHMARKS.md, "Where batch-1 decoding
+# time goes": half the ops, 5-15% less latency). Keras 3's Dense multiplies a
+# rank-3 input through tf.tensordot (about ten ops of shape arithmetic and
+# reshapes around the MatMul) and its LayerNormalization takes about thirteen.
+# These subclasses keep the weights (and so the checkpoints) of the Keras
+# layers and compute the same function in fewer ops.
 # ---------------------------------------------------------------------------
 
 class Dense(keras.layers.Dense):
   """keras.layers.Dense on [..., in] inputs as a single Einsum op (+ bias, activation)."""
 
   def call(self, inputs, training=None):
-    # Batch axes spelled out: the "..." form was slower on CPU in a one-off timing.
+    # Batch axes spelled out as letters (a-h), not "...".
     axes = "abcdefgh"[:inputs.shape.rank - 1]
     x = tf.einsum(f"{axes}i,io->{axes}o", inputs, self.kernel)
     if self.use_bias:

@@ -325,12 +325,9 @@ class LatentTransformer(keras.Model):
     codes = tf.where(is_code, codes, 0)[:, :tf.reduce_max(count)]
     return codes, count
 
-  def decode(self, inputs, beam_size=None, alpha=None, max_decode_length=None):
-    """Translates inputs [B, S] -> ids [B, L]: latents by search, then one parallel pass.
-
-    Each row is cut after its first EOS (PAD after it). A row's result does not
-    depend on the other rows of the batch.
-    """
+  def source_latents(self, inputs, beam_size=None, alpha=None, max_decode_length=None):
+    """The first half of `decode`: inputs [B, S] -> (memory, memory_mask, codes [B, L],
+    count [B]), the encoded source and the latents the latent predictor decodes for it."""
     beam_size = self.beam_size if beam_size is None else beam_size
     alpha = self.alpha if alpha is None else alpha
     inputs = tf.convert_to_tensor(inputs, tf.int32)
@@ -343,8 +340,23 @@ class LatentTransformer(keras.Model):
     factor = self.compression_factor
     max_latents = (max_decode_length + factor - 1) // factor
     codes, count = self.predict_latents(memory, memory_mask, max_latents, beam_size, alpha)
+    return memory, memory_mask, codes, count
+
+  def decode(self, inputs, beam_size=None, alpha=None, max_decode_length=None):
+    """Translates inputs [B, S] -> ids [B, L]: latents by search, then one parallel pass.
+
+    Each row is cut after its first EOS (PAD after it). A row's result does not
+    depend on the other rows of the batch.
+    """
+    memory, memory_mask, codes, count = self.source_latents(inputs, beam_size, alpha,
+                                                            max_decode_length)
     latent_mask = tf.sequence_mask(count, tf.shape(codes)[1])
     z_q = tf.gather(tf.convert_to_tensor(self.bottleneck.codebook), codes)  # e_{z_i}
+    return self.translate_latents(z_q, latent_mask, memory, memory_mask)
+
+  def translate_latents(self, z_q, latent_mask, memory, memory_mask):
+    """The second half of `decode`: decoder inputs z_q [B, L, H] -> ids [B, L * 2^n_c]
+    by one parallel pass, argmax, each row cut after its first EOS."""
     logits = self.decode_latents(z_q, latent_mask, memory, memory_mask)
     ids = tf.argmax(logits, axis=-1, output_type=tf.int32)
     ids = tf.where(compression.upsample_mask(latent_mask, self.compress_steps), ids, PAD_ID)
