@@ -10,8 +10,10 @@ Eq. 1, Eq. 7 (E step,     `nearest_codes`: argmin_j ||z_e - e_j||^2, found as
 nearest neighbour)        argmax_j (z_e . e_j - ||e_j||^2 / 2) from one GEMM.
                           `squared_distances`: the clamped distances themselves.
 Eq. 2 (loss)              `commitment_loss` (beta * ||z_e - sg(z_q)||^2,
-                          averaged over kept elements); `straight_through`
-                          (the decoder's input z_q, gradient copied to z_e).
+                          averaged over kept elements; in hard modes its value
+                          is ||z_e||^2 - 2 * the E step's winning score,
+                          `distortion_loss`); `straight_through` (the
+                          decoder's input z_q, gradient copied to z_e).
 Eq. 3-4 (EMA of counts    `cluster_statistics` (batch counts and sums by
 and embeddings)           segment sums) + `ema_update` (decay, Laplace
                           smoothing of the counts with epsilon, as in T2T).
@@ -48,7 +50,10 @@ Implementation notes
   `tf.sparse.segment_sum`, the counts from `tf.math.unsorted_segment_sum`; the
   soft E step's mean of m codes from `tf.sparse.segment_mean`: no [N, K]
   one-hot matmul, no [N, S, D] gather. The straight-through output is a
-  custom-gradient identity (forward value exactly z_q, no extra passes).
+  custom-gradient identity (forward value exactly z_q, no extra passes), and
+  the hard modes' commitment loss reads x once instead of writing x - z_q
+  (`distortion_loss`): at small K a write pass over [N, D] is a large share
+  of the step beyond the distance GEMM (benchmarks/bottleneck.py).
 * `jit_compile=True` compiles the E step (GEMM + argmax or logits, and the
   soft mean) with XLA: faster on this project's CPUs for large codebooks, but
   XLA compiles once per distinct input shape (see benchmarks/bottleneck.py).
@@ -171,6 +176,24 @@ def nearest_codes(x, codebook):
   """
   return tf.argmax(
       half_shifted_scores(x, codebook), axis=-1, output_type=tf.int32)
+
+
+def nearest_codes_and_scores(x, codebook):
+  """`nearest_codes` and the winning score x . e_z - ||e_z||^2 / 2 per row.
+
+  The score gives the distortion without another pass over x - e_z:
+  ||x - e_z||^2 = ||x||^2 - 2 * score (see `distortion_loss`).
+
+  Args:
+    x: float32 [B, N, d].
+    codebook: float32 [B, K, d].
+
+  Returns:
+    (int32 [B, N], float32 [B, N]).
+  """
+  scores = half_shifted_scores(x, codebook)
+  idx = tf.argmax(scores, axis=-1, output_type=tf.int32)
+  return idx, tf.gather(scores, idx, batch_dims=2)
 
 
 def code_logits(x, codebook, temperature=1.0):
@@ -421,30 +444,71 @@ def straight_through(x, quantized):
   return _straight_through_op(x, tf.cast(quantized, x.dtype))
 
 
-def _masked_mean_sq(a, b, weights):
-  """mean over kept positions and features of (a - b)^2, float32."""
-  if weights is None:  # l2_loss reduces in the same pass that squares
-    size = tf.cast(tf.size(a, out_type=tf.int64), tf.float32)
-    return 2.0 * tf.nn.l2_loss(a - b) / size
-  sq = tf.reduce_sum(tf.math.squared_difference(a, b), axis=-1)  # [N]
-  dim = tf.cast(tf.shape(a)[-1], tf.float32)
-  sq = tf.where(weights > 0.0, sq * weights, 0.0)  # NaN-safe for padding
-  return tf.math.divide_no_nan(
-      tf.reduce_sum(sq), tf.reduce_sum(weights) * dim)
+def distortion_loss(x, quantized, score=None, weights=None):
+  """Mean over kept positions and features of ||x_i - q_i||^2.
+
+  Given the E step's score_i = x_i . q_i - ||q_i||^2 / 2 (for one code, the
+  winning score of `nearest_codes_and_scores`), the value is
+  ||x_i - q_i||^2 = ||x_i||^2 - 2 score_i, so the forward pass only reads x
+  instead of writing x - q and reading it back. The expansion cancels in float32
+  (absolute error ~1e-7 ||x_i||^2 per row); the value is clamped at 0.
+  Without a score the value is computed directly. Either way the gradient is
+  that of the direct formula: 2 w_i (x_i - q_i) / (D sum_i w_i) to x and its
+  negative to q.
+
+  Args:
+    x: float32 [N, D].
+    quantized: float32 [N, D].
+    score: optional float32 [N], x_i . q_i - ||q_i||^2 / 2.
+    weights: optional float32 [N] (0 for padding; padding rows may hold
+      non-finite values).
+
+  Returns:
+    float32 scalar (0 when every row is padding).
+  """
+
+  def value(x, quantized):
+    if score is None:
+      if weights is None:  # l2_loss reduces in the same pass that squares
+        return 2.0 * tf.nn.l2_loss(x - quantized)
+      rows = tf.reduce_sum(tf.math.squared_difference(x, quantized), -1)
+    elif weights is None:
+      return tf.maximum(2.0 * (tf.nn.l2_loss(x) - tf.reduce_sum(score)), 0.0)
+    else:
+      rows = tf.maximum(tf.reduce_sum(tf.square(x), -1) - 2.0 * score, 0.0)
+    return tf.reduce_sum(tf.where(weights > 0.0, rows * weights, 0.0))
+
+  @tf.custom_gradient
+  def loss(x, quantized):
+    dim = tf.cast(tf.shape(x)[-1], tf.float32)
+    kept = (tf.cast(tf.shape(x)[0], tf.float32) if weights is None
+            else tf.reduce_sum(weights))
+    denom = kept * dim
+
+    def grad(dy):
+      g = (x - quantized) * tf.math.divide_no_nan(2.0 * dy, denom)
+      if weights is not None:
+        w = weights[:, tf.newaxis]
+        g = tf.where(w > 0.0, g * w, 0.0)
+      return g, -g
+
+    return tf.math.divide_no_nan(value(x, quantized), denom), grad
+
+  return loss(x, quantized)
 
 
-def commitment_loss(x, quantized, weights=None):
+def commitment_loss(x, quantized, score=None, weights=None):
   """Commitment term of Eq. 2: mean ||z_e - sg(z_q)||^2 (squared, as in T2T).
 
   Averaged over the kept positions and the feature dimension; the gradient
-  reaches x only.
+  reaches x only. `score` as in `distortion_loss`.
   """
-  return _masked_mean_sq(x, tf.stop_gradient(quantized), weights)
+  return distortion_loss(x, tf.stop_gradient(quantized), score, weights)
 
 
-def codebook_loss(x, quantized, weights=None):
+def codebook_loss(x, quantized, score=None, weights=None):
   """VQ-VAE codebook term (van den Oord et al.): mean ||sg(z_e) - e||^2."""
-  return _masked_mean_sq(tf.stop_gradient(x), quantized, weights)
+  return distortion_loss(tf.stop_gradient(x), quantized, score, weights)
 
 
 def saturating_sigmoid(x):
@@ -740,11 +804,12 @@ class VectorQuantizer(_Bottleneck):
     self.jit_compile = bool(jit_compile)
     if self.jit_compile:
       self._scores_fn = tf.function(half_shifted_scores, jit_compile=True)
-      self._nearest_fn = tf.function(nearest_codes, jit_compile=True)
+      self._nearest_fn = tf.function(nearest_codes_and_scores,
+                                     jit_compile=True)
       self._mean_fn = tf.function(_gather_mean_of_codes, jit_compile=True)
     else:
       self._scores_fn = half_shifted_scores
-      self._nearest_fn = nearest_codes
+      self._nearest_fn = nearest_codes_and_scores
       self._mean_fn = mean_of_codes
     self._build_if_dim_known()
 
@@ -805,8 +870,9 @@ class VectorQuantizer(_Bottleneck):
     _, x32, shape, _, _ = self._flatten(x, None)
     b, d = self.num_blocks, self.block_dim
     flat = tf.reshape(x32, [-1, b, d])
-    codes = self._nearest_fn(tf.transpose(flat, [1, 0, 2]),
-                             self._blocks(tf.convert_to_tensor(self.codebook)))  # [b, N]
+    codes, _ = self._nearest_fn(
+        tf.transpose(flat, [1, 0, 2]),
+        self._blocks(tf.convert_to_tensor(self.codebook)))  # [b, N]
     if b == 1:
       return tf.reshape(codes[0], shape)
     return tf.reshape(tf.transpose(codes), tf.concat([shape, [b]], 0))
@@ -834,17 +900,20 @@ class VectorQuantizer(_Bottleneck):
       codebook = tf.stop_gradient(codebook)
     codebook_e = tf.stop_gradient(codebook)
 
-    # E step.
+    # E step (in hard modes, with the winning score for the loss).
+    xb_e = tf.stop_gradient(xb)
     if self.mode == "soft_em":
-      logits = self._scores_fn(tf.stop_gradient(xb), codebook_e) * (
-          2.0 / self.temperature)
+      if keep is not None:  # non-finite padding would make invalid draws
+        xb_e = tf.where(keep[tf.newaxis, :, tf.newaxis], xb_e, 0.0)
+      logits = self._scores_fn(xb_e, codebook_e) * (2.0 / self.temperature)
       idx = sample_codes(logits, s)  # [B, N, S]
-    else:
-      idx = self._nearest_fn(tf.stop_gradient(xb), codebook_e)[..., tf.newaxis]
-    if s == 1:
-      q = mean_of_codes(codebook, idx)  # [B, N, d]: the chosen codes
-    else:
       q = self._mean_fn(codebook, idx)  # Eq. 11
+      score = None
+    else:
+      idx, score = self._nearest_fn(xb_e, codebook_e)  # [B, N]
+      idx = idx[..., tf.newaxis]
+      q = mean_of_codes(codebook, idx)  # [B, N, d]: the chosen codes
+      score = tf.reduce_sum(score, axis=0)  # [N], summed over blocks
 
     # Back to [N, D].
     if b == 1:
@@ -852,9 +921,9 @@ class VectorQuantizer(_Bottleneck):
     else:
       q_flat = tf.reshape(tf.transpose(q, [1, 0, 2]), [-1, self.embedding_dim])
 
-    loss = self.beta * commitment_loss(x32, q_flat, weights)
+    loss = self.beta * commitment_loss(x32, q_flat, score, weights)
     if self.mode == "vq":
-      loss = loss + codebook_loss(x32, q_flat, weights)
+      loss = loss + codebook_loss(x32, q_flat, score, weights)
 
     quantized = straight_through(
         x, tf.reshape(q_flat, tf.shape(x)))
