@@ -20,7 +20,7 @@ and embeddings)           segment sums) + `ema_update` (decay, Laplace
 Eq. 8 (k-means M step)    `ema_update` with decay = 0 (and epsilon -> 0).
 Eq. 9 / §3.2 E step       `code_logits` + `sample_codes`: m draws from
                           Multinomial(logits = -||z_e - e_j||^2 / temperature).
-§3.2 M step               `cluster_statistics` with fractional weights 1/m.
+§3.2 M step               `cluster_statistics` with fractional counts 1/m.
 Eq. 11 (decoder input)    mean of the m drawn embeddings (`VectorQuantizer`,
                           mode "soft_em").
 §3.2 latent predictor     `soft_targets`: mean of the m sampled one-hots
@@ -298,21 +298,22 @@ def _sorted_segment_sum(data, rows, segments, num_segments):
       num_segments=num_segments)
 
 
-def cluster_statistics(x, indices, codebook_size, weights=None):
+def cluster_statistics(x, indices, codebook_size, keep=None):
   """Batch terms of the EMA (Eq. 3-4) / M steps (Eq. 8 and §3.2).
 
-  counts[b, j] = sum_i w_i / S * #{l : z_i^l = j}
-  sums[b, j]   = sum_i w_i / S * #{l : z_i^l = j} * x_i
+  counts[b, j] = sum_{i kept} 1 / S * #{l : z_i^l = j}
+  sums[b, j]   = sum_{i kept} 1 / S * #{l : z_i^l = j} * x_i
   With S = 1 these are the hard counts and sums of Eq. 8; with S samples they
   are the fractional counts of the Monte-Carlo M step. Computed with segment
-  sums over the drawn indices (no [N, K] one-hot, no [N, S, d] copy).
+  sums over the drawn indices (no [N, K] one-hot, no [N, S, d] copy); padding
+  rows go to one extra segment that is dropped, so x is never rescaled.
 
   Args:
     x: float32 [B, N, d].
     indices: int32 [B, N, S].
     codebook_size: K.
-    weights: optional float32 [N] (the mask: 0 for padding). Rows with weight
-      0 are ignored even if their x is not finite.
+    keep: optional bool [N] (False for padding). Rows not kept are ignored
+      even if their x is not finite.
 
   Returns:
     counts float32 [B, K], sums float32 [B, K, d].
@@ -321,16 +322,19 @@ def cluster_statistics(x, indices, codebook_size, weights=None):
   dim = x.shape[-1]
   segments = _block_segments(indices, codebook_size)  # [B, N, S]
   num_segments = num_blocks * codebook_size
-  counts = _histogram(segments, num_segments, weights)
-  if weights is not None:
-    w = tf.cast(weights, tf.float32)[tf.newaxis, :, tf.newaxis]
-    x = tf.where(w > 0.0, x * w, 0.0)
-  x_flat = tf.reshape(x, [-1, dim])  # row b * N + i
+  if keep is not None:  # padding -> segment num_segments, dropped below
+    segments = tf.where(keep[tf.newaxis, :, tf.newaxis], segments,
+                        num_segments)
   flat_segments = tf.reshape(segments, [-1])  # draw (b * N + i) * S + l
+  counts = tf.math.unsorted_segment_sum(
+      tf.fill(tf.shape(flat_segments), 1.0 / num_samples), flat_segments,
+      num_segments + 1)[:num_segments]
+  x_flat = tf.reshape(x, [-1, dim])  # row b * N + i
   rows = tf.range(tf.shape(x_flat)[0])
   if num_samples != 1:
     rows = tf.repeat(rows, num_samples)
-  sums = _sorted_segment_sum(x_flat, rows, flat_segments, num_segments)
+  sums = _sorted_segment_sum(x_flat, rows, flat_segments,
+                             num_segments + 1)[:num_segments]
   if num_samples != 1:
     sums = sums / num_samples
   return (tf.reshape(counts, [num_blocks, codebook_size]),
@@ -474,8 +478,9 @@ def distortion_loss(x, quantized, score=None, weights=None):
       rows = tf.reduce_sum(tf.math.squared_difference(x, quantized), -1)
     elif weights is None:
       return tf.maximum(2.0 * (tf.nn.l2_loss(x) - tf.reduce_sum(score)), 0.0)
-    else:
-      rows = tf.maximum(tf.reduce_sum(tf.square(x), -1) - 2.0 * score, 0.0)
+    else:  # reduce_euclidean_norm: one read of x, no [N, D] temporary
+      norms = tf.math.reduce_euclidean_norm(x, axis=-1)
+      rows = tf.maximum(tf.square(norms) - 2.0 * score, 0.0)
     return tf.reduce_sum(tf.where(weights > 0.0, rows * weights, 0.0))
 
   @tf.custom_gradient
@@ -932,7 +937,7 @@ class VectorQuantizer(_Bottleneck):
     xb_stats = tf.stop_gradient(xb)
     need_sums = training and self.mode != "vq"
     if need_sums:
-      counts, sums = cluster_statistics(xb_stats, idx, k, weights)
+      counts, sums = cluster_statistics(xb_stats, idx, k, keep)
       counts, sums = _all_reduce_sum(ctx, [counts, sums])
     else:
       counts = code_histogram(idx, k, weights)
