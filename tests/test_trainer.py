@@ -52,6 +52,17 @@ def teardown_function():
   gin.clear_config()
 
 
+def test_logged_values_are_means_over_the_logging_window(tmp_path, data_dir):
+  """train() logs (and returns) the mean of each value over log_every steps."""
+  windowed = make_trainer(tmp_path / "a", data_dir, "Trainer.train_steps = 3",
+                          "Trainer.log_every = 3")
+  logged = windowed.train()
+  stepped = make_trainer(tmp_path / "b", data_dir)
+  losses = train_losses(stepped, 3)
+  assert len(set(losses)) == 3
+  np.testing.assert_allclose(logged["loss"], np.mean(losses), rtol=1e-5)
+
+
 def test_gin_values_reach_the_model_and_the_operative_config(tmp_path, data_dir):
   trainer = make_trainer(tmp_path, data_dir, "Trainer.train_steps = 2")
   assert trainer.model.hidden_size == 16 and len(trainer.model.weights) > 0

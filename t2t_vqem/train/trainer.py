@@ -124,7 +124,8 @@ class Trainer:
     eval_pictures: pictures shown at each evaluation of an image problem
       (originals over reconstructions, and as many prior samples), written
       to output_dir/pictures/ as PNG and to TensorBoard (0: none).
-    log_every: steps between progress lines and training summaries.
+    log_every: steps between progress lines and training summaries; each
+      shows the mean of its values over the steps since the last line.
     seed: seed of weights, dropout and data order.
     checkpoint_data: also checkpoint the input iterator, so that a resumed run
       sees exactly the batches an uninterrupted one would.
@@ -323,13 +324,17 @@ class Trainer:
         start, self.train_steps, "images" if self.problem.modality == "image" else "tokens")
     logging.info("Training %s on %s with %d replica(s) from step %d to %d", self.model_name,
                  self.problem_name, self.num_replicas, start, self.train_steps)
-    values = {}
+    values, window, window_steps = {}, {}, 0
     started = time.perf_counter()
     for step in range(start + 1, self.train_steps + 1):
-      values = self.train_step(next(self.train_iterator))
-      progress.add_items(values.pop("items"))
+      # Summed as tensors: no host sync until the window's line is written.
+      for name, value in self.train_step(next(self.train_iterator)).items():
+        window[name] = window[name] + value if name in window else value
+      window_steps += 1
       if step % self.log_every == 0 or step == self.train_steps:
-        values = {k: float(v) for k, v in values.items()}
+        progress.add_items(window.pop("items"))
+        values = {k: float(v) / window_steps for k, v in window.items()}
+        window, window_steps = {}, 0
         lr = self.optimizer.learning_rate
         with self.train_writer.as_default(step=step):
           for name, value in values.items():
