@@ -10,10 +10,15 @@ Compares, for each (K, D, N) = (codebook size, dimension, positions):
   * VectorQuantizer mode="soft_em" with --num_samples draws (default 10).
 
 Functions are called in interleaved order, repetition after repetition, and
-the table shows median wall times and ratios. Usage:
+the table shows median wall times and ratios. With --parts, a second table
+times growing prefixes of the hard_em step (E step; + the gather of the chosen
+codes; + the commitment loss; + the EMA statistics and metrics; the whole
+layer), each its own tf.function built from the module's functions, so the
+difference between rows is what a part adds. Usage:
 
   python benchmarks/bottleneck.py                 # the 3 default shapes
   python benchmarks/bottleneck.py --reps 9 --shapes 4096x512x4096
+  python benchmarks/bottleneck.py --parts --shapes 256x512x6400
 
 dm-sonnet is a benchmark-only dependency (benchmarks/requirements.txt); if it
 cannot be imported its columns say so and the rest is measured.
@@ -103,13 +108,47 @@ def _make_steps(k, d, num_samples, snt):
   return steps
 
 
+def _make_parts(k, d):
+  """Growing prefixes of one hard_em training step: name -> tf.function(x)."""
+  layer = discretization.VectorQuantizer(k, mode="hard_em", embedding_dim=d)
+  codebook = tf.Variable(tf.random.normal([k, d]), trainable=False)
+
+  def e_step(x):
+    idx, score = discretization.nearest_codes_and_scores(
+        x[tf.newaxis], codebook[tf.newaxis])
+    return idx[..., tf.newaxis], score[0]
+
+  def gathered(x):
+    idx, score = e_step(x)
+    return idx, score, discretization.mean_of_codes(codebook[tf.newaxis], idx)[0]
+
+  def with_loss(x):
+    idx, score, q = gathered(x)
+    return idx, q, discretization.commitment_loss(x, q, score)
+
+  def with_stats(x):
+    idx, q, loss = with_loss(x)
+    counts, sums = discretization.cluster_statistics(x[tf.newaxis], idx, k)
+    return q, loss, discretization.perplexity_and_usage(counts)[0], sums
+
+  def layer_step(x):
+    out = layer(x, training=True)
+    return out.quantized, out.loss, out.perplexity
+
+  return {"GEMM": tf.function(lambda x: tf.matmul(x, codebook, transpose_b=True)),
+          "E step (GEMM, bias, argmax, score)": tf.function(e_step),
+          "+ gather of the chosen codes": tf.function(gathered),
+          "+ commitment loss": tf.function(with_loss),
+          "+ EMA statistics, perplexity": tf.function(with_stats),
+          "whole layer (+ EMA update, assigns)": tf.function(layer_step)}
+
+
 def _sync(result):
   for t in tf.nest.flatten(result):
     t.numpy()
 
 
-def _measure(k, d, n, reps, num_samples, snt):
-  steps = _make_steps(k, d, num_samples, snt)
+def _measure(steps, d, n, reps):
   x = tf.random.normal([n, d])
   for step in steps.values():  # trace, compile, warm up
     _sync(step(x))
@@ -127,6 +166,8 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--reps", type=int, default=7)
   parser.add_argument("--num_samples", type=int, default=10)
+  parser.add_argument("--parts", action="store_true",
+                      help="also time growing prefixes of the hard_em step")
   parser.add_argument(
       "--shapes", nargs="*", default=None,
       help="KxDxN triples, e.g. 4096x512x4096 (default: the paper-scale 3)")
@@ -144,8 +185,8 @@ def main(argv=None):
     print(f"dm-sonnet {sonnet.__version__}")
   rows = []
   for k, d, n in shapes:
-    rows.append(((k, d, n), _measure(k, d, n, args.reps, args.num_samples,
-                                     snt)))
+    rows.append(((k, d, n), _measure(_make_steps(k, d, args.num_samples, snt),
+                                     d, n, args.reps)))
     print(f"measured K={k} D={d} N={n}", file=sys.stderr, flush=True)
 
   def ms(t, name):
@@ -168,6 +209,19 @@ def main(argv=None):
             f"{ms(t, 'sonnet' + sfx)} | "
             f"{ratio(t, 'sonnet' + sfx, 'ours' + sfx)} | "
             f"{ms(t, 'soft' + sfx)} | {ratio(t, 'soft' + sfx, 'ours' + sfx)} |")
+
+  if args.parts:
+    for k, d, n in shapes:
+      t = _measure(_make_parts(k, d), d, n, args.reps)
+      print(f"\nParts of the hard_em step, K={k} D={d} N={n}, plain TF graph, "
+            "median ms\n")
+      print("| prefix of the step | ms | / GEMM | added ms |")
+      print("|---|---|---|---|")
+      previous = None
+      for name, value in t.items():
+        added = "" if previous is None else f"{value - previous:+.1f}"
+        print(f"| {name} | {value:.1f} | {value / t['GEMM']:.2f} | {added} |")
+        previous = value
 
 
 if __name__ == "__main__":

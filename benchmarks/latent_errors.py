@@ -10,7 +10,11 @@ search over the latents (alpha 0 and 0.6). With --soft_inputs, the BLEU when the
 instead of the predicted code's embedding, the embedding expected under the predictor's
 distribution at each position (given the greedy latents before it): over all codes, over the
 top 10 and the top 3, and at softmax temperature 0.5 (soft EM's decoder saw averaged codes in
-training, Eq. 11). Nothing is trained; no timing.
+training, Eq. 11). Also how soft the soft E step's posterior (§3.2, softmax of
+-||z_e - e_j||^2 / temperature) is on the reference latents: its mean entropy and top-1
+probability, and for m draws (the run's num_samples, 10 in hard EM runs) the expected number
+of distinct codes, sum_j 1 - (1 - p_j)^m, and the probability that all m draws are one code,
+sum_j p_j^m, exact, not sampled. Nothing is trained; no timing.
 
   python benchmarks/latent_errors.py --run_dir=/tmp/distill_big10k/student --sentences=500
 """
@@ -26,6 +30,7 @@ import tensorflow as tf
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from t2t_vqem import decode, metrics  # noqa: E402
 from t2t_vqem.cli import common  # noqa: E402
+from t2t_vqem.layers import discretization  # noqa: E402
 from t2t_vqem.train import trainer as trainer_lib  # noqa: E402
 
 flags.DEFINE_string("run_dir", None, "A latent_transformer_* training run (its output_dir).")
@@ -40,11 +45,16 @@ SOFT_INPUTS = (("expected, all codes", 0, 1.0), ("expected, top 10", 10, 1.0),
 
 
 def latent_pairs(model, source, reference):
-  """(the target encoder's nearest codes, the predictor's greedy codes) of one pair."""
+  """(the target encoder's nearest codes, the predictor's greedy codes, the soft E step's
+  posterior [n, K] at the encoder's latents) of one pair."""
   memory, memory_mask, codes, count = model.source_latents(tf.constant([source]), 1, 0.0)
   z_e, latent_mask = model.encode_target(tf.constant([reference]), memory, memory_mask)
-  encoded = model.bottleneck.nearest(z_e).numpy()[0][:int(latent_mask.numpy().sum())]
-  return encoded, codes.numpy()[0][:int(count.numpy()[0])]
+  n = int(latent_mask.numpy().sum())
+  encoded = model.bottleneck.nearest(z_e).numpy()[0][:n]
+  codebook = tf.convert_to_tensor(model.bottleneck.codebook)
+  logits = discretization.code_logits(z_e[:, :n], codebook[tf.newaxis],
+                                      model.bottleneck.temperature)
+  return encoded, codes.numpy()[0][:int(count.numpy()[0])], tf.nn.softmax(logits)[0].numpy()
 
 
 def soft_input_decoder(model, top_k, temperature):
@@ -84,8 +94,10 @@ def main(argv):
   positions = agree = 0
   groups = {"all latents equal": ([], []), "same count, some codes differ": ([], []),
             "wrong count": ([], [])}
+  posteriors = []
   for i, (source, reference) in enumerate(zip(encoded_sources, encoded_references)):
-    encoded, predicted = latent_pairs(model, source, reference)
+    encoded, predicted, posterior = latent_pairs(model, source, reference)
+    posteriors.append(posterior)
     n = min(len(encoded), len(predicted))
     positions += len(encoded)
     agree += int(np.sum(encoded[:n] == predicted[:n]))
@@ -106,6 +118,14 @@ def main(argv):
         f"{counts['long']}")
   print(f"positions where the predicted code is the encoder's: {agree} of {positions} "
         f"({agree / positions:.1%})")
+  p = np.concatenate(posteriors).astype(np.float64)
+  m = model.bottleneck.num_samples if model.bottleneck.mode == "soft_em" else 10
+  entropy = -np.sum(p * np.log(np.maximum(p, 1e-300)), axis=1)
+  distinct = np.sum(1.0 - (1.0 - p) ** m, axis=1)
+  print(f"soft E-step posterior at the {len(p)} reference latents: entropy "
+        f"{entropy.mean():.2f} nats, top-1 probability {p.max(axis=1).mean():.3f}; "
+        f"of m = {m} draws, distinct codes {distinct.mean():.2f} (expected), all one code "
+        f"with probability {np.sum(p ** m, axis=1).mean():.3f}")
   print("| sentences | count | BLEU |\n|---|---|---|")
   for name, (hyps, refs) in groups.items():
     bleu = f"{metrics.corpus_bleu(hyps, refs)[0]:.2f}" if hyps else "-"
