@@ -7,6 +7,13 @@ the compiled decode graph (its nodes plus those of the functions it calls, the
 while-loop bodies) and the median batch-1 latency over --sentences test
 sources, the three timed side by side in one process (decode.batch1_times).
 
+With --stages, it also times, side by side with the decoders, the prefixes of both
+decodes: the teacher's source encoder; the latent model's source encoder, and its encoder
+plus latent prediction (the cached greedy search over latents). Their differences are
+the cost of the stages, and with the mean number of greedy steps and of latent steps
+(tokens decoded, EOS included; latents decoded + 1 for END) they give the cost of one step of
+each search.
+
 The t2t_vqem imported is whatever is on the path, so two versions of the code
 can be compared on the same checkpoints by running this script alternately
 with each (see BENCHMARKS.md):
@@ -31,6 +38,7 @@ from t2t_vqem.train import trainer as trainer_lib
 
 flags.DEFINE_string("runs_dir", "/tmp/bench_latent_speed", "latent_speed.py's --output_dir.")
 flags.DEFINE_integer("sentences", 100, "Test sentences timed at batch size 1.")
+flags.DEFINE_bool("stages", False, "Also time the encoders and the latent prediction alone.")
 FLAGS = flags.FLAGS
 
 RUNS = ("transformer_quickstart", "latent_transformer_em_quickstart_3")
@@ -59,6 +67,14 @@ def main(_):
   fns = {"greedy": decode.decode_function(teacher, 1),
          "beam 4": decode.decode_function(teacher, 4),
          "latent n_c=3": decode.decode_function(latent, 1)}
+  if FLAGS.stages:
+    signature = [tf.TensorSpec([None, None], tf.int32)]
+    fns["teacher encoder"] = tf.function(lambda x: teacher.encode(x)[0],
+                                         input_signature=signature)
+    fns["latent encoder"] = tf.function(lambda x: latent.encode_source(x)[0],
+                                        input_signature=signature)
+    fns["latent encoder + latents"] = tf.function(
+        lambda x: latent.source_latents(x, 1, 0.0)[2], input_signature=signature)
   sources, _ = problem.sources_and_references("test", FLAGS.sentences)
   times = decode.batch1_times(fns, problem.vocab, sources)
   result = {"code": os.path.dirname(os.path.dirname(os.path.abspath(t2t_vqem.__file__))),
@@ -67,6 +83,21 @@ def main(_):
     result[name] = {"graph_ops": graph_ops(fn), "median_ms": round(float(np.median(times[name])), 2)}
   result["greedy / latent"] = round(result["greedy"]["median_ms"]
                                     / result["latent n_c=3"]["median_ms"], 2)
+  if FLAGS.stages:
+    batches = [tf.constant([row]) for row in decode.encode_texts(problem.vocab, sources)]
+    tokens = np.mean([int(np.sum(fns["greedy"](b).numpy() > 0)) for b in batches])  # EOS incl.
+    latents = np.mean([1 + int(latent.source_latents(b, 1, 0.0)[3].numpy()[0])
+                       for b in batches])
+    mean = {name: float(np.mean(t)) for name, t in times.items()}
+    result["stages (means, ms)"] = {
+        "greedy steps per sentence": round(tokens, 2),
+        "latent steps per sentence": round(latents, 2),
+        "teacher encoder": round(mean["teacher encoder"], 2),
+        "greedy, per step": round((mean["greedy"] - mean["teacher encoder"]) / tokens, 2),
+        "latent encoder": round(mean["latent encoder"], 2),
+        "latent prediction, per step": round(
+            (mean["latent encoder + latents"] - mean["latent encoder"]) / latents, 2),
+        "parallel decoder pass": round(mean["latent n_c=3"] - mean["latent encoder + latents"], 2)}
   print(json.dumps(result))
 
 
