@@ -54,6 +54,10 @@ Implementation notes
   the hard modes' commitment loss reads x once instead of writing x - z_q
   (`distortion_loss`): at small K a write pass over [N, D] is a large share
   of the step beyond the distance GEMM (benchmarks/bottleneck.py).
+* The EMA M step is always compiled with XLA (its shapes are fixed by K and
+  D, so it compiles once per layer): it fuses about ten elementwise passes
+  over the [K, D] state, which at K = 16384 cost as much as the rest of the
+  step beyond the GEMM (benchmarks/bottleneck.py --parts).
 * `jit_compile=True` compiles the E step (GEMM + argmax or logits, and the
   soft mean) with XLA: faster on this project's CPUs for large codebooks, but
   XLA compiles once per distinct input shape (see benchmarks/bottleneck.py).
@@ -807,6 +811,9 @@ class VectorQuantizer(_Bottleneck):
         codebook_initializer if codebook_initializer != "variance_scaling"
         else keras.initializers.VarianceScaling(distribution="uniform"))
     self.jit_compile = bool(jit_compile)
+    # The M step's ~10 elementwise passes over [K, D] fuse into one under
+    # XLA; its shapes are fixed, so it compiles once per layer.
+    self._ema_fn = tf.function(self._ema_values, jit_compile=True)
     if self.jit_compile:
       self._scores_fn = tf.function(half_shifted_scores, jit_compile=True)
       self._nearest_fn = tf.function(nearest_codes_and_scores,
@@ -967,18 +974,23 @@ class VectorQuantizer(_Bottleneck):
 
   # -- updates ---------------------------------------------------------------
 
-  def _ema_step(self, counts, sums, old_codebook):
-    """EMA M step (Eq. 3-4) from all-replica batch statistics."""
-    ema_count = self._blocks(tf.convert_to_tensor(self.ema_count))
-    ema_sum = self._blocks(tf.convert_to_tensor(self.ema_means_sum))
+  def _ema_values(self, ema_count, ema_sum, counts, sums, old_codebook):
+    """The EMA state and codebook after one M step (Eq. 3-4); a batch with no
+    kept position is no observation and leaves them as they were."""
     new_count, new_sum, new_codebook = ema_update(
         ema_count, ema_sum, counts, sums, self.decay, self.epsilon,
         old_codebook)
-    # A batch with no kept position is no observation: keep the state.
     has_data = tf.reduce_sum(counts) > 0.0
-    new_count = tf.where(has_data, new_count, ema_count)
-    new_sum = tf.where(has_data, new_sum, ema_sum)
-    new_codebook = tf.where(has_data, new_codebook, old_codebook)
+    return (tf.where(has_data, new_count, ema_count),
+            tf.where(has_data, new_sum, ema_sum),
+            tf.where(has_data, new_codebook, old_codebook))
+
+  def _ema_step(self, counts, sums, old_codebook):
+    """EMA M step (Eq. 3-4) from all-replica batch statistics."""
+    new_count, new_sum, new_codebook = self._ema_fn(
+        self._blocks(tf.convert_to_tensor(self.ema_count)),
+        self._blocks(tf.convert_to_tensor(self.ema_means_sum)),
+        counts, sums, old_codebook)
     self.ema_count.assign(self._unblocks(new_count))
     self.ema_means_sum.assign(self._unblocks(new_sum))
     self.codebook.assign(self._unblocks(new_codebook))
