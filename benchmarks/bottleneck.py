@@ -10,11 +10,13 @@ Compares, for each (K, D, N) = (codebook size, dimension, positions):
   * VectorQuantizer mode="soft_em" with --num_samples draws (default 10).
 
 Functions are called in interleaved order, repetition after repetition, and
-the table shows median wall times and ratios. With --parts, a second table
-times growing prefixes of the hard_em step (E step; + the gather of the chosen
+the table shows median wall times and ratios. With --parts, two more tables
+time growing prefixes of the hard_em step (E step; + the gather of the chosen
 codes; + the commitment loss; + the EMA statistics and metrics; the whole
-layer), each its own tf.function built from the module's functions, so the
-difference between rows is what a part adds. Usage:
+layer) and of the soft_em step (logits; + the draws; + the mean of the drawn
+codes; + loss; + statistics; the whole layer), each its own tf.function built
+from the module's functions, so the difference between rows is what a part
+adds. Usage:
 
   python benchmarks/bottleneck.py                 # the 3 default shapes
   python benchmarks/bottleneck.py --reps 9 --shapes 4096x512x4096
@@ -108,19 +110,25 @@ def _make_steps(k, d, num_samples, snt):
   return steps
 
 
-def _make_parts(k, d):
-  """Growing prefixes of one hard_em training step: name -> tf.function(x)."""
-  layer = discretization.VectorQuantizer(k, mode="hard_em", embedding_dim=d)
+def _make_parts(k, d, num_samples):
+  """Growing prefixes of one hard_em and one soft_em training step.
+
+  Returns {"hard_em": {name: tf.function(x)}, "soft_em": {...}}, each starting
+  with the bare GEMM.
+  """
+  hard = discretization.VectorQuantizer(k, mode="hard_em", embedding_dim=d)
+  soft = discretization.VectorQuantizer(
+      k, mode="soft_em", num_samples=num_samples, embedding_dim=d)
   codebook = tf.Variable(tf.random.normal([k, d]), trainable=False)
+  cb = codebook[tf.newaxis]
 
   def e_step(x):
-    idx, score = discretization.nearest_codes_and_scores(
-        x[tf.newaxis], codebook[tf.newaxis])
+    idx, score = discretization.nearest_codes_and_scores(x[tf.newaxis], cb)
     return idx[..., tf.newaxis], score[0]
 
   def gathered(x):
     idx, score = e_step(x)
-    return idx, score, discretization.mean_of_codes(codebook[tf.newaxis], idx)[0]
+    return idx, score, discretization.mean_of_codes(cb, idx)[0]
 
   def with_loss(x):
     idx, score, q = gathered(x)
@@ -131,16 +139,48 @@ def _make_parts(k, d):
     counts, sums = discretization.cluster_statistics(x[tf.newaxis], idx, k)
     return q, loss, discretization.perplexity_and_usage(counts)[0], sums
 
-  def layer_step(x):
-    out = layer(x, training=True)
-    return out.quantized, out.loss, out.perplexity
+  def soft_logits(x):
+    return discretization.code_logits(x[tf.newaxis], cb)
 
-  return {"GEMM": tf.function(lambda x: tf.matmul(x, codebook, transpose_b=True)),
+  def drawn(x):
+    return discretization.sample_codes(soft_logits(x), num_samples)
+
+  def soft_mean(x):
+    idx = drawn(x)
+    return idx, discretization.mean_of_codes(cb, idx)[0]
+
+  def soft_loss(x):
+    idx, q = soft_mean(x)
+    return idx, q, discretization.commitment_loss(x, q)
+
+  def soft_stats(x):
+    idx, q, loss = soft_loss(x)
+    counts, sums = discretization.cluster_statistics(x[tf.newaxis], idx, k)
+    return q, loss, discretization.perplexity_and_usage(counts)[0], sums
+
+  def layer_step(layer):
+    def step(x):
+      out = layer(x, training=True)
+      return out.quantized, out.loss, out.perplexity
+    return tf.function(step)
+
+  gemm = tf.function(lambda x: tf.matmul(x, codebook, transpose_b=True))
+  return {
+      "hard_em": {
+          "GEMM": gemm,
           "E step (GEMM, bias, argmax, score)": tf.function(e_step),
           "+ gather of the chosen codes": tf.function(gathered),
           "+ commitment loss": tf.function(with_loss),
           "+ EMA statistics, perplexity": tf.function(with_stats),
-          "whole layer (+ EMA update, assigns)": tf.function(layer_step)}
+          "whole layer (+ EMA update, assigns)": layer_step(hard)},
+      "soft_em": {
+          "GEMM": gemm,
+          "E step logits (GEMM, bias, scale)": tf.function(soft_logits),
+          f"+ {num_samples} draws per row": tf.function(drawn),
+          "+ mean of the drawn codes (Eq. 11)": tf.function(soft_mean),
+          "+ commitment loss": tf.function(soft_loss),
+          "+ EMA statistics (fractional), perplexity": tf.function(soft_stats),
+          "whole layer (+ EMA update, assigns)": layer_step(soft)}}
 
 
 def _first_elements(fn):
@@ -221,17 +261,21 @@ def main(argv=None):
 
   if args.parts:
     for k, d, n in shapes:
-      t = _measure(_make_parts(k, d), d, n, args.reps)
-      print(f"\nParts of the hard_em step, K={k} D={d} N={n}, plain TF graph, "
-            "median ms\n")
-      print("| prefix of the step | ms | / GEMM | added ms |")
-      print("|---|---|---|---|")
-      previous = None
-      for name, value in t.items():
-        added = "" if previous is None else f"{value - previous:+.1f}"
-        print(f"| {name} | {value:.1f} | {value / t['GEMM']:.2f} | {added} |")
-        previous = value
-
+      parts = _make_parts(k, d, args.num_samples)
+      t = _measure({(mode, name): fn for mode, fns in parts.items()
+                    for name, fn in fns.items()}, d, n, args.reps)
+      for mode, fns in parts.items():
+        print(f"\nParts of the {mode} step, K={k} D={d} N={n}, plain TF "
+              "graph, median ms\n")
+        print("| prefix of the step | ms | / GEMM | added ms |")
+        print("|---|---|---|---|")
+        previous = None
+        for name in fns:
+          value = t[(mode, name)]
+          added = "" if previous is None else f"{value - previous:+.1f}"
+          print(f"| {name} | {value:.1f} | {value / t[(mode, 'GEMM')]:.2f} | "
+                f"{added} |")
+          previous = value
 
 if __name__ == "__main__":
   main()

@@ -326,19 +326,22 @@ def cluster_statistics(x, indices, codebook_size, keep=None):
   dim = x.shape[-1]
   segments = _block_segments(indices, codebook_size)  # [B, N, S]
   num_segments = num_blocks * codebook_size
-  if keep is not None:  # padding -> segment num_segments, dropped below
+  kept_segments = num_segments
+  if keep is not None:  # padding -> one more segment, dropped below
     segments = tf.where(keep[tf.newaxis, :, tf.newaxis], segments,
                         num_segments)
+    num_segments += 1
   flat_segments = tf.reshape(segments, [-1])  # draw (b * N + i) * S + l
   counts = tf.math.unsorted_segment_sum(
       tf.fill(tf.shape(flat_segments), 1.0 / num_samples), flat_segments,
-      num_segments + 1)[:num_segments]
+      num_segments)
   x_flat = tf.reshape(x, [-1, dim])  # row b * N + i
   rows = tf.range(tf.shape(x_flat)[0])
   if num_samples != 1:
     rows = tf.repeat(rows, num_samples)
-  sums = _sorted_segment_sum(x_flat, rows, flat_segments,
-                             num_segments + 1)[:num_segments]
+  sums = _sorted_segment_sum(x_flat, rows, flat_segments, num_segments)
+  if keep is not None:
+    counts, sums = counts[:kept_segments], sums[:kept_segments]
   if num_samples != 1:
     sums = sums / num_samples
   return (tf.reshape(counts, [num_blocks, codebook_size]),
