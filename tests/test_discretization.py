@@ -550,9 +550,14 @@ def test_jit_compile_matches(rng):
   b = make_layer(8, codebook_size=32, jit_compile=True)
   b.codebook.assign(a.codebook.numpy())
   b.ema_means_sum.assign(a.ema_means_sum.numpy())
+  cb_before = a.codebook.numpy().copy()
   out_a = a(x, training=True)
   out_b = tf.function(lambda v: b(v, training=True))(x)
   np.testing.assert_array_equal(out_a.indices.numpy(), out_b.indices.numpy())
+  # The loss from the XLA E step's winning score is the commitment loss.
+  q = cb_before[np_sq_dist(x, cb_before).argmin(-1)]
+  np.testing.assert_allclose(out_b.loss.numpy(), 0.25 * ((x - q) ** 2).mean(),
+                             rtol=1e-5)
   np.testing.assert_allclose(a.codebook.numpy(), b.codebook.numpy(),
                              rtol=1e-5, atol=1e-6)
   soft = make_layer(8, codebook_size=32, mode="soft_em", num_samples=6,
