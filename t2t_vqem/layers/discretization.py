@@ -56,8 +56,8 @@ Implementation notes
   of the step beyond the distance GEMM (benchmarks/bottleneck.py).
 * The EMA M step is always compiled with XLA (its shapes are fixed by K and
   D, so it compiles once per layer): it fuses about ten elementwise passes
-  over the [K, D] state, which at K = 16384 cost as much as the rest of the
-  step beyond the GEMM (benchmarks/bottleneck.py --parts).
+  over the [K, D] state (benchmarks/layer_versions.py measures what such
+  changes save).
 * `jit_compile=True` compiles the E step (GEMM + argmax or logits, and the
   soft mean) with XLA: faster on this project's CPUs for large codebooks, but
   XLA compiles once per distinct input shape (see benchmarks/bottleneck.py).
@@ -461,8 +461,9 @@ def distortion_loss(x, quantized, score=None, weights=None):
   Given the E step's score_i = x_i . q_i - ||q_i||^2 / 2 (for one code, the
   winning score of `nearest_codes_and_scores`), the value is
   ||x_i - q_i||^2 = ||x_i||^2 - 2 score_i, so the forward pass only reads x
-  instead of writing x - q and reading it back. The expansion cancels in float32
-  (absolute error ~1e-7 ||x_i||^2 per row); the value is clamped at 0.
+  instead of writing x - q and reading it back. The expansion cancels in
+  float32 (absolute error ~1e-7 ||x_i||^2 per row); the value is clamped
+  at 0.
   Without a score the value is computed directly. Either way the gradient is
   that of the direct formula: 2 w_i (x_i - q_i) / (D sum_i w_i) to x and its
   negative to q.
@@ -720,8 +721,9 @@ class VectorQuantizer(_Bottleneck):
   mode only, where there is no EMA state (`ema_count` and `ema_means_sum` are
   None). The Laplace smoothing uses the per-block K (T2T used the total
   2^z_size). With the options on, `initialized` (scalar) and `steps_unused`
-  (count shape) are non-trainable float32 state too. The EMA starts at ema_count = initial_ema_count and
-  ema_means_sum = initial_ema_count * codebook (a consistent state: the
+  (count shape) are non-trainable float32 state too. The EMA starts at
+  ema_count = initial_ema_count and ema_means_sum = initial_ema_count *
+  codebook (a consistent state: the
   smoothed update leaves an unused code where it is, up to the Laplace factor;
   T2T instead starts its counts at 0, which scales unused codes by ~1/epsilon
   on the first step; initial_ema_count=0 gives Sonnet's behaviour, unused
