@@ -920,10 +920,10 @@ class VectorQuantizer(_Bottleneck):
     # E step (in hard modes, with the winning score for the loss).
     xb_e = tf.stop_gradient(xb)
     if self.mode == "soft_em":
-      if keep is not None:  # non-finite padding would make invalid draws
-        xb_e = tf.where(keep[tf.newaxis, :, tf.newaxis], xb_e, 0.0)
       logits = self._scores_fn(xb_e, codebook_e) * (2.0 / self.temperature)
-      idx = sample_codes(logits, s)  # [B, N, S]
+      # A row of non-finite logits (padding may hold any value) draws index
+      # K from tf.random.categorical: keep every index a valid code.
+      idx = tf.minimum(sample_codes(logits, s), k - 1)  # [B, N, S]
       q = self._mean_fn(codebook, idx)  # Eq. 11
       score = None
     else:
