@@ -16,11 +16,18 @@ codes; + the commitment loss; + the EMA statistics and metrics; the whole
 layer) and of the soft_em step (logits; + the draws; + the mean of the drawn
 codes; + loss; + statistics; the whole layer), each its own tf.function built
 from the module's functions, so the difference between rows is what a part
-adds. Usage:
+adds. With --sums, a table of the ways to form the M step's sums C^T x and
+the mean of the drawn codes C e (Eq. 11) from the draws' sparse matrix C
+(one draw per row and --num_samples draws per row): sparse segment
+reductions after a sort (tf.sparse.segment_sum / segment_mean), and CSR
+products: C^T x by scattering into the [K, D] output (C with transpose_a,
+faster at small K but its sums come out in a varying order from run to run)
+and with C^T sorted by code (what the layer uses), and C e. Usage:
 
   python benchmarks/bottleneck.py                 # the 3 default shapes
   python benchmarks/bottleneck.py --reps 9 --shapes 4096x512x4096
   python benchmarks/bottleneck.py --parts --shapes 256x512x6400
+  python benchmarks/bottleneck.py --sums --shapes 256x512x6400 2048x512x4096 4096x512x4096
 
 dm-sonnet is a benchmark-only dependency (benchmarks/requirements.txt); if it
 cannot be imported its columns say so and the rest is measured.
@@ -183,6 +190,40 @@ def _make_parts(k, d, num_samples):
           "whole layer (+ EMA update, assigns)": layer_step(soft)}}
 
 
+def _make_sums(k, d, n, num_samples):
+  """C^T x and C e of random draws, several ways: name -> tf.function(x)."""
+  codebook = tf.Variable(tf.random.normal([k, d]), trainable=False)
+  steps = {"GEMM": tf.function(lambda x: tf.matmul(x, codebook, transpose_b=True))}
+  for s in sorted({1, num_samples}):
+    draws = tf.random.uniform([1, n, s], 0, k, tf.int32)
+    codes = tf.reshape(draws, [-1])
+    rows = tf.repeat(tf.range(n), s)
+
+    def segment_sum(x, codes=codes, rows=rows):
+      perm = tf.argsort(codes)
+      return tf.sparse.segment_sum(x, tf.gather(rows, perm), tf.gather(codes, perm),
+                                   num_segments=k)
+
+    def scatter(x, draws=draws):
+      return tf.raw_ops.SparseMatrixMatMul(
+          a=discretization._draw_matrix(draws, k), b=x, transpose_a=True)  # pylint: disable=protected-access
+
+    def by_code(x, draws=draws):
+      return tf.raw_ops.SparseMatrixMatMul(
+          a=discretization._draw_matrix(draws, k, by_code=True), b=x)  # pylint: disable=protected-access
+
+    steps[(s, "segment_sum")] = tf.function(segment_sum)
+    steps[(s, "scatter")] = tf.function(scatter)
+    steps[(s, "by_code")] = tf.function(by_code)
+    if s > 1:
+      steps[(s, "segment_mean")] = tf.function(
+          lambda x, codes=codes, rows=rows: tf.sparse.segment_mean(
+              codebook, codes, rows, num_segments=n))
+      steps[(s, "csr_mean")] = tf.function(
+          lambda x, draws=draws: discretization.mean_of_codes(codebook[tf.newaxis], draws))
+  return steps
+
+
 def _first_elements(fn):
   """fn's outputs cut to their first elements outside fn (so outside its XLA
   cluster, if any), so that the clock does not include copying results such
@@ -217,6 +258,8 @@ def main(argv=None):
   parser.add_argument("--num_samples", type=int, default=10)
   parser.add_argument("--parts", action="store_true",
                       help="also time growing prefixes of the hard_em step")
+  parser.add_argument("--sums", action="store_true",
+                      help="also time the ways to form the M step's sums and Eq. 11's mean")
   parser.add_argument(
       "--shapes", nargs="*", default=None,
       help="KxDxN triples, e.g. 4096x512x4096 (default: the paper-scale 3)")
@@ -276,6 +319,21 @@ def main(argv=None):
           print(f"| {name} | {value:.1f} | {value / t[(mode, 'GEMM')]:.2f} | "
                 f"{added} |")
           previous = value
+  if args.sums:
+    print("\nThe M step's sums C^T x and the mean of the drawn codes C e (Eq. 11), "
+          "plain TF graph, median ms\n")
+    print("| K | D | N | draws per row | GEMM | C^T x: segment sum | CSR scatter | "
+          "CSR by code (used) | C e: segment mean | CSR (used) |")
+    print("|" + "---|" * 10)
+    for k, d, n in shapes:
+      t = _measure(_make_sums(k, d, n, args.num_samples), d, n, args.reps)
+      for s in sorted({1, args.num_samples}):
+        mean = (f"{t[(s, 'segment_mean')]:.1f} | {t[(s, 'csr_mean')]:.1f}" if s > 1
+                else "- | -")
+        print(f"| {k} | {d} | {n} | {s} | {t['GEMM']:.1f} | "
+              f"{t[(s, 'segment_sum')]:.1f} | {t[(s, 'scatter')]:.1f} | "
+              f"{t[(s, 'by_code')]:.1f} | {mean} |")
+
 
 if __name__ == "__main__":
   main()

@@ -412,6 +412,26 @@ def test_masked_loss_and_gradient_in_graph(rng, mode, num_blocks):
   np.testing.assert_allclose(g_x.numpy(), g_expected, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.parametrize("num_samples", [1, 4])
+def test_cluster_statistics_match_numpy_and_repeat_exactly(rng, num_samples):
+  """Counts and sums per block with padding; a second call is bit-identical."""
+  b, n, d, k = 2, 40, 3, 7
+  x = rng.standard_normal((b, n, d)).astype(np.float32)
+  idx = rng.integers(0, k, (b, n, num_samples)).astype(np.int32)
+  keep = rng.random(n) < 0.7
+  x[:, ~keep] = np.nan  # padding must not leak
+  counts, sums = disc.cluster_statistics(tf.constant(x), tf.constant(idx), k,
+                                         tf.constant(keep))
+  for block in range(b):
+    c, sm = np_stats(x[block][keep], idx[block][keep], k)
+    np.testing.assert_allclose(counts.numpy()[block], c, rtol=1e-6)
+    np.testing.assert_allclose(sums.numpy()[block], sm, rtol=1e-5, atol=1e-6)
+  for _ in range(20):  # a multithreaded scatter would add in varying order
+    again = disc.cluster_statistics(tf.constant(x), tf.constant(idx), k,
+                                    tf.constant(keep))[1]
+    np.testing.assert_array_equal(again.numpy(), sums.numpy())
+
+
 def test_mask_soft_em_statistics(rng):
   tf.random.set_seed(4)
   k, dim, s = 5, 3, 4

@@ -46,9 +46,10 @@ Implementation notes
   of the soft E step (softmax is invariant to a per-row shift), so the row
   norms ||x||^2 are added only where real distances are wanted
   (`squared_distances`, clamped at 0).
-* The EMA sums come from one sort of the chosen indices and
-  `tf.sparse.segment_sum`, the counts from `tf.math.unsorted_segment_sum`; the
-  soft E step's mean of m codes from `tf.sparse.segment_mean`: no [N, K]
+* The draws (one per position in hard EM, m in soft EM) form a sparse CSR
+  matrix C [N, K] of 1/m weights (`_draw_matrix`): the EMA sums are C^T x
+  and the soft E step's mean of m codes (Eq. 11) is C e, both products of
+  tf.raw_ops.SparseMatrixMatMul; the counts are a segment sum. No [N, K]
   one-hot matmul, no [N, S, D] gather. The straight-through output is a
   custom-gradient identity (forward value exactly z_q, no extra passes), and
   the hard modes' commitment loss reads x once instead of writing x - z_q
@@ -289,17 +290,36 @@ def code_histogram(indices, codebook_size, weights=None):
   return tf.reshape(counts, [num_blocks, codebook_size])
 
 
-def _sorted_segment_sum(data, rows, segments, num_segments):
-  """out[s] = sum over t with segments[t] == s of data[rows[t]].
+def _draw_matrix(indices, codebook_size, keep=None, by_code=False):
+  """The draws [B, N, S] as a sparse CSR matrix C [B * N, B * K] of 1/S weights.
 
-  One sort of the segment ids, then tf.sparse.segment_sum, which gathers and
-  adds in one multithreaded pass (much faster on CPU than
-  tf.math.unsorted_segment_sum, and it never materialises data[rows]).
+  Row b * N + i holds 1/S at column b * K + z_i^l for every draw l (repeated
+  draws add up), so C @ codebook is the mean of the drawn codes (Eq. 11) and
+  C^T @ x the M step's sums. Rows not kept are empty. With by_code, C^T
+  itself (its entries sorted by code): the M step multiplies it rather than
+  C with transpose_a=True, which on CPU is faster at small K but sums in a
+  varying order from run to run. On CPU the CSR products are faster than
+  sparse segment reductions over the draws (benchmarks/bottleneck.py
+  --sums), and never form the [N, K] one-hot.
   """
-  perm = tf.argsort(segments)
-  return tf.sparse.segment_sum(
-      data, tf.gather(rows, perm), tf.gather(segments, perm),
-      num_segments=num_segments)
+  num_blocks, num_samples = indices.shape[0], indices.shape[-1]
+  n = tf.shape(indices)[1]
+  codes = tf.reshape(_block_segments(indices, codebook_size), [-1])
+  positions = tf.repeat(tf.range(num_blocks * n), num_samples)  # in order
+  if keep is not None:
+    kept = tf.repeat(tf.tile(keep, [num_blocks]), num_samples)
+    codes = tf.boolean_mask(codes, kept)
+    positions = tf.boolean_mask(positions, kept)
+  rows, cols = positions, codes
+  shape = [num_blocks * n, num_blocks * codebook_size]
+  if by_code:
+    perm = tf.argsort(codes)
+    rows, cols = tf.gather(codes, perm), tf.gather(positions, perm)
+    shape = shape[::-1]
+  return tf.raw_ops.SparseTensorToCSRSparseMatrix(
+      indices=tf.cast(tf.stack([rows, cols], axis=1), tf.int64),
+      values=tf.fill(tf.shape(rows), 1.0 / num_samples),
+      dense_shape=tf.cast(tf.stack(shape), tf.int64))
 
 
 def cluster_statistics(x, indices, codebook_size, keep=None):
@@ -308,9 +328,10 @@ def cluster_statistics(x, indices, codebook_size, keep=None):
   counts[b, j] = sum_{i kept} 1 / S * #{l : z_i^l = j}
   sums[b, j]   = sum_{i kept} 1 / S * #{l : z_i^l = j} * x_i
   With S = 1 these are the hard counts and sums of Eq. 8; with S samples they
-  are the fractional counts of the Monte-Carlo M step. Computed with segment
-  sums over the drawn indices (no [N, K] one-hot, no [N, S, d] copy); padding
-  rows go to one extra segment that is dropped, so x is never rescaled.
+  are the fractional counts of the Monte-Carlo M step. The counts are a
+  segment sum over the draws, the sums the product C^T x with the draws'
+  sparse matrix (`_draw_matrix`): no [N, K] one-hot, no [N, S, d] copy, and
+  padding rows are left out, never rescaled.
 
   Args:
     x: float32 [B, N, d].
@@ -326,31 +347,22 @@ def cluster_statistics(x, indices, codebook_size, keep=None):
   dim = x.shape[-1]
   segments = _block_segments(indices, codebook_size)  # [B, N, S]
   num_segments = num_blocks * codebook_size
-  kept_segments = num_segments
   if keep is not None:  # padding -> one more segment, dropped below
     segments = tf.where(keep[tf.newaxis, :, tf.newaxis], segments,
                         num_segments)
-    num_segments += 1
-  flat_segments = tf.reshape(segments, [-1])  # draw (b * N + i) * S + l
   counts = tf.math.unsorted_segment_sum(
-      tf.fill(tf.shape(flat_segments), 1.0 / num_samples), flat_segments,
-      num_segments)
-  x_flat = tf.reshape(x, [-1, dim])  # row b * N + i
-  rows = tf.range(tf.shape(x_flat)[0])
-  if num_samples != 1:
-    rows = tf.repeat(rows, num_samples)
-  sums = _sorted_segment_sum(x_flat, rows, flat_segments, num_segments)
-  if keep is not None:
-    counts, sums = counts[:kept_segments], sums[:kept_segments]
-  if num_samples != 1:
-    sums = sums / num_samples
+      tf.fill(tf.shape(segments), 1.0 / num_samples),
+      segments, num_segments + 1)[:num_segments]
+  sums = tf.raw_ops.SparseMatrixMatMul(  # C^T x, deterministic
+      a=_draw_matrix(indices, codebook_size, keep, by_code=True),
+      b=tf.reshape(x, [-1, dim]))  # x row b * N + i
   return (tf.reshape(counts, [num_blocks, codebook_size]),
           tf.reshape(sums, [num_blocks, codebook_size, dim]))
 
 
 def _gather_mean_of_codes(codebook, indices):
   """Eq. 11 as gather + mean: forms [B, N, S, d] unless XLA fuses it (it does,
-  under jit_compile, and is then much faster than the sparse segment mean)."""
+  under jit_compile, where the CSR product of `mean_of_codes` cannot run)."""
   return tf.reduce_mean(tf.gather(codebook, indices, batch_dims=1), axis=2)
 
 
@@ -370,13 +382,9 @@ def mean_of_codes(codebook, indices):
     if num_blocks == 1:
       return tf.gather(codebook[0], indices[0, :, 0])[tf.newaxis]
     return tf.gather(codebook, indices[..., 0], batch_dims=1)
-  segments = tf.reshape(_block_segments(indices, k), [-1])
-  n = tf.shape(indices)[1]
-  rows = tf.repeat(tf.range(num_blocks * n), num_samples)  # sorted
-  mean = tf.sparse.segment_mean(
-      tf.reshape(codebook, [num_blocks * k, dim]), segments, rows,
-      num_segments=num_blocks * n)
-  return tf.reshape(mean, [num_blocks, n, dim])
+  mean = tf.raw_ops.SparseMatrixMatMul(
+      a=_draw_matrix(indices, k), b=tf.reshape(codebook, [num_blocks * k, dim]))
+  return tf.reshape(mean, [num_blocks, -1, dim])
 
 
 def ema_update(ema_count, ema_means_sum, batch_count, batch_sum, decay,
