@@ -237,7 +237,10 @@ def _sync(result):
     t.numpy()
 
 
-def _measure(steps, d, n, reps):
+def measure(steps, d, n, reps):
+  """Median ms of each step of {name: fn(x)} on one random [n, d] batch,
+  interleaved, outputs cut to their first elements (also used by
+  layer_versions.py)."""
   steps = {name: _first_elements(step) for name, step in steps.items()}
   x = tf.random.normal([n, d])
   for step in steps.values():  # trace, compile, warm up
@@ -277,7 +280,7 @@ def main(argv=None):
     print(f"dm-sonnet {sonnet.__version__}")
   rows = []
   for k, d, n in shapes:
-    rows.append(((k, d, n), _measure(_make_steps(k, d, args.num_samples, snt),
+    rows.append(((k, d, n), measure(_make_steps(k, d, args.num_samples, snt),
                                      d, n, args.reps)))
     print(f"measured K={k} D={d} N={n}", file=sys.stderr, flush=True)
 
@@ -305,7 +308,7 @@ def main(argv=None):
   if args.parts:
     for k, d, n in shapes:
       parts = _make_parts(k, d, args.num_samples)
-      t = _measure({(mode, name): fn for mode, fns in parts.items()
+      t = measure({(mode, name): fn for mode, fns in parts.items()
                     for name, fn in fns.items()}, d, n, args.reps)
       for mode, fns in parts.items():
         print(f"\nParts of the {mode} step, K={k} D={d} N={n}, plain TF "
@@ -326,7 +329,7 @@ def main(argv=None):
           "CSR by code (used) | C e: segment mean | CSR (used) |")
     print("|" + "---|" * 10)
     for k, d, n in shapes:
-      t = _measure(_make_sums(k, d, n, args.num_samples), d, n, args.reps)
+      t = measure(_make_sums(k, d, n, args.num_samples), d, n, args.reps)
       for s in sorted({1, args.num_samples}):
         mean = (f"{t[(s, 'segment_mean')]:.1f} | {t[(s, 'csr_mean')]:.1f}" if s > 1
                 else "- | -")

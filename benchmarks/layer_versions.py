@@ -15,15 +15,15 @@ Prints median ms and the ratio to the GEMM. Usage:
 import argparse
 import importlib.util
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
+
+from bottleneck import measure  # noqa: E402  (this folder is on the path)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULE = "t2t_vqem/layers/discretization.py"
@@ -59,7 +59,6 @@ def main(argv=None):
     versions = {args.base: _module_at(args.base, tmp),
                 "working tree": _load("discretization_now", os.path.join(ROOT, MODULE))}
     codebook = tf.Variable(tf.random.normal([k, d]))
-    x = tf.random.normal([n, d])
     mask = (tf.random.uniform([n]) >= args.mask_fraction) if args.mask_fraction else None
     steps = {"GEMM": lambda v: tf.matmul(v, codebook, transpose_b=True)}
     for mode in ("hard_em", "soft_em"):
@@ -71,19 +70,7 @@ def main(argv=None):
           out = layer(v, training=True, mask=mask)
           return out.quantized, out.loss, out.perplexity
         steps[f"{mode}, {version}"] = step
-    steps = {name: tf.function(lambda v, f=f: [tf.reshape(t, [-1])[0]
-                                               for t in tf.nest.flatten(f(v))])
-             for name, f in steps.items()}
-    for step in steps.values():
-      for _ in range(2):
-        [t.numpy() for t in step(x)]
-    times = {name: [] for name in steps}
-    for _ in range(args.reps):
-      for name, step in steps.items():
-        start = time.perf_counter()
-        [t.numpy() for t in step(x)]
-        times[name].append(time.perf_counter() - start)
-  median = {name: statistics.median(v) * 1e3 for name, v in times.items()}
+    median = measure(steps, d, n, args.reps)  # traces while the files exist
   print(f"K={k} D={d} N={n}, mask_fraction={args.mask_fraction}, reps={args.reps}, "
         f"soft_em num_samples={args.num_samples}; median ms of one training step\n")
   print("| step | ms | / GEMM |\n|---|---|---|")

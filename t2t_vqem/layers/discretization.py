@@ -328,10 +328,10 @@ def cluster_statistics(x, indices, codebook_size, keep=None):
   counts[b, j] = sum_{i kept} 1 / S * #{l : z_i^l = j}
   sums[b, j]   = sum_{i kept} 1 / S * #{l : z_i^l = j} * x_i
   With S = 1 these are the hard counts and sums of Eq. 8; with S samples they
-  are the fractional counts of the Monte-Carlo M step. The counts are a
-  segment sum over the draws, the sums the product C^T x with the draws'
-  sparse matrix (`_draw_matrix`): no [N, K] one-hot, no [N, S, d] copy, and
-  padding rows are left out, never rescaled.
+  are the fractional counts of the Monte-Carlo M step. The counts are
+  `code_histogram`, the sums the product C^T x with the draws' sparse matrix
+  (`_draw_matrix`): no [N, K] one-hot, no [N, S, d] copy, and padding rows
+  are left out, never rescaled.
 
   Args:
     x: float32 [B, N, d].
@@ -343,21 +343,13 @@ def cluster_statistics(x, indices, codebook_size, keep=None):
   Returns:
     counts float32 [B, K], sums float32 [B, K, d].
   """
-  num_blocks, num_samples = x.shape[0], indices.shape[-1]
-  dim = x.shape[-1]
-  segments = _block_segments(indices, codebook_size)  # [B, N, S]
-  num_segments = num_blocks * codebook_size
-  if keep is not None:  # padding -> one more segment, dropped below
-    segments = tf.where(keep[tf.newaxis, :, tf.newaxis], segments,
-                        num_segments)
-  counts = tf.math.unsorted_segment_sum(
-      tf.fill(tf.shape(segments), 1.0 / num_samples),
-      segments, num_segments + 1)[:num_segments]
+  num_blocks, dim = x.shape[0], x.shape[-1]
+  counts = code_histogram(
+      indices, codebook_size, None if keep is None else tf.cast(keep, tf.float32))
   sums = tf.raw_ops.SparseMatrixMatMul(  # C^T x, deterministic
       a=_draw_matrix(indices, codebook_size, keep, by_code=True),
       b=tf.reshape(x, [-1, dim]))  # x row b * N + i
-  return (tf.reshape(counts, [num_blocks, codebook_size]),
-          tf.reshape(sums, [num_blocks, codebook_size, dim]))
+  return counts, tf.reshape(sums, [num_blocks, codebook_size, dim])
 
 
 def _gather_mean_of_codes(codebook, indices):
