@@ -81,6 +81,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from t2t_vqem.layers import vq_kernel
+
 MODES = ("hard_em", "soft_em", "vq")
 
 
@@ -455,7 +457,7 @@ def straight_through(x, quantized):
   return _straight_through_op(x, tf.cast(quantized, x.dtype))
 
 
-def distortion_loss(x, quantized, score=None, weights=None):
+def distortion_loss(x, quantized, score=None, weights=None, rows=None):
   """Mean over kept positions and features of ||x_i - q_i||^2.
 
   Given the E step's score_i = x_i . q_i - ||q_i||^2 / 2 (for one code, the
@@ -464,7 +466,9 @@ def distortion_loss(x, quantized, score=None, weights=None):
   instead of writing x - q and reading it back. The expansion cancels in
   float32 (absolute error ~1e-7 ||x_i||^2 per row); the value is clamped
   at 0.
-  Without a score the value is computed directly. Either way the gradient is
+  Given `rows`, the per-row values already computed (the fused kernel's),
+  they are summed. Otherwise the value is computed directly. Either way the
+  gradient is
   that of the direct formula: 2 w_i (x_i - q_i) / (D sum_i w_i) to x and its
   negative to q.
 
@@ -474,22 +478,27 @@ def distortion_loss(x, quantized, score=None, weights=None):
     score: optional float32 [N], x_i . q_i - ||q_i||^2 / 2.
     weights: optional float32 [N] (0 for padding; padding rows may hold
       non-finite values).
+    rows: optional float32 [N], ||x_i - q_i||^2 (finite where weights > 0).
 
   Returns:
     float32 scalar (0 when every row is padding).
   """
 
   def value(x, quantized):
-    if score is None:
+    if rows is not None:
+      if weights is None:
+        return tf.reduce_sum(rows)
+      per_row = rows
+    elif score is None:
       if weights is None:  # l2_loss reduces in the same pass that squares
         return 2.0 * tf.nn.l2_loss(x - quantized)
-      rows = tf.reduce_sum(tf.math.squared_difference(x, quantized), -1)
+      per_row = tf.reduce_sum(tf.math.squared_difference(x, quantized), -1)
     elif weights is None:
       return tf.maximum(2.0 * (tf.nn.l2_loss(x) - tf.reduce_sum(score)), 0.0)
     else:  # reduce_euclidean_norm: one read of x, no [N, D] temporary
       norms = tf.math.reduce_euclidean_norm(x, axis=-1)
-      rows = tf.maximum(tf.square(norms) - 2.0 * score, 0.0)
-    return tf.reduce_sum(tf.where(weights > 0.0, rows * weights, 0.0))
+      per_row = tf.maximum(tf.square(norms) - 2.0 * score, 0.0)
+    return tf.reduce_sum(tf.where(weights > 0.0, per_row * weights, 0.0))
 
   @tf.custom_gradient
   def loss(x, quantized):
@@ -510,13 +519,13 @@ def distortion_loss(x, quantized, score=None, weights=None):
   return loss(x, quantized)
 
 
-def commitment_loss(x, quantized, score=None, weights=None):
+def commitment_loss(x, quantized, score=None, weights=None, rows=None):
   """Commitment term of Eq. 2: mean ||z_e - sg(z_q)||^2 (squared, as in T2T).
 
   Averaged over the kept positions and the feature dimension; the gradient
-  reaches x only. `score` as in `distortion_loss`.
+  reaches x only. `score` and `rows` as in `distortion_loss`.
   """
-  return distortion_loss(x, tf.stop_gradient(quantized), score, weights)
+  return distortion_loss(x, tf.stop_gradient(quantized), score, weights, rows)
 
 
 def codebook_loss(x, quantized, score=None, weights=None):
@@ -754,6 +763,13 @@ class VectorQuantizer(_Bottleneck):
     jit_compile: compile the E step (distance GEMM + argmax / logits, and the
       soft mean of Eq. 11) with XLA. Faster on this project's CPUs for large
       codebooks; compiles once per distinct input shape.
+    fused_kernel: None (default): in hard_em and soft_em training steps on
+      CPU, everything after the distance GEMM (E step, Eq. 11, distortion,
+      M-step statistics) runs in one compiled kernel (vq_kernel.py) when it
+      builds; its soft E step draws by inverse CDF from float32
+      probabilities instead of tf.random.categorical. False: TensorFlow ops
+      only. Never used with jit_compile, in "vq" mode or outside training
+      (exported graphs hold no custom op).
   """
 
   def __init__(self,
@@ -771,6 +787,7 @@ class VectorQuantizer(_Bottleneck):
                dead_code_restart_steps=0,
                codebook_initializer="variance_scaling",
                jit_compile=False,
+               fused_kernel=None,
                **kwargs):
     super().__init__(embedding_dim=embedding_dim, **kwargs)
     _check_positive_int("codebook_size", codebook_size, 2,
@@ -816,6 +833,11 @@ class VectorQuantizer(_Bottleneck):
         codebook_initializer if codebook_initializer != "variance_scaling"
         else keras.initializers.VarianceScaling(distribution="uniform"))
     self.jit_compile = bool(jit_compile)
+    if fused_kernel not in (None, False):
+      raise ValueError(f"fused_kernel={fused_kernel!r} is not accepted; "
+                       "expected None (use it where it runs) or False.")
+    self._requested_fused_kernel = fused_kernel
+    self.fused_kernel = fused_kernel  # resolved at the first training call
     # The M step's ~10 elementwise passes over [K, D] fuse into one under
     # XLA; its shapes are fixed, so it compiles once per layer.
     self._ema_fn = tf.function(self._ema_values, jit_compile=True)
@@ -919,13 +941,16 @@ class VectorQuantizer(_Bottleneck):
 
     # E step (in hard modes, with the winning score for the loss).
     xb_e = tf.stop_gradient(xb)
-    if self.mode == "soft_em":
+    rows = score = None
+    fused = training and self._fused()
+    if fused:  # E step, Eq. 11, distortion and statistics in one kernel
+      idx, q, rows, counts, sums = self._fused_step(xb_e, codebook_e, keep)
+    elif self.mode == "soft_em":
       logits = self._scores_fn(xb_e, codebook_e) * (2.0 / self.temperature)
       # A row of non-finite logits (padding may hold any value) draws index
       # K from tf.random.categorical: keep every index a valid code.
       idx = tf.minimum(sample_codes(logits, s), k - 1)  # [B, N, S]
       q = self._mean_fn(codebook, idx)  # Eq. 11
-      score = None
     else:
       idx, score = self._nearest_fn(xb_e, codebook_e)  # [B, N]
       idx = idx[..., tf.newaxis]
@@ -938,7 +963,7 @@ class VectorQuantizer(_Bottleneck):
     else:
       q_flat = tf.reshape(tf.transpose(q, [1, 0, 2]), [-1, self.embedding_dim])
 
-    loss = self.beta * commitment_loss(x32, q_flat, score, weights)
+    loss = self.beta * commitment_loss(x32, q_flat, score, weights, rows)
     if self.mode == "vq":
       loss = loss + codebook_loss(x32, q_flat, score, weights)
 
@@ -948,7 +973,9 @@ class VectorQuantizer(_Bottleneck):
     # Statistics (M step) and metrics.
     xb_stats = tf.stop_gradient(xb)
     need_sums = training and self.mode != "vq"
-    if need_sums:
+    if fused:
+      counts, sums = _all_reduce_sum(ctx, [counts, sums])
+    elif need_sums:
       counts, sums = cluster_statistics(xb_stats, idx, k, keep)
       counts, sums = _all_reduce_sum(ctx, [counts, sums])
     else:
@@ -976,6 +1003,32 @@ class VectorQuantizer(_Bottleneck):
     return BottleneckOutput(
         quantized=quantized, indices=idx_out, soft_targets=soft,
         loss=loss, perplexity=perplexity, usage=usage)
+
+  def _fused(self):
+    """Whether training steps use the fused CPU kernel (vq_kernel.cc)."""
+    if self.fused_kernel is None:
+      self.fused_kernel = (
+          self.mode != "vq" and not self.jit_compile and
+          not tf.config.list_physical_devices("GPU") and vq_kernel.available())
+    return self.fused_kernel
+
+  def _fused_step(self, xb, codebook, keep):
+    """E step, Eq. 11, row distortions and M-step statistics of xb [B, N, d]
+    by the fused kernel, block by block: (indices [B, N, S], q [B, N, d],
+    distortion summed over blocks [N], counts [B, K], sums [B, K, d])."""
+    n = tf.shape(xb)[1]
+    if keep is None:
+      keep = tf.ones([n], tf.bool)
+    draws = self.num_samples if self.mode == "soft_em" else 0
+    outs = []
+    for blk in range(self.num_blocks):
+      e = codebook[blk]
+      outs.append(vq_kernel.quantize_rows(
+          tf.matmul(xb[blk], e, transpose_b=True),
+          0.5 * tf.reduce_sum(tf.square(e), axis=-1), xb[blk], e, keep,
+          tf.random.uniform([n, draws]), scale=2.0 / self.temperature))
+    idx, q, rows, counts, sums = (tf.stack(t) for t in zip(*outs))
+    return idx, q, tf.reduce_sum(rows, axis=0), counts, sums
 
   # -- updates ---------------------------------------------------------------
 
@@ -1062,7 +1115,8 @@ class VectorQuantizer(_Bottleneck):
         dead_code_restart_steps=self.dead_code_restart_steps,
         codebook_initializer=keras.initializers.serialize(
             self.codebook_initializer),
-        jit_compile=self.jit_compile)
+        jit_compile=self.jit_compile,
+        fused_kernel=self._requested_fused_kernel)
     return config
 
 
