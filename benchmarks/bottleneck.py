@@ -2,12 +2,16 @@
 
 Compares, for each (K, D, N) = (codebook size, dimension, positions):
   * t2t_vqem VectorQuantizer, mode="hard_em": E step + straight-through output
-    + commitment loss + perplexity + EMA M step (assigns), in a tf.function;
-  * the same layer with jit_compile=True (the E step compiled with XLA);
+    + commitment loss + perplexity + EMA M step (assigns), in a tf.function,
+    as it runs by default: after the distance GEMM, one fused CPU kernel
+    (t2t_vqem/layers/vq_kernel.cc) where it builds;
+  * the same layer with TensorFlow ops only (fused_kernel=False);
+  * the same layer with jit_compile=True (TF ops, the E step compiled with XLA);
   * Sonnet 2's snt.nets.VectorQuantizerEMA, same outputs, in a tf.function;
   * the bare distance GEMM x @ codebook^T alone (plain tf.function), the floor
     any exact nearest-neighbour search pays;
-  * VectorQuantizer mode="soft_em" with --num_samples draws (default 10).
+  * VectorQuantizer mode="soft_em" with --num_samples draws (default 10), in
+    the same three ways.
 
 Functions are called in interleaved order, repetition after repetition, and
 the table shows median wall times and ratios. With --parts, two more tables
@@ -15,8 +19,11 @@ time growing prefixes of the hard_em step (E step; + the gather of the chosen
 codes; + the commitment loss; + the EMA statistics and metrics; the whole
 layer) and of the soft_em step (logits; + the draws; + the mean of the drawn
 codes; + loss; + statistics; the whole layer), each its own tf.function built
-from the module's functions, so the difference between rows is what a part
-adds. With --sums, a table of the ways to form the M step's sums C^T x and
+from the module's TF-op functions, so the difference between rows is what a
+part adds; then the GEMM + the fused kernel alone, and the whole default
+layer. It also prints how many distinct codes a row's soft-EM draws hold
+at the initial codebook (the fused kernel's Eq. 11 and sums cost grows with
+it). With --sums, a table of the ways to form the M step's sums C^T x and
 the mean of the drawn codes C e (Eq. 11) from the draws' sparse matrix C
 (one draw per row and --num_samples draws per row): sparse segment
 reductions after a sort (tf.sparse.segment_sum / segment_mean), and CSR
@@ -42,10 +49,12 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from t2t_vqem.layers import discretization  # noqa: E402
+from t2t_vqem.layers import vq_kernel  # noqa: E402
 
 DEFAULT_SHAPES = ((4096, 512, 4096), (16384, 512, 4096), (256, 512, 6400))
 
@@ -61,27 +70,22 @@ def _import_sonnet():
 def _make_steps(k, d, num_samples, snt):
   """name -> tf.function(x) of one step."""
   steps = {}
-  hard = discretization.VectorQuantizer(k, mode="hard_em", embedding_dim=d)
-  hard_jit = discretization.VectorQuantizer(
-      k, mode="hard_em", embedding_dim=d, jit_compile=True)
-  soft = discretization.VectorQuantizer(
-      k, mode="soft_em", num_samples=num_samples, embedding_dim=d)
-  soft_jit = discretization.VectorQuantizer(
-      k, mode="soft_em", num_samples=num_samples, embedding_dim=d,
-      jit_compile=True)
   codebook = tf.Variable(tf.random.normal([k, d]), trainable=False)
 
-  def ours(layer):
+  def ours(mode, **kwargs):
+    layer = discretization.VectorQuantizer(
+        k, mode=mode, num_samples=num_samples, embedding_dim=d, **kwargs)
+
     @tf.function
     def step(x):
       out = layer(x, training=True)
       return out.quantized, out.loss, out.perplexity
     return step
 
-  steps["ours"] = ours(hard)
-  steps["ours_xla"] = ours(hard_jit)
-  steps["soft"] = ours(soft)
-  steps["soft_xla"] = ours(soft_jit)
+  for name, mode in (("ours", "hard_em"), ("soft", "soft_em")):
+    steps[name] = ours(mode)  # the default: the fused kernel where it builds
+    steps[name + "_ops"] = ours(mode, fused_kernel=False)
+    steps[name + "_xla"] = ours(mode, jit_compile=True)
 
   @tf.function
   def gemm(x):
@@ -123,9 +127,6 @@ def _make_parts(k, d, num_samples):
   Returns {"hard_em": {name: tf.function(x)}, "soft_em": {...}}, each starting
   with the bare GEMM.
   """
-  hard = discretization.VectorQuantizer(k, mode="hard_em", embedding_dim=d)
-  soft = discretization.VectorQuantizer(
-      k, mode="soft_em", num_samples=num_samples, embedding_dim=d)
   codebook = tf.Variable(tf.random.normal([k, d]), trainable=False)
   cb = codebook[tf.newaxis]
 
@@ -165,10 +166,25 @@ def _make_parts(k, d, num_samples):
     counts, sums = discretization.cluster_statistics(x[tf.newaxis], idx, k)
     return q, loss, discretization.perplexity_and_usage(counts)[0], sums
 
-  def layer_step(layer):
+  def layer_step(mode, **kwargs):
+    layer = discretization.VectorQuantizer(
+        k, mode=mode, num_samples=num_samples, embedding_dim=d, **kwargs)
+
     def step(x):
       out = layer(x, training=True)
       return out.quantized, out.loss, out.perplexity
+    return tf.function(step)
+
+  def fused(draws):
+    def step(x):
+      e = tf.convert_to_tensor(codebook)
+      idx, q, rows, counts, sums = vq_kernel.quantize_rows(
+          tf.matmul(x, e, transpose_b=True),
+          0.5 * tf.reduce_sum(tf.square(e), -1), x, e,
+          tf.ones([tf.shape(x)[0]], tf.bool),
+          tf.random.uniform([tf.shape(x)[0], draws]))
+      loss = discretization.commitment_loss(x, q, rows=rows)
+      return idx, q, loss, discretization.perplexity_and_usage(counts[None])[0], sums
     return tf.function(step)
 
   gemm = tf.function(lambda x: tf.matmul(x, codebook, transpose_b=True))
@@ -179,7 +195,10 @@ def _make_parts(k, d, num_samples):
           "+ gather of the chosen codes": tf.function(gathered),
           "+ commitment loss": tf.function(with_loss),
           "+ EMA statistics, perplexity": tf.function(with_stats),
-          "whole layer (+ EMA update, assigns)": layer_step(hard)},
+          "whole layer, TF ops (+ EMA update, assigns)": layer_step(
+              "hard_em", fused_kernel=False),
+          "GEMM + fused kernel (E step, gather, loss, statistics)": fused(0),
+          "whole layer, fused kernel (the default)": layer_step("hard_em")},
       "soft_em": {
           "GEMM": gemm,
           "E step logits (GEMM, bias, scale)": tf.function(soft_logits),
@@ -187,7 +206,11 @@ def _make_parts(k, d, num_samples):
           "+ mean of the drawn codes (Eq. 11)": tf.function(soft_mean),
           "+ commitment loss": tf.function(soft_loss),
           "+ EMA statistics (fractional), perplexity": tf.function(soft_stats),
-          "whole layer (+ EMA update, assigns)": layer_step(soft)}}
+          "whole layer, TF ops (+ EMA update, assigns)": layer_step(
+              "soft_em", fused_kernel=False),
+          "GEMM + fused kernel (draws, Eq. 11, loss, statistics)": fused(
+              num_samples),
+          "whole layer, fused kernel (the default)": layer_step("soft_em")}}
 
 
 def _make_sums(k, d, n, num_samples):
@@ -222,6 +245,15 @@ def _make_sums(k, d, n, num_samples):
       steps[(s, "csr_mean")] = tf.function(
           lambda x, draws=draws: discretization.mean_of_codes(codebook[tf.newaxis], draws))
   return steps
+
+
+def _distinct_codes(k, d, n, num_samples):
+  """Mean number of distinct codes among a row's draws, one training step
+  of a fresh soft_em layer on the benchmark's random batch."""
+  layer = discretization.VectorQuantizer(
+      k, mode="soft_em", num_samples=num_samples, embedding_dim=d)
+  idx = np.sort(layer(tf.random.normal([n, d]), training=True).indices.numpy(), -1)
+  return float(np.mean(1 + np.sum(idx[:, 1:] != idx[:, :-1], -1)))
 
 
 def _first_elements(fn):
@@ -290,20 +322,31 @@ def main(argv=None):
   def ratio(t, a, b):
     return f"{t[a] / t[b]:.2f}" if a in t and b in t else "n/a"
 
-  for title, sfx in (("Plain TF graph (tf.function)", ""),
-                     ("XLA (ours: jit_compile=True; GEMM and Sonnet: "
-                      "tf.function(jit_compile=True))", "_xla")):
+  kernel = ("the fused kernel" if vq_kernel.available() else
+            "NOT the fused kernel, which is unavailable here")
+  for title, sfx, ref in (
+      (f"Plain TF graph (tf.function), the default step ({kernel})", "", ""),
+      ("Plain TF graph, TensorFlow ops only (fused_kernel=False)", "_ops", ""),
+      ("XLA (ours: jit_compile=True, TF ops; GEMM and Sonnet: "
+       "tf.function(jit_compile=True))", "_xla", "_xla")):
     print(f"\n{title}, median ms of one training step\n")
     print("| K | D | N | GEMM | hard_em (ours) | ours / GEMM | Sonnet EMA | "
           "Sonnet / ours | soft_em x" + str(args.num_samples) +
           " | soft / hard |")
     print("|" + "---|" * 10)
     for (k, d, n), t in rows:
-      print(f"| {k} | {d} | {n} | {ms(t, 'gemm' + sfx)} | "
-            f"{ms(t, 'ours' + sfx)} | {ratio(t, 'ours' + sfx, 'gemm' + sfx)} | "
-            f"{ms(t, 'sonnet' + sfx)} | "
-            f"{ratio(t, 'sonnet' + sfx, 'ours' + sfx)} | "
+      print(f"| {k} | {d} | {n} | {ms(t, 'gemm' + ref)} | "
+            f"{ms(t, 'ours' + sfx)} | {ratio(t, 'ours' + sfx, 'gemm' + ref)} | "
+            f"{ms(t, 'sonnet' + ref)} | "
+            f"{ratio(t, 'sonnet' + ref, 'ours' + sfx)} | "
             f"{ms(t, 'soft' + sfx)} | {ratio(t, 'soft' + sfx, 'ours' + sfx)} |")
+  print("\nHow spread the soft E step's posterior is at the initial codebook "
+        "(the cost of Eq. 11 and of the sums grows with the distinct codes "
+        "among a row's draws):\n")
+  print("| K | D | N | distinct codes per row, of " + str(args.num_samples) +
+        " draws |\n|---|---|---|---|")
+  for k, d, n in shapes:
+    print(f"| {k} | {d} | {n} | {_distinct_codes(k, d, n, args.num_samples):.2f} |")
 
   if args.parts:
     for k, d, n in shapes:

@@ -13,6 +13,7 @@ import tensorflow as tf
 import keras
 
 from t2t_vqem.layers import discretization as disc
+from t2t_vqem.layers import vq_kernel
 
 
 # ----------------------------------------------------------------------------
@@ -83,11 +84,23 @@ def rng():
   return np.random.default_rng(0)
 
 
+@pytest.fixture(params=["fused_kernel", "tf_ops"])
+def step_path(request, monkeypatch):
+  """Runs a test twice: training steps through the fused CPU kernel
+  (vq_kernel.cc, which must build here) and through TensorFlow ops only."""
+  if request.param == "fused_kernel":
+    assert vq_kernel.available(), vq_kernel._state.get("why")  # pylint: disable=protected-access
+  else:
+    monkeypatch.setattr(disc.VectorQuantizer, "_fused", lambda self: False)
+  return request.param
+
+
 # ----------------------------------------------------------------------------
 # 1. E step (Eq. 1, 7)
 # ----------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("step_path")
 @pytest.mark.parametrize("mode", ["hard_em", "vq"])
 @pytest.mark.parametrize("training", [True, False])
 def test_e_step_is_brute_force_argmin(rng, mode, training):
@@ -107,6 +120,7 @@ def test_e_step_is_brute_force_argmin(rng, mode, training):
   assert out.quantized.shape == x.shape
 
 
+@pytest.mark.usefixtures("step_path")
 def test_loss_is_beta_times_commitment(rng):
   x = rng.standard_normal((30, 8)).astype(np.float32)
   layer = make_layer(8, codebook_size=16, beta=0.7)
@@ -145,6 +159,7 @@ def test_squared_distances_brute_force_and_clamped(rng):
 # ----------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("step_path")
 @pytest.mark.parametrize("initial_ema_count", [1.0, 0.0])
 def test_ema_update_matches_numpy_over_steps(rng, initial_ema_count):
   """Independent numpy simulation of E step + EMA over several batches."""
@@ -168,6 +183,7 @@ def test_ema_update_matches_numpy_over_steps(rng, initial_ema_count):
   np.testing.assert_allclose(layer.codebook.numpy(), cb, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.usefixtures("step_path")
 def test_decay_zero_sets_used_codes_to_cluster_means(rng):
   """Eq. 8: with decay 0 one step is the k-means M step."""
   k, dim = 8, 5
@@ -209,15 +225,17 @@ def test_repeated_steps_converge_to_kmeans_fixed_point(rng):
 # ----------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("step_path")
 @pytest.mark.parametrize("temperature", [1.0, 2.5])
-def test_soft_em_frequencies_match_softmax(temperature):
+@pytest.mark.parametrize("training", [False, True])
+def test_soft_em_frequencies_match_softmax(temperature, training):
   tf.random.set_seed(1)
   cb = np.array([[0, 0], [1, 0], [0, 1], [1, 1.5]], np.float32)
   point = np.array([0.3, 0.2], np.float32)
   x = np.tile(point, (5000, 1))
   layer = make_layer(2, codebook=cb, codebook_size=4, mode="soft_em",
                      num_samples=8, temperature=temperature)
-  out = layer(x, training=False)
+  out = layer(x, training=training)  # training: the fused kernel's draws
   assert out.indices.shape == (5000, 8)
   freq = np.bincount(out.indices.numpy().ravel(), minlength=4) / 40000.0
   logits = -np_sq_dist(point[None], cb)[0] / temperature
@@ -227,6 +245,7 @@ def test_soft_em_frequencies_match_softmax(temperature):
   assert np.all(np.abs(freq - p) <= tolerance), (freq, p)
 
 
+@pytest.mark.usefixtures("step_path")
 def test_soft_em_forward_targets_and_fractional_ema(rng):
   tf.random.set_seed(2)
   k, dim, s, decay, eps = 6, 3, 5, 0.9, 1e-5
@@ -279,6 +298,7 @@ def test_mean_one_hot_many_codes():
 # ----------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("step_path")
 @pytest.mark.parametrize("mode", ["hard_em", "soft_em", "vq"])
 def test_gradients(rng, mode):
   tf.random.set_seed(3)
@@ -348,6 +368,7 @@ def test_vq_mode_trains_codebook_with_optimizer(rng):
 # ----------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("step_path")
 @pytest.mark.parametrize("mode", ["hard_em", "vq"])
 @pytest.mark.parametrize("num_blocks", [1, 2])
 def test_mask_equals_update_on_kept_rows(rng, mode, num_blocks):
@@ -380,6 +401,7 @@ def test_mask_equals_update_on_kept_rows(rng, mode, num_blocks):
 
 @pytest.mark.parametrize("mode,num_blocks", [
     ("hard_em", 1), ("hard_em", 2), ("soft_em", 1), ("vq", 2)])
+@pytest.mark.usefixtures("step_path")
 def test_masked_loss_and_gradient_in_graph(rng, mode, num_blocks):
   """Loss value and gradients under a mask, traced in a tf.function.
 
@@ -432,6 +454,7 @@ def test_cluster_statistics_match_numpy_and_repeat_exactly(rng, num_samples):
     np.testing.assert_array_equal(again.numpy(), sums.numpy())
 
 
+@pytest.mark.usefixtures("step_path")
 def test_mask_soft_em_statistics(rng):
   tf.random.set_seed(4)
   k, dim, s = 5, 3, 4
@@ -453,6 +476,7 @@ def test_mask_soft_em_statistics(rng):
   np.testing.assert_allclose(out.usage.numpy(), usage)
 
 
+@pytest.mark.usefixtures("step_path")
 def test_all_masked_batch_changes_nothing(rng):
   x = rng.standard_normal((5, 4)).astype(np.float32)
   layer = make_layer(4, codebook_size=4, decay=0.0)
@@ -484,6 +508,7 @@ def test_no_update_when_not_training(rng, mode):
 # ----------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("step_path")
 @pytest.mark.parametrize("mode", ["hard_em", "soft_em"])
 def test_num_blocks_per_block_codebooks(rng, mode):
   tf.random.set_seed(5)
@@ -523,6 +548,7 @@ def test_num_blocks_per_block_codebooks(rng, mode):
 # ----------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("step_path")
 def test_mixed_float16_policy(rng):
   keras.mixed_precision.set_global_policy("mixed_float16")
   try:

@@ -88,11 +88,12 @@ def _np_sq_dist(x, codebook):
 
 @needs_two_cpus
 @pytest.mark.parametrize("num_blocks", [1, 2])
-def test_hard_em_replicas_equal_global_batch(num_blocks):
+@pytest.mark.parametrize("fused_kernel", [None, False])  # kernel, TF ops
+def test_hard_em_replicas_equal_global_batch(num_blocks, fused_kernel):
   rng = np.random.default_rng(0)
   k, dim, steps = 16, 8, 4
   kwargs = dict(codebook_size=k, embedding_dim=dim, decay=0.8,
-                epsilon=1e-5, num_blocks=num_blocks)
+                epsilon=1e-5, num_blocks=num_blocks, fused_kernel=fused_kernel)
   strategy = _strategy()
   with strategy.scope():
     dist_layer = disc.VectorQuantizer(**kwargs)
@@ -132,14 +133,15 @@ def test_hard_em_replicas_equal_global_batch(num_blocks):
 
 
 @needs_two_cpus
-def test_soft_em_replicas_consistent_and_fractional_ema():
+@pytest.mark.parametrize("fused_kernel", [None, False])  # kernel, TF ops
+def test_soft_em_replicas_consistent_and_fractional_ema(fused_kernel):
   rng = np.random.default_rng(1)
   k, dim, s, decay, eps = 8, 4, 3, 0.5, 1e-5
   strategy = _strategy()
   with strategy.scope():
     layer = disc.VectorQuantizer(k, mode="soft_em", num_samples=s,
                                  embedding_dim=dim, decay=decay,
-                                 epsilon=eps)
+                                 epsilon=eps, fused_kernel=fused_kernel)
   count = _components(layer.ema_count)[0].astype(np.float64)
   msum = _components(layer.ema_means_sum)[0].astype(np.float64)
   halves = [rng.standard_normal((12, dim)).astype(np.float32) * 0.3
