@@ -13,11 +13,15 @@
 //
 // One pass over each row instead of TF's separate passes (bias, argmax or
 // categorical with a double exp per logit, gather or sparse product, loss,
-// sparse product for the sums). The statistics are accumulated per fixed
-// shard of rows and the shards added in order, so they are bit-identical
-// from run to run whatever the thread scheduling. Rows not kept (padding,
-// which may hold non-finite values) get valid indices and their q, but
-// distortion 0 and no part in counts and sums.
+// sparse product for the sums). Eq. 11 and the statistics visit each
+// distinct code of a row once, weighted by its multiplicity. With a small
+// K x d the statistics are accumulated per shard of rows into private
+// [K, d] buffers, added in shard order; otherwise the rows are processed in
+// parallel and the statistics accumulated after, in row order. The shards
+// depend on the shape only, so the sums are bit-identical from run to run
+// whatever the thread scheduling. Rows not kept (padding, which may hold
+// non-finite values) get valid indices and their q, but distortion 0 and no
+// part in counts and sums.
 
 #include <algorithm>
 #include <cmath>
