@@ -127,7 +127,10 @@ def _make_parts(k, d, num_samples):
   Returns {"hard_em": {name: tf.function(x)}, "soft_em": {...}}, each starting
   with the bare GEMM.
   """
-  codebook = tf.Variable(tf.random.normal([k, d]), trainable=False)
+  # The layer's initial codebook: the fused kernel's cost depends on how
+  # spread the soft posterior is, and the last rows time the layer itself.
+  codebook = tf.Variable(discretization.VectorQuantizer(
+      k, embedding_dim=d).codebook.numpy(), trainable=False)
   cb = codebook[tf.newaxis]
 
   def e_step(x):

@@ -59,7 +59,6 @@ REGISTER_OP("VqemQuantizeRows")
     .Output("distortion: float") // [N]
     .Output("counts: float")     // [K]
     .Output("sums: float")       // [K, d]
-    .SetIsStateful()             // never folded or deduplicated
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle xe, x, codebook, uniforms;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &xe));
