@@ -944,7 +944,7 @@ class VectorQuantizer(_Bottleneck):
     rows = score = None
     fused = training and self._fused()
     if fused:  # E step, Eq. 11, distortion and statistics in one kernel
-      idx, q, rows, counts, sums = self._fused_step(xb_e, codebook_e, keep)
+      idx, q_flat, rows, counts, sums = self._fused_step(x32, xb_e, keep)
     elif self.mode == "soft_em":
       logits = self._scores_fn(xb_e, codebook_e) * (2.0 / self.temperature)
       # A row of non-finite logits (padding may hold any value) draws index
@@ -957,11 +957,12 @@ class VectorQuantizer(_Bottleneck):
       q = mean_of_codes(codebook, idx)  # [B, N, d]: the chosen codes
       score = tf.reduce_sum(score, axis=0)  # [N], summed over blocks
 
-    # Back to [N, D].
-    if b == 1:
-      q_flat = q[0]
-    else:
-      q_flat = tf.reshape(tf.transpose(q, [1, 0, 2]), [-1, self.embedding_dim])
+    if not fused:  # back to [N, D]
+      if b == 1:
+        q_flat = q[0]
+      else:
+        q_flat = tf.reshape(tf.transpose(q, [1, 0, 2]),
+                            [-1, self.embedding_dim])
 
     loss = self.beta * commitment_loss(x32, q_flat, score, weights, rows)
     if self.mode == "vq":
@@ -1012,23 +1013,33 @@ class VectorQuantizer(_Bottleneck):
           not tf.config.list_physical_devices("GPU") and vq_kernel.available())
     return self.fused_kernel
 
-  def _fused_step(self, xb, codebook, keep):
-    """E step, Eq. 11, row distortions and M-step statistics of xb [B, N, d]
-    by the fused kernel, block by block: (indices [B, N, S], q [B, N, d],
-    distortion summed over blocks [N], counts [B, K], sums [B, K, d])."""
-    n = tf.shape(xb)[1]
+  def _fused_step(self, x, xb, keep):
+    """E step, Eq. 11, row distortions and M-step statistics by the fused
+    kernel, block by block, from x [N, D] (one block) or xb [B, N, d]:
+    (indices [B, N, S], q [N, D], distortion summed over blocks [N],
+    counts [B, K], sums [B, K, d]). With one block nothing is sliced,
+    stacked or transposed (each would copy an [N, D] tensor)."""
+    n = tf.shape(x)[0]
     if keep is None:
       keep = tf.ones([n], tf.bool)
     draws = self.num_samples if self.mode == "soft_em" else 0
+    codebook = tf.stop_gradient(tf.convert_to_tensor(self.codebook))
+    if self.num_blocks == 1:
+      blocks = [(tf.stop_gradient(x), codebook)]
+    else:
+      blocks = [(xb[i], codebook[i]) for i in range(self.num_blocks)]
     outs = []
-    for blk in range(self.num_blocks):
-      e = codebook[blk]
+    for x_b, e in blocks:
       outs.append(vq_kernel.quantize_rows(
-          tf.matmul(xb[blk], e, transpose_b=True),
-          0.5 * tf.reduce_sum(tf.square(e), axis=-1), xb[blk], e, keep,
+          tf.matmul(x_b, e, transpose_b=True),
+          0.5 * tf.reduce_sum(tf.square(e), axis=-1), x_b, e, keep,
           tf.random.uniform([n, draws]), scale=2.0 / self.temperature))
-    idx, q, rows, counts, sums = (tf.stack(t) for t in zip(*outs))
-    return idx, q, tf.reduce_sum(rows, axis=0), counts, sums
+    idx, q, rows, counts, sums = zip(*outs)
+    if self.num_blocks == 1:
+      return (idx[0][tf.newaxis], q[0], rows[0], counts[0][tf.newaxis],
+              sums[0][tf.newaxis])
+    return (tf.stack(idx), tf.concat(q, axis=-1), tf.add_n(rows),
+            tf.stack(counts), tf.stack(sums))
 
   # -- updates ---------------------------------------------------------------
 

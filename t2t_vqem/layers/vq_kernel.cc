@@ -25,7 +25,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <vector>
+
+#ifdef __AVX__
+#include <immintrin.h>
+#endif
 
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -90,6 +95,27 @@ using ConstMapF = Eigen::Map<const ArrayF>;
 int64_t NumShards(int64_t n, int64_t k, int64_t d) {
   const int64_t budget = (int64_t{2} << 20) / (4 * std::max<int64_t>(k * d, 1));
   return std::max<int64_t>(1, std::min<int64_t>({16, budget, n}));
+}
+
+// Copies a row of q to the output with non-temporal stores where possible:
+// the [N, d] output is written once and not read here, so it need not be
+// read into the cache first.
+void StreamOut(const float* from, float* to, int64_t d) {
+#ifdef __AVX__
+  if (reinterpret_cast<uintptr_t>(to) % 32 == 0 && d % 8 == 0) {
+    for (int64_t t = 0; t < d; t += 8) {
+      _mm256_stream_ps(to + t, _mm256_loadu_ps(from + t));
+    }
+    return;
+  }
+#endif
+  std::copy(from, from + d, to);
+}
+
+void StreamFence() {
+#ifdef __AVX__
+  _mm_sfence();
+#endif
 }
 
 class QuantizeRowsOp : public OpKernel {
@@ -195,7 +221,7 @@ class QuantizeRowsOp : public OpKernel {
     auto run_rows = [&](int64_t begin, int64_t end, float* counts_to,
                         float* sums_to) {
       ConstMapF half(h_p, k);
-      ArrayF prob(s == 0 ? 0 : k);
+      ArrayF prob(s == 0 ? 0 : k), q_row(d);
       std::vector<double> cdf(s == 0 ? 0 : k);
       std::vector<int32_t> codes;
       std::vector<float> weights;
@@ -207,6 +233,19 @@ class QuantizeRowsOp : public OpKernel {
           int64_t best = 0;
           while (best < k - 1 && !(xe_i[best] - half[best] >= top)) ++best;
           drawn[0] = static_cast<int32_t>(best);
+          const float* e = e_p + best * d;  // q_i = e_best
+          StreamOut(e, q_p + i * d, d);
+          if (!keep_p[i]) {
+            dist_p[i] = 0.0f;
+            continue;
+          }
+          ConstMapF x_i(x_p + i * d, d);
+          dist_p[i] = (x_i - ConstMapF(e, d)).square().sum();
+          if (counts_to != nullptr) {
+            counts_to[best] += 1.0f;
+            MapF(sums_to + best * d, d) += x_i;
+          }
+          continue;
         } else {  // §3.2: inverse-CDF draws from softmax(scale * score)
           prob = (scale * ((xe_i - half) - top)).exp();
           double total = 0.0;
@@ -219,7 +258,7 @@ class QuantizeRowsOp : public OpKernel {
           }
         }
         distinct(i, &codes, &weights);
-        MapF q(q_p + i * d, d);  // Eq. 11
+        ArrayF& q = q_row;  // Eq. 11, formed in cache, then streamed out
         for (size_t c = 0; c < codes.size(); ++c) {
           ConstMapF e(e_p + codes[c] * d, d);
           if (c == 0 && weights[c] == 1.0f) {
@@ -232,10 +271,12 @@ class QuantizeRowsOp : public OpKernel {
         }
         const bool kept = keep_p[i];
         dist_p[i] = kept ? (ConstMapF(x_p + i * d, d) - q).square().sum() : 0.0f;
+        StreamOut(q.data(), q_p + i * d, d);
         if (kept && counts_to != nullptr) {
           accumulate(i, codes, weights, counts_to, sums_to);
         }
       }
+      StreamFence();
     };
 
     auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
