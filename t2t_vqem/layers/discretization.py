@@ -55,6 +55,15 @@ Implementation notes
   the hard modes' commitment loss reads x once instead of writing x - z_q
   (`distortion_loss`): at small K a write pass over [N, D] is a large share
   of the step beyond the distance GEMM (benchmarks/bottleneck.py).
+* On CPU, training steps of hard_em and soft_em run everything after the
+  distance GEMM in one fused kernel (`vq_kernel.py`, `vq_kernel.cc`): the E
+  step (argmax, or m inverse-CDF draws per row from float32
+  probabilities), Eq. 11 over each row's distinct drawn codes, the rows'
+  distortions for Eq. 2 and the M step's counts and sums, in one pass over
+  the rows, with deterministic sums. The functions above are the
+  TensorFlow-ops path for the same computation: used with
+  `fused_kernel=False`, `jit_compile=True`, in "vq" mode, outside training
+  and wherever the kernel does not build.
 * The EMA M step is always compiled with XLA (its shapes are fixed by K and
   D, so it compiles once per layer): it fuses about ten elementwise passes
   over the [K, D] state (benchmarks/layer_versions.py measures what such

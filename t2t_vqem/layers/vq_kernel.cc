@@ -17,9 +17,10 @@
 // distinct code of a row once, weighted by its multiplicity. With a small
 // K x d the statistics are accumulated per shard of rows into private
 // [K, d] buffers, added in shard order; otherwise the rows are processed in
-// parallel and the statistics accumulated after, in row order. The shards
-// depend on the shape only, so the sums are bit-identical from run to run
-// whatever the thread scheduling. Rows not kept (padding, which may hold
+// parallel, then the statistics in parallel over ranges of codes, each
+// code's rows added in row order. Either way the order of every sum depends
+// on the shape only, so the sums are bit-identical from run to run whatever
+// the threads. Rows not kept (padding, which may hold
 // non-finite values) get valid indices and their q, but distortion 0 and no
 // part in counts and sums.
 
@@ -91,10 +92,29 @@ using ConstMapF = Eigen::Map<const ArrayF>;
 // 2 MB (so they stay in cache and adding them up is cheap), and there are
 // at most 16. It depends on the shape only, so the order of the
 // floating-point sums is fixed. With one shard, the rows are processed in
-// parallel first and the statistics accumulated after, in row order.
+// parallel first and the statistics after (see the file's head).
 int64_t NumShards(int64_t n, int64_t k, int64_t d) {
   const int64_t budget = (int64_t{2} << 20) / (4 * std::max<int64_t>(k * d, 1));
   return std::max<int64_t>(1, std::min<int64_t>({16, budget, n}));
+}
+
+// The first j with a_j - b_j >= top (Eq. 1's argmax, ties to the lowest
+// index, given top = max_j a_j - b_j); 0 if there is none (a row of
+// non-finite scores, i.e. padding: any valid code will do).
+int64_t FirstAtLeast(const float* a, const float* b, int64_t k, float top) {
+  int64_t j = 0;
+#ifdef __AVX__
+  const __m256 limit = _mm256_set1_ps(top);
+  for (; j + 8 <= k; j += 8) {
+    const __m256 v = _mm256_sub_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j));
+    const int hits = _mm256_movemask_ps(_mm256_cmp_ps(v, limit, _CMP_GE_OQ));
+    if (hits) return j + __builtin_ctz(hits);
+  }
+#endif
+  for (; j < k; ++j) {
+    if (a[j] - b[j] >= top) return j;
+  }
+  return 0;
 }
 
 // Copies a row of q to the output with non-temporal stores where possible:
@@ -230,8 +250,7 @@ class QuantizeRowsOp : public OpKernel {
         const float top = (xe_i - half).maxCoeff();
         int32_t* drawn = idx_p + i * draws;
         if (s == 0) {  // Eq. 1: the first index of the largest score
-          int64_t best = 0;
-          while (best < k - 1 && !(xe_i[best] - half[best] >= top)) ++best;
+          const int64_t best = FirstAtLeast(xe_p + i * k, h_p, k, top);
           drawn[0] = static_cast<int32_t>(best);
           const float* e = e_p + best * d;  // q_i = e_best
           StreamOut(e, q_p + i * d, d);
@@ -287,15 +306,34 @@ class QuantizeRowsOp : public OpKernel {
           [&](int64_t begin, int64_t end) {
             run_rows(begin, end, nullptr, nullptr);
           });
-      std::fill(count_out, count_out + k, 0.0f);
-      std::fill(sum_out, sum_out + k * d, 0.0f);
-      std::vector<int32_t> codes;
-      std::vector<float> weights;
-      for (int64_t i = 0; i < n; ++i) {
-        if (!keep_p[i]) continue;
-        distinct(i, &codes, &weights);
-        accumulate(i, codes, weights, count_out, sum_out);
-      }
+      // The statistics by ranges of codes, one per thread: each code's rows
+      // are added in row order whatever the split, so the sums do not
+      // depend on the number of threads.
+      const int64_t parts = std::max(1, pool->NumThreads());
+      pool->ParallelFor(parts, [&](int64_t first, int64_t last) {
+        std::vector<int32_t> codes;
+        std::vector<float> weights;
+        for (int64_t part = first; part < last; ++part) {
+          const int64_t lo = k * part / parts, hi = k * (part + 1) / parts;
+          std::fill(count_out + lo, count_out + hi, 0.0f);
+          std::fill(sum_out + lo * d, sum_out + hi * d, 0.0f);
+          for (int64_t i = 0; i < n; ++i) {
+            const int32_t* row = idx_p + i * draws;
+            bool mine = false;
+            for (int64_t l = 0; l < draws; ++l) {
+              mine |= row[l] >= lo && row[l] < hi;
+            }
+            if (!mine || !keep_p[i]) continue;
+            distinct(i, &codes, &weights);
+            ConstMapF x_i(x_p + i * d, d);
+            for (size_t c = 0; c < codes.size(); ++c) {
+              if (codes[c] < lo || codes[c] >= hi) continue;
+              count_out[codes[c]] += weights[c];
+              MapF(sum_out + codes[c] * d, d) += weights[c] * x_i;
+            }
+          }
+        }
+      });
       return;
     }
     pool->ParallelFor(shards, [&](int64_t first, int64_t last) {
