@@ -590,6 +590,7 @@ def test_large_codebook_no_nkd_tensor_no_onehot_matmul(rng):
   assert np.all(np.isfinite(layer.codebook.numpy()))
 
 
+@pytest.mark.usefixtures("step_path")
 def test_jit_compile_matches(rng):
   x = rng.standard_normal((40, 8)).astype(np.float32)
   a = make_layer(8, codebook_size=32)

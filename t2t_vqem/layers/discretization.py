@@ -62,15 +62,16 @@ Implementation notes
   distortions for Eq. 2 and the M step's counts and sums, in one pass over
   the rows, with deterministic sums. The functions above are the
   TensorFlow-ops path for the same computation: used with
-  `fused_kernel=False`, `jit_compile=True`, in "vq" mode, outside training
-  and wherever the kernel does not build.
+  `fused_kernel=False`, in "vq" mode, outside training and wherever the
+  kernel does not build.
 * The EMA M step is always compiled with XLA (its shapes are fixed by K and
   D, so it compiles once per layer): it fuses about ten elementwise passes
   over the [K, D] state (benchmarks/layer_versions.py measures what such
   changes save).
-* `jit_compile=True` compiles the E step (GEMM + argmax or logits, and the
-  soft mean) with XLA: faster on this project's CPUs for large codebooks, but
-  XLA compiles once per distinct input shape (see benchmarks/bottleneck.py).
+* `jit_compile=True` compiles the distance GEMM with XLA (on the TF-ops
+  path the whole E step: GEMM + argmax or logits, and the soft mean): much
+  faster on this project's CPUs for large codebooks, but XLA compiles once
+  per distinct input shape (see benchmarks/bottleneck.py).
 * Not from the paper, both off by default: `init_from_first_batch` (seed the
   codebook with batch vectors) and `dead_code_restart_steps` (re-seed codes
   unused for that many steps, resetting their EMA state).
@@ -361,6 +362,13 @@ def cluster_statistics(x, indices, codebook_size, keep=None):
       a=_draw_matrix(indices, codebook_size, keep, by_code=True),
       b=tf.reshape(x, [-1, dim]))  # x row b * N + i
   return counts, tf.reshape(sums, [num_blocks, codebook_size, dim])
+
+
+def _gemm_and_half_norms(x, codebook):
+  """x [N, d], codebook [K, d] -> (x e^T [N, K], ||e_j||^2 / 2 [K]): the
+  inputs of the fused kernel (vq_kernel.quantize_rows)."""
+  return (tf.matmul(x, codebook, transpose_b=True),
+          0.5 * tf.reduce_sum(tf.square(codebook), axis=-1))
 
 
 def _gather_mean_of_codes(codebook, indices):
@@ -769,16 +777,17 @@ class VectorQuantizer(_Bottleneck):
       the choice is broadcast from one replica, so replicas stay identical).
     codebook_initializer: Keras initializer for the codebook (default: T2T's
       variance_scaling(uniform)).
-    jit_compile: compile the E step (distance GEMM + argmax / logits, and the
-      soft mean of Eq. 11) with XLA. Faster on this project's CPUs for large
-      codebooks; compiles once per distinct input shape.
+    jit_compile: compile the distance GEMM with XLA (with the TF-ops path
+      also the argmax / logits and the soft mean of Eq. 11). On this
+      project's CPUs XLA's GEMM is much faster for large codebooks
+      (BENCHMARKS.md); XLA compiles once per distinct input shape.
     fused_kernel: None (default): in hard_em and soft_em training steps on
       CPU, everything after the distance GEMM (E step, Eq. 11, distortion,
       M-step statistics) runs in one compiled kernel (vq_kernel.py) when it
       builds; its soft E step draws by inverse CDF from float32
       probabilities instead of tf.random.categorical. False: TensorFlow ops
-      only. Never used with jit_compile, in "vq" mode or outside training
-      (exported graphs hold no custom op).
+      only. Never used in "vq" mode or outside training (exported graphs
+      hold no custom op).
   """
 
   def __init__(self,
@@ -850,7 +859,9 @@ class VectorQuantizer(_Bottleneck):
     # The M step's ~10 elementwise passes over [K, D] fuse into one under
     # XLA; its shapes are fixed, so it compiles once per layer.
     self._ema_fn = tf.function(self._ema_values, jit_compile=True)
+    self._gemm_fn = _gemm_and_half_norms
     if self.jit_compile:
+      self._gemm_fn = tf.function(_gemm_and_half_norms, jit_compile=True)
       self._scores_fn = tf.function(half_shifted_scores, jit_compile=True)
       self._nearest_fn = tf.function(nearest_codes_and_scores,
                                      jit_compile=True)
@@ -1018,7 +1029,7 @@ class VectorQuantizer(_Bottleneck):
     """Whether training steps use the fused CPU kernel (vq_kernel.cc)."""
     if self.fused_kernel is None:
       self.fused_kernel = (
-          self.mode != "vq" and not self.jit_compile and
+          self.mode != "vq" and
           not tf.config.list_physical_devices("GPU") and vq_kernel.available())
     return self.fused_kernel
 
@@ -1039,10 +1050,10 @@ class VectorQuantizer(_Bottleneck):
       blocks = [(xb[i], codebook[i]) for i in range(self.num_blocks)]
     outs = []
     for x_b, e in blocks:
+      xe, half_norms = self._gemm_fn(x_b, e)
       outs.append(vq_kernel.quantize_rows(
-          tf.matmul(x_b, e, transpose_b=True),
-          0.5 * tf.reduce_sum(tf.square(e), axis=-1), x_b, e, keep,
-          tf.random.uniform([n, draws]), scale=2.0 / self.temperature))
+          xe, half_norms, x_b, e, keep, tf.random.uniform([n, draws]),
+          scale=2.0 / self.temperature))
     idx, q, rows, counts, sums = zip(*outs)
     if self.num_blocks == 1:
       return (idx[0][tf.newaxis], q[0], rows[0], counts[0][tf.newaxis],
