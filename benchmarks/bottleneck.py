@@ -6,7 +6,8 @@ Compares, for each (K, D, N) = (codebook size, dimension, positions):
     as it runs by default: after the distance GEMM, one fused CPU kernel
     (t2t_vqem/layers/vq_kernel.cc) where it builds;
   * the same layer with TensorFlow ops only (fused_kernel=False);
-  * the same layer with jit_compile=True (TF ops, the E step compiled with XLA);
+  * the same layer with jit_compile=True (the distance GEMM compiled with XLA,
+    then the fused kernel);
   * Sonnet 2's snt.nets.VectorQuantizerEMA, same outputs, in a tf.function;
   * the bare distance GEMM x @ codebook^T alone (plain tf.function), the floor
     any exact nearest-neighbour search pays;
@@ -20,10 +21,9 @@ codes; + the commitment loss; + the EMA statistics and metrics; the whole
 layer) and of the soft_em step (logits; + the draws; + the mean of the drawn
 codes; + loss; + statistics; the whole layer), each its own tf.function built
 from the module's TF-op functions, so the difference between rows is what a
-part adds; then the GEMM + the fused kernel alone, and the whole default
-layer. It also prints how many distinct codes a row's soft-EM draws hold
-at the initial codebook (the fused kernel's Eq. 11 and sums cost grows with
-it). With --sums, a table of the ways to form the M step's sums C^T x and
+part adds; then the whole default layer (the fused kernel). It also prints
+how many distinct codes a row's soft-EM draws hold at the initial codebook
+(the fused kernel's Eq. 11 and sums cost grows with it). With --sums, a table of the ways to form the M step's sums C^T x and
 the mean of the drawn codes C e (Eq. 11) from the draws' sparse matrix C
 (one draw per row and --num_samples draws per row): sparse segment
 reductions after a sort (tf.sparse.segment_sum / segment_mean), and CSR
@@ -178,18 +178,6 @@ def _make_parts(k, d, num_samples):
       return out.quantized, out.loss, out.perplexity
     return tf.function(step)
 
-  def fused(draws):
-    def step(x):
-      e = tf.convert_to_tensor(codebook)
-      idx, q, rows, counts, sums = vq_kernel.quantize_rows(
-          tf.matmul(x, e, transpose_b=True),
-          0.5 * tf.reduce_sum(tf.square(e), -1), x, e,
-          tf.ones([tf.shape(x)[0]], tf.bool),
-          tf.random.uniform([tf.shape(x)[0], draws]))
-      loss = discretization.commitment_loss(x, q, rows=rows)
-      return idx, q, loss, discretization.perplexity_and_usage(counts[None])[0], sums
-    return tf.function(step)
-
   gemm = tf.function(lambda x: tf.matmul(x, codebook, transpose_b=True))
   return {
       "hard_em": {
@@ -200,7 +188,6 @@ def _make_parts(k, d, num_samples):
           "+ EMA statistics, perplexity": tf.function(with_stats),
           "whole layer, TF ops (+ EMA update, assigns)": layer_step(
               "hard_em", fused_kernel=False),
-          "GEMM + fused kernel (E step, gather, loss, statistics)": fused(0),
           "whole layer, fused kernel (the default)": layer_step("hard_em")},
       "soft_em": {
           "GEMM": gemm,
@@ -211,8 +198,6 @@ def _make_parts(k, d, num_samples):
           "+ EMA statistics (fractional), perplexity": tf.function(soft_stats),
           "whole layer, TF ops (+ EMA update, assigns)": layer_step(
               "soft_em", fused_kernel=False),
-          "GEMM + fused kernel (draws, Eq. 11, loss, statistics)": fused(
-              num_samples),
           "whole layer, fused kernel (the default)": layer_step("soft_em")}}
 
 
@@ -330,8 +315,8 @@ def main(argv=None):
   for title, sfx, ref in (
       (f"Plain TF graph (tf.function), the default step ({kernel})", "", ""),
       ("Plain TF graph, TensorFlow ops only (fused_kernel=False)", "_ops", ""),
-      ("XLA (ours: jit_compile=True, TF ops; GEMM and Sonnet: "
-       "tf.function(jit_compile=True))", "_xla", "_xla")):
+      ("XLA (ours: jit_compile=True, i.e. XLA's GEMM + the fused kernel; "
+       "GEMM and Sonnet: tf.function(jit_compile=True))", "_xla", "_xla")):
     print(f"\n{title}, median ms of one training step\n")
     print("| K | D | N | GEMM | hard_em (ours) | ours / GEMM | Sonnet EMA | "
           "Sonnet / ours | soft_em x" + str(args.num_samples) +

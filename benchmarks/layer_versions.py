@@ -6,10 +6,13 @@ one training step (forward + EMA update, in a tf.function; outputs cut to
 their first elements so that no copy to numpy is timed) interleaved with the
 bare distance GEMM, for hard_em and soft_em, with no mask or with a random
 mask that drops --mask_fraction of the rows (as padding does in training).
-Prints median ms and the ratio to the GEMM. Usage:
+Prints median ms and the ratio to the GEMM. Without --base, the working
+tree's steps alone with the GEMM (a step's time depends a little on what
+ran just before it: BENCHMARKS.md). Usage:
 
   python benchmarks/layer_versions.py --base ef42f29 --shape 256x512x6400 --reps 31
   python benchmarks/layer_versions.py --base ef42f29 --shape 256x512x6400 --mask_fraction 0.1
+  python benchmarks/layer_versions.py --shape 256x512x6400 --reps 31
 """
 
 import argparse
@@ -47,7 +50,8 @@ def _module_at(revision, directory):
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--base", required=True, help="git revision to compare with")
+  parser.add_argument("--base", help="git revision to compare with (none: the "
+                      "working tree alone with the GEMM)")
   parser.add_argument("--shape", default="256x512x6400", help="KxDxN")
   parser.add_argument("--reps", type=int, default=21)
   parser.add_argument("--num_samples", type=int, default=10)
@@ -56,8 +60,9 @@ def main(argv=None):
   args = parser.parse_args(argv)
   k, d, n = (int(v) for v in args.shape.split("x"))
   with tempfile.TemporaryDirectory() as tmp:
-    versions = {args.base: _module_at(args.base, tmp),
-                "working tree": _load("discretization_now", os.path.join(ROOT, MODULE))}
+    versions = {"working tree": _load("discretization_now", os.path.join(ROOT, MODULE))}
+    if args.base:
+      versions = {args.base: _module_at(args.base, tmp), **versions}
     codebook = tf.Variable(tf.random.normal([k, d]))
     mask = (tf.random.uniform([n]) >= args.mask_fraction) if args.mask_fraction else None
     steps = {"GEMM": lambda v: tf.matmul(v, codebook, transpose_b=True)}
