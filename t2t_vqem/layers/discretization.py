@@ -1038,7 +1038,7 @@ class VectorQuantizer(_Bottleneck):
     kernel, block by block, from x [N, D] (one block) or xb [B, N, d]:
     (indices [B, N, S], q [N, D], distortion summed over blocks [N],
     counts [B, K], sums [B, K, d]). With one block nothing is sliced,
-    stacked or transposed (each would copy an [N, D] tensor)."""
+    stacked or transposed."""
     n = tf.shape(x)[0]
     if keep is None:
       keep = tf.ones([n], tf.bool)
