@@ -964,7 +964,8 @@ class VectorQuantizer(_Bottleneck):
     rows = score = None
     fused = training and self._fused()
     if fused:  # E step, Eq. 11, distortion and statistics in one kernel
-      idx, q_flat, rows, counts, sums = self._fused_step(x32, xb_e, keep)
+      idx, q_flat, rows, counts, sums = self._fused_step(xb_e, codebook_e,
+                                                         keep)
     elif self.mode == "soft_em":
       logits = self._scores_fn(xb_e, codebook_e) * (2.0 / self.temperature)
       # A row of non-finite logits (padding may hold any value) draws index
@@ -1033,23 +1034,16 @@ class VectorQuantizer(_Bottleneck):
           not tf.config.list_physical_devices("GPU") and vq_kernel.available())
     return self.fused_kernel
 
-  def _fused_step(self, x, xb, keep):
-    """E step, Eq. 11, row distortions and M-step statistics by the fused
-    kernel, block by block, from x [N, D] (one block) or xb [B, N, d]:
-    (indices [B, N, S], q [N, D], distortion summed over blocks [N],
-    counts [B, K], sums [B, K, d]). With one block nothing is sliced,
-    stacked or transposed."""
-    n = tf.shape(x)[0]
+  def _fused_step(self, xb, codebook, keep):
+    """E step, Eq. 11, row distortions and M-step statistics of xb [B, N, d]
+    by the fused kernel, block by block: (indices [B, N, S], q [N, D],
+    distortion summed over blocks [N], counts [B, K], sums [B, K, d])."""
+    n = tf.shape(xb)[1]
     if keep is None:
       keep = tf.ones([n], tf.bool)
     draws = self.num_samples if self.mode == "soft_em" else 0
-    codebook = tf.stop_gradient(tf.convert_to_tensor(self.codebook))
-    if self.num_blocks == 1:
-      blocks = [(tf.stop_gradient(x), codebook)]
-    else:
-      blocks = [(xb[i], codebook[i]) for i in range(self.num_blocks)]
     outs = []
-    for x_b, e in blocks:
+    for x_b, e in zip(tf.unstack(xb), tf.unstack(codebook)):
       xe, half_norms = self._gemm_fn(x_b, e)
       outs.append(vq_kernel.quantize_rows(
           xe, half_norms, x_b, e, keep, tf.random.uniform([n, draws]),

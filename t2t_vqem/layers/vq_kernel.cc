@@ -221,12 +221,13 @@ class QuantizeRowsOp : public OpKernel {
       }
       codes->resize(out);
     };
-    // Eq. 3-4 / 8 batch terms of row i.
+    // Eq. 3-4 / 8 batch terms of row i, for its codes in [lo, hi).
     auto accumulate = [&](int64_t i, const std::vector<int32_t>& codes,
                           const std::vector<float>& weights, float* counts_to,
-                          float* sums_to) {
+                          float* sums_to, int64_t lo, int64_t hi) {
       ConstMapF x_i(x_p + i * d, d);
       for (size_t c = 0; c < codes.size(); ++c) {
+        if (codes[c] < lo || codes[c] >= hi) continue;
         counts_to[codes[c]] += weights[c];
         MapF sum(sums_to + codes[c] * d, d);
         if (weights[c] == 1.0f) {
@@ -292,7 +293,7 @@ class QuantizeRowsOp : public OpKernel {
         dist_p[i] = kept ? (ConstMapF(x_p + i * d, d) - q).square().sum() : 0.0f;
         StreamOut(q.data(), q_p + i * d, d);
         if (kept && counts_to != nullptr) {
-          accumulate(i, codes, weights, counts_to, sums_to);
+          accumulate(i, codes, weights, counts_to, sums_to, 0, k);
         }
       }
       StreamFence();
@@ -325,12 +326,7 @@ class QuantizeRowsOp : public OpKernel {
             }
             if (!mine || !keep_p[i]) continue;
             distinct(i, &codes, &weights);
-            ConstMapF x_i(x_p + i * d, d);
-            for (size_t c = 0; c < codes.size(); ++c) {
-              if (codes[c] < lo || codes[c] >= hi) continue;
-              count_out[codes[c]] += weights[c];
-              MapF(sum_out + codes[c] * d, d) += weights[c] * x_i;
-            }
+            accumulate(i, codes, weights, count_out, sum_out, lo, hi);
           }
         }
       });
