@@ -6,7 +6,21 @@ import tensorflow as tf
 
 
 class WarmupExponentialDecay(keras.optimizers.schedules.LearningRateSchedule):
-  """lr(step) = peak * min(1, step / warmup) * decay_rate ** (max(0, step - warmup) / decay_steps)."""
+  """Linear warm-up to `peak`, then continuous exponential decay.
+
+  With n = step + 1, the 1-based number of the update being made (Keras calls
+  the schedule with `optimizer.iterations`, which counts the updates already
+  applied, so the first update sees step 0):
+
+    lr(step) = peak * min(1, n / warmup_steps)
+                    * decay_rate ** (max(0, n - warmup_steps) / decay_steps)
+
+  So the first update already gets peak / warmup_steps (T2T's linear warm-up
+  on its 0-based global step would give 0 there and waste it), the rate grows
+  linearly to `peak` at the warmup_steps-th update (step = warmup_steps - 1)
+  and from there is multiplied by decay_rate every decay_steps updates.
+  warmup_steps = 0 means no warm-up (peak from the first update).
+  """
 
   def __init__(self, peak, warmup_steps, decay_rate, decay_steps):
     self.peak = peak
@@ -15,9 +29,9 @@ class WarmupExponentialDecay(keras.optimizers.schedules.LearningRateSchedule):
     self.decay_steps = decay_steps
 
   def __call__(self, step):
-    step = tf.cast(step, tf.float32)
-    warmup = tf.minimum(1.0, (step + 1.0) / max(self.warmup_steps, 1))
-    decayed = tf.maximum(0.0, step - self.warmup_steps) / self.decay_steps
+    n = tf.cast(step, tf.float32) + 1.0  # the 1-based number of this update
+    warmup = tf.minimum(1.0, n / max(self.warmup_steps, 1))
+    decayed = tf.maximum(0.0, n - self.warmup_steps) / self.decay_steps
     return self.peak * warmup * tf.pow(self.decay_rate, decayed)
 
   def get_config(self):
@@ -33,8 +47,10 @@ def make_optimizer(name="adam", learning_rate=1e-3, warmup_steps=4000,
 
   Args:
     name: "adam" (the paper's) or "sgd".
-    learning_rate: peak learning rate, reached at the end of warm-up.
-    warmup_steps: linear warm-up steps.
+    learning_rate: peak learning rate, reached at the end of warm-up (the
+      warmup_steps-th update); see `WarmupExponentialDecay`.
+    warmup_steps: linear warm-up steps (the first update gets
+      learning_rate / warmup_steps).
     decay_rate, decay_steps: after warm-up the rate is multiplied by
       decay_rate every decay_steps steps (continuously).
   """
