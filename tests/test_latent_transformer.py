@@ -165,11 +165,49 @@ def test_hard_and_soft_em_train_on_the_embedded_problem(tmp_path_factory, model)
   assert np.isfinite(results["reconstruction"])
 
 
+def _never_predicting_end(seed, **sizes):
+  """An untrained Latent Transformer whose latent predictor never chooses END on its own
+  (END's bias far below every code's), so every row runs to its latent-count limit."""
+  keras.utils.set_random_seed(seed)
+  model = latent_transformer.LatentTransformerEm(vocab_size=12, **dict(TINY, **sizes))
+  bias = model.latent_logits.bias.numpy()
+  bias[model.end_id] = -1e4
+  model.latent_logits.bias.assign(bias)
+  return model
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_latent_count_limit_binds_per_row(beam_size):
+  extra, factor = 3, 4  # TINY: compress_steps = 2
+  model = _never_predicting_end(3, max_decode_extra=extra)
+  # Sources of 1 to 13 tokens (EOS included), PAD-padded to one width.
+  lengths = np.array([1, 2, 5, 6, 9, 13])
+  rng = np.random.RandomState(4)
+  inputs = np.zeros([len(lengths), lengths.max()], np.int32)
+  for row, n in enumerate(lengths):
+    inputs[row, :n - 1] = rng.randint(3, 12, size=n - 1)
+    inputs[row, n - 1] = 1  # EOS
+  expected = np.ceil((lengths + extra) / factor).astype(int)  # [1 1 2 3 3 4]
+  _, _, codes, count = model.source_latents(inputs, beam_size=beam_size)
+  np.testing.assert_array_equal(count.numpy(), expected)
+  assert codes.shape == (len(lengths), expected.max())
+  codes = codes.numpy()
+  for row, n in enumerate(expected):
+    assert (codes[row, :n] < model.codebook_size).all() and not codes[row, n:].any()
+  # A given max_decode_length binds every row alike: ceil(10 / 4) = 3 latents.
+  _, _, codes, count = model.source_latents(inputs, beam_size=beam_size,
+                                            max_decode_length=10)
+  np.testing.assert_array_equal(count.numpy(), [3] * len(lengths))
+  # decode() gives each row at most its latents' 2^n_c tokens per latent.
+  ids = model.decode(inputs, beam_size=beam_size).numpy()
+  for row, n in enumerate(expected):
+    assert not ids[row, n * factor:].any()
+
+
 def test_batched_decode_equals_batch_one_when_the_length_limit_binds():
-  # An untrained predictor rarely emits END, so every row runs to its own limit,
-  # which must come from the row's own source length, not the batch's width.
-  keras.utils.set_random_seed(3)
-  model = latent_transformer.LatentTransformerEm(vocab_size=12, **TINY)
+  # Every row runs to its own limit (test_latent_count_limit_binds_per_row), which
+  # must come from the row's own source length, not the batch's width.
+  model = _never_predicting_end(3)
   inputs = _pairs(4, 12, 12, seed=5)["inputs"].numpy()
   batched = model.decode(inputs).numpy()
   for row, source in enumerate(inputs):
