@@ -5,7 +5,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from t2t_vqem.problems import vocab as vocab_lib
+from t2t_vqem import constants
 
 
 def decode_function(model, beam_size=None, alpha=None):
@@ -18,7 +18,7 @@ def decode_function(model, beam_size=None, alpha=None):
 def encode_texts(vocab, sources):
   """Python strings -> list of id lists, each ending with EOS."""
   ids = vocab.tokenize(tf.constant(list(sources))).to_list()
-  return [row + [vocab_lib.EOS_ID] for row in ids]
+  return [row + [constants.EOS_ID] for row in ids]
 
 
 def _padded(rows):

@@ -31,8 +31,9 @@ within `max_length` steps has no EOS.
 
 import tensorflow as tf
 
-PAD_ID = 0
-EOS_ID = 1
+from t2t_vqem import constants
+
+PAD_ID, EOS_ID = constants.PAD_ID, constants.EOS_ID
 
 INF = 1.0e7  # "infinite" score magnitude; finite so that sums never produce NaN.
 

@@ -60,7 +60,9 @@ import hashlib
 import itertools
 import random
 
-SPLITS = ("train", "dev", "test")
+from t2t_vqem import constants
+
+SPLITS = constants.SPLITS
 
 # Tense names: simple tenses, perfect, future and three modal constructions.
 TENSES = ("present", "past", "perfect", "future", "can", "must", "want")
@@ -906,14 +908,14 @@ MIN_TOKENS, MAX_TOKENS = 4, 40
 def split_of(source):
   """Stable split of a source sentence: 2.5% dev, 2.5% test, 95% train."""
   bucket = int.from_bytes(hashlib.sha256(source.encode("utf-8")).digest()[:8], "big") % 40
-  return "dev" if bucket == 0 else "test" if bucket == 1 else "train"
+  return constants.DEV if bucket == 0 else constants.TEST if bucket == 1 else constants.TRAIN
 
 
 @functools.lru_cache(maxsize=4)
 def _corpus(seed, num_train, num_eval):
   """{split: pairs}: the first sentences of each split in the seeded stream."""
   rng = random.Random(seed)
-  wanted = {"train": num_train, "dev": num_eval, "test": num_eval}
+  wanted = {constants.TRAIN: num_train, constants.DEV: num_eval, constants.TEST: num_eval}
   splits = {split: [] for split in SPLITS}
   seen = set()
   missing = num_train + 2 * num_eval

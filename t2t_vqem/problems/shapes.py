@@ -15,8 +15,10 @@ streams and any picture that also occurs in train is dropped from dev/test.
 
 import numpy as np
 
+from t2t_vqem import constants
+
 SIZE = 32
-SPLIT_STREAMS = {"train": 0, "dev": 1, "test": 2}
+SPLIT_STREAMS = {split: stream for stream, split in enumerate(constants.SPLITS)}
 _GRID_Y, _GRID_X = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) + 0.5
 
 

@@ -1,10 +1,11 @@
 """WMT14 English -> German through tensorflow-datasets (newstest2014 as test)."""
 
+from t2t_vqem import constants
 from t2t_vqem import registry
 from t2t_vqem.problems import problem
 
 # Our split name -> the TFDS split: dev is newstest2013, test newstest2014.
-TFDS_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
+TFDS_SPLITS = {constants.TRAIN: "train", constants.DEV: "validation", constants.TEST: "test"}
 
 
 @registry.register_problem("translate_ende_wmt")

@@ -17,11 +17,13 @@ import os
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from t2t_vqem import constants
+
 PAD = "<pad>"
 EOS = "<EOS>"
 UNK = "[UNK]"
-RESERVED_TOKENS = (PAD, EOS, UNK)
-PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
+RESERVED_TOKENS = (PAD, EOS, UNK)  # in the order of their ids
+PAD_ID, EOS_ID, UNK_ID = constants.PAD_ID, constants.EOS_ID, constants.UNK_ID
 MARK = "\u2581"
 _PUNCTUATION = r"\p{P}"
 
