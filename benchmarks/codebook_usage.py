@@ -39,7 +39,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from t2t_vqem.cli import common
+from t2t_vqem import config as config_lib
+from t2t_vqem.cli import common  # noqa: F401  (the shared flags: --data_dir, --gin_param, ...)
 from t2t_vqem.layers import discretization
 from t2t_vqem.train import trainer as trainer_lib
 
@@ -108,7 +109,7 @@ def one_run(model, k, seed):
   if FLAGS.dead_code_restart_steps is not None:
     bindings.append(f"{model}.dead_code_restart_steps = {FLAGS.dead_code_restart_steps}")
   gin.clear_config()
-  common.parse_gin([config], bindings + FLAGS.gin_param)
+  config_lib.parse_gin([config], bindings + FLAGS.gin_param)
   restart = gin.query_parameter(f"{model}.dead_code_restart_steps")
   started = time.perf_counter()
   trainer = trainer_lib.Trainer(run_dir, data_dir=FLAGS.data_dir)
@@ -146,7 +147,7 @@ def mean_std(values, fmt):
 
 
 def main(_):
-  common.register_everything([])
+  config_lib.register_everything()
   results = []
   for k in FLAGS.sizes:
     for model in FLAGS.models:

@@ -27,13 +27,12 @@ import os
 
 from absl import app
 from absl import flags
-import gin
 import numpy as np
 import tensorflow as tf
 
 import t2t_vqem
+from t2t_vqem import config as config_lib
 from t2t_vqem import decode
-from t2t_vqem.cli import common
 from t2t_vqem.train import trainer as trainer_lib
 
 flags.DEFINE_string("runs_dir", "/tmp/bench_latent_speed", "latent_speed.py's --output_dir.")
@@ -50,8 +49,6 @@ def restored(run):
   if not os.path.isdir(os.path.join(run_dir, "checkpoints")):
     raise SystemExit(f"no checkpoints in {run_dir}: train it with benchmarks/latent_speed.py "
                      f"--output_dir={FLAGS.runs_dir} first")
-  gin.clear_config()
-  common.parse_run_config(run_dir, [], [])
   return trainer_lib.load_run(run_dir)
 
 
@@ -62,7 +59,7 @@ def graph_ops(function):
 
 
 def main(_):
-  common.register_everything([])
+  config_lib.register_everything()
   (problem, teacher, teacher_ckpt), (_, latent, latent_ckpt) = (restored(r) for r in RUNS)
   fns = {"greedy": decode.decode_function(teacher, 1),
          "beam 4": decode.decode_function(teacher, 4),

@@ -37,7 +37,8 @@ import numpy as np
 from t2t_vqem import decode
 from t2t_vqem import metrics
 from t2t_vqem import pipeline as pipeline_lib
-from t2t_vqem.cli import common
+from t2t_vqem import config as config_lib
+from t2t_vqem.cli import common  # noqa: F401  (the shared flags: --data_dir, --gin_param, ...)
 
 flags.DEFINE_string("pipeline_dir", None, "A finished em_distill_quickstart.gin run.")
 flags.DEFINE_string("output_dir", "/tmp/bench_distill", "Where the extra students go.")
@@ -50,7 +51,7 @@ FLAGS = flags.FLAGS
 def pipeline_config():
   """(student_gin, shared_gin, Pipeline kwargs) of the pipeline's Gin file."""
   gin.clear_config()
-  common.parse_gin([FLAGS.pipeline_gin], [], finalize=False)
+  config_lib.parse_gin([FLAGS.pipeline_gin], [], finalize=False)
   student = list(gin.query_parameter("Pipeline.student_gin"))
   shared = list(gin.query_parameter("Pipeline.shared_gin"))
   teacher_beam = gin.query_parameter("Pipeline.teacher_beam_size")
@@ -64,7 +65,7 @@ def as_hard_em(items):
 
 
 def main(_):
-  common.register_everything([])
+  config_lib.register_everything()
   student_gin, shared_gin, teacher_beam = pipeline_config()
   pipeline_dir = FLAGS.pipeline_dir
   if not pipeline_dir or not os.path.exists(os.path.join(pipeline_dir, pipeline_lib.RESULTS_JSON)):

@@ -28,8 +28,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from t2t_vqem import config as config_lib
 from t2t_vqem import registry
-from t2t_vqem.cli import common
 
 flags.DEFINE_integer("train_steps", 300, "Training steps of each variant.")
 flags.DEFINE_integer("eval_every", 100, "Steps between test evaluations.")
@@ -43,7 +43,7 @@ CONFIG = "image_shapes_vq_quickstart.gin"
 def run(variant):
   """Trains one variant; returns [(step, test reconstruction bits/dim, seconds)]."""
   gin.clear_config()
-  common.parse_gin([CONFIG], [])
+  config_lib.parse_gin([CONFIG], [])
   keras.utils.set_random_seed(FLAGS.seed)
   problem = registry.build_problem(gin.query_parameter("Trainer.problem"))
   mode = {"soft_em": {"bottleneck_mode": "soft_em", "num_samples": 10}}.get(variant, {})
@@ -90,7 +90,7 @@ def run(variant):
 
 
 def main(_):
-  common.register_everything([])
+  config_lib.register_everything()
   curves = {variant: run(variant) for variant in FLAGS.variants}
   print(f"\n{CONFIG}, seed {FLAGS.seed}: test reconstruction term, bits/dim\n")
   print("| step | " + " | ".join(curves) + " |")

@@ -21,7 +21,8 @@ from absl import logging
 import gin
 import numpy as np
 
-from t2t_vqem.cli import common
+from t2t_vqem import config as config_lib
+from t2t_vqem.cli import common  # noqa: F401  (the shared flags: --data_dir, --gin_param, ...)
 from t2t_vqem.train import trainer as trainer_lib
 
 flags.DEFINE_string("output_dir", "/tmp/bench_image_em", "Where the runs go.")
@@ -42,9 +43,9 @@ def train_and_test(config, seed, run_dir):
     with open(result_path) as f:
       return json.load(f)
   gin.clear_config()
-  common.parse_gin([config] + FLAGS.gin_file,
-                   [f"Trainer.train_steps = {FLAGS.train_steps}", f"Trainer.seed = {seed}",
-                    "Trainer.eval_every = 0", "Trainer.eval_pictures = 8"] + FLAGS.gin_param)
+  config_lib.parse_gin([config] + FLAGS.gin_file,
+                       [f"Trainer.train_steps = {FLAGS.train_steps}", f"Trainer.seed = {seed}",
+                        "Trainer.eval_every = 0", "Trainer.eval_pictures = 8"] + FLAGS.gin_param)
   trainer = trainer_lib.Trainer(run_dir, data_dir=FLAGS.data_dir)
   start = trainer.restore()
   images, started = 0.0, time.perf_counter()
@@ -63,7 +64,7 @@ def train_and_test(config, seed, run_dir):
 
 
 def main(_):
-  common.register_everything([])
+  config_lib.register_everything()
   results = {name: [] for name, _ in MODES}
   for seed in FLAGS.seeds:
     for name, config in MODES:

@@ -29,7 +29,7 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from t2t_vqem import decode, metrics  # noqa: E402
-from t2t_vqem.cli import common  # noqa: E402
+from t2t_vqem import config as config_lib  # noqa: E402
 from t2t_vqem.layers import discretization  # noqa: E402
 from t2t_vqem.train import trainer as trainer_lib  # noqa: E402
 
@@ -80,8 +80,7 @@ def soft_input_decoder(model, top_k, temperature):
 
 def main(argv):
   del argv
-  common.register_everything([])
-  common.parse_run_config(FLAGS.run_dir, [], [])
+  config_lib.register_everything()
   problem, model, path = trainer_lib.load_run(FLAGS.run_dir)
   if not hasattr(model, "predict_latents"):
     raise SystemExit(f"{FLAGS.run_dir!r} holds a {type(model).__name__}, not a latent model")

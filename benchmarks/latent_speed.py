@@ -26,7 +26,8 @@ import numpy as np
 
 from t2t_vqem import decode
 from t2t_vqem import metrics
-from t2t_vqem.cli import common
+from t2t_vqem import config as config_lib
+from t2t_vqem.cli import common  # noqa: F401  (the shared flags: --data_dir, --gin_param, ...)
 from t2t_vqem.train import trainer as trainer_lib
 
 flags.DEFINE_string("output_dir", "/tmp/bench_latent_speed", "Where the runs go.")
@@ -55,8 +56,8 @@ def trained_model(config, bindings):
   name = os.path.splitext(config)[0] + "".join(
       "_" + b.split("=")[-1].strip() for b in bindings)
   gin.clear_config()
-  common.parse_gin([config], bindings + [f"Trainer.train_steps = {FLAGS.train_steps}",
-                                         "Trainer.eval_every = 0"] + FLAGS.gin_param)
+  config_lib.parse_gin([config], bindings + [f"Trainer.train_steps = {FLAGS.train_steps}",
+                                             "Trainer.eval_every = 0"] + FLAGS.gin_param)
   trainer = trainer_lib.Trainer(os.path.join(FLAGS.output_dir, name), data_dir=FLAGS.data_dir)
   start = trainer.restore()
   started = time.perf_counter()
@@ -91,7 +92,7 @@ def by_length(results, vocab, sources):
 
 
 def main(_):
-  common.register_everything([])
+  config_lib.register_everything()
   runs, rows, train_info = {}, [], {}
   for name, config, bindings, beam in ROWS:
     key = (config, tuple(bindings))

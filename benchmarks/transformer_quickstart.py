@@ -19,7 +19,8 @@ import numpy as np
 
 from t2t_vqem import decode
 from t2t_vqem import metrics
-from t2t_vqem.cli import common
+from t2t_vqem import config as config_lib
+from t2t_vqem.cli import common  # noqa: F401  (the shared flags: --data_dir, --gin_param, ...)
 from t2t_vqem.train import trainer as trainer_lib
 
 flags.DEFINE_string("output_dir", "/tmp/bench_transformer_quickstart", "Run directory.")
@@ -30,10 +31,10 @@ FLAGS = flags.FLAGS
 
 
 def main(_):
-  common.register_everything([])
-  common.parse_gin(["transformer_quickstart.gin"] + FLAGS.gin_file,
-                   [f"Trainer.train_steps = {FLAGS.train_steps}",
-                    "Trainer.eval_every = 0"] + FLAGS.gin_param)
+  config_lib.register_everything()
+  config_lib.parse_gin(["transformer_quickstart.gin"] + FLAGS.gin_file,
+                       [f"Trainer.train_steps = {FLAGS.train_steps}",
+                        "Trainer.eval_every = 0"] + FLAGS.gin_param)
   trainer = trainer_lib.Trainer(FLAGS.output_dir, data_dir=FLAGS.data_dir)
   start_step = trainer.restore()
   tokens, started = 0.0, time.perf_counter()

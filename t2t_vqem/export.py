@@ -58,8 +58,9 @@ the problem's picture shape and h x w x n its latent field:
 Pictures of another shape or dtype are refused by the signature; zero
 pictures (or count 0) give zero rows.
 
-Extension point: the serving module is chosen from the problem's `modality`
-and the model (`SERVERS`); add one with `register_server`.
+Extension point: the serving module is chosen by the interface the model
+declares (`t2t_vqem.registry.model_interface`, `SERVERS`); add one with
+`register_server`.
 """
 
 import json
@@ -69,6 +70,7 @@ from absl import logging
 import gin
 import tensorflow as tf
 
+from t2t_vqem import registry
 from t2t_vqem.problems import vocab as vocab_lib
 
 EXPORT_INFO = "export_info.json"  # in the SavedModel's assets.extra/
@@ -306,43 +308,29 @@ class LatentTranslationServer(TranslationServer):
         lambda: tf.fill([rows], ""))}
 
 
-def _is_latent(model, problem):
-  del problem
-  return hasattr(model, "decode_latents") and hasattr(model, "bottleneck")
+# The serving module class of each model interface (the `interface` a model
+# class declares, t2t_vqem.registry.MODEL_INTERFACES); each has a
+# `for_problem(model, problem, max_input_length, beam_size, alpha)` constructor.
+SERVERS = {"translation": TranslationServer,
+           "latent_translation": LatentTranslationServer,
+           "image": ImageServer}
 
 
-def _is_translation(model, problem):
-  del model
-  return getattr(problem, "modality", None) == "text"
-
-
-def _is_image(model, problem):
-  del model
-  return getattr(problem, "modality", None) == "image"
-
-
-# (predicate(model, problem), server class with a `for_problem` constructor),
-# first match wins.
-SERVERS = [(lambda m, p: _is_translation(m, p) and _is_latent(m, p), LatentTranslationServer),
-           (_is_translation, TranslationServer),
-           (_is_image, ImageServer)]
-
-
-def register_server(predicate, server_class, first=True):
-  """Adds a serving module class for the (model, problem) pairs `predicate` accepts."""
-  SERVERS.insert(0 if first else len(SERVERS), (predicate, server_class))
+def register_server(interface, server_class):
+  """Serves the models that declare `interface` with `server_class` (a plugin's own)."""
+  SERVERS[interface] = server_class
 
 
 def make_server(model, problem, max_input_length=None, beam_size=None, alpha=None):
-  """The serving tf.Module of `model` trained on `problem`."""
-  for predicate, server_class in SERVERS:
-    if predicate(model, problem):
-      return server_class.for_problem(model, problem, max_input_length=max_input_length,
-                                      beam_size=beam_size, alpha=alpha)
-  raise NotImplementedError(
-      f"no serving export for model {type(model).__name__} on problem "
-      f"{getattr(problem, 'name', problem)!r} (modality "
-      f"{getattr(problem, 'modality', None)!r}); see t2t_vqem.export.register_server")
+  """The serving tf.Module of `model` trained on `problem`, chosen by the model's interface."""
+  interface = registry.model_interface(model)
+  if interface not in SERVERS:
+    raise NotImplementedError(
+        f"no serving export for model {type(model).__name__}, whose interface is "
+        f"{interface!r}; interfaces with one: {', '.join(sorted(SERVERS))} (add one with "
+        "t2t_vqem.export.register_server)")
+  return SERVERS[interface].for_problem(model, problem, max_input_length=max_input_length,
+                                        beam_size=beam_size, alpha=alpha)
 
 
 @gin.configurable(denylist=["model", "problem", "export_dir", "extra_info"])
@@ -352,7 +340,7 @@ def export_model(model, problem, export_dir, max_input_length=None, beam_size=No
 
   Args:
     model: the trained Keras model (weights loaded).
-    problem: its problem (for the vocabulary file and the modality).
+    problem: its problem (for the vocabulary file and max_length).
     export_dir: where the SavedModel goes (replaced if it exists).
     max_input_length: sources (and encode's targets) are cut to this many
       subwords, EOS included (default: the problem's max_length).

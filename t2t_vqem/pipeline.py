@@ -16,13 +16,13 @@ exists (so rerunning the command after a crash resumes where it stopped):
              latency of all rows, timed side by side)
   results.json, results.md   the table (model, n_c, n_s, BLEU, latency, speedups)
 
-Every stage runs under its own Gin config: the global config is cleared, the
-stage's files and bindings (then `shared_gin`) are parsed, and the caller's
-config is restored afterwards. Loading a trained run parses its
+Every stage runs under its own Gin config (`t2t_vqem.config.stage_config`):
+the global config is cleared, the stage's files and bindings (then
+`shared_gin`) are parsed, and the caller's config is restored afterwards.
+Loading a trained run (`t2t_vqem.train.trainer.load_run`) parses its
 operative_config.gin the same way.
 """
 
-import contextlib
 import json
 import os
 import platform
@@ -33,10 +33,12 @@ import gin
 import numpy as np
 import tensorflow as tf
 
+from t2t_vqem import config
+from t2t_vqem import constants
 from t2t_vqem import decode
 from t2t_vqem import distill as distill_lib
 from t2t_vqem import metrics
-from t2t_vqem.cli import common
+from t2t_vqem.problems import problem as problem_lib
 from t2t_vqem.train import trainer as trainer_lib
 
 STAGE_DONE = "stage_done.json"
@@ -53,37 +55,7 @@ def is_configured():
   return True
 
 
-def _is_binding(item):
-  return "=" in item
-
-
-@contextlib.contextmanager
-def stage_config(items):
-  """Runs the body under a fresh Gin config made of `items`; restores the caller's after.
-
-  Args:
-    items: Gin file names (looked up like --gin_file) and binding strings
-      ('transformer.num_layers = 2'), applied in order.
-  """
-  saved = gin.config_str()
-  gin.clear_config()
-  try:
-    for item in items:
-      if _is_binding(item):
-        common.parse_gin([], [item], finalize=False)
-      else:
-        common.parse_gin([item], [], finalize=False)
-    yield
-  finally:
-    gin.clear_config()
-    gin.parse_config(saved)
-
-
-def _operative_config(run_dir):
-  path = os.path.join(run_dir, "operative_config.gin")
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path!r} not found: is {run_dir!r} a training run?")
-  return path
+stage_config = config.stage_config  # also importable from here
 
 
 def _read_json(path):
@@ -169,8 +141,8 @@ class Pipeline:
                student_gin=gin.REQUIRED, shared_gin=(), teacher_dir=None,
                teacher_checkpoint=None, distill_dir=None, distill_beam_size=4,
                distill_alpha=None, distill_batch_size=64, distill_shard_size=5000,
-               teacher_beam_size=4, bleu_split="test", bleu_sentences=None, latency_sentences=100,
-               decode_batch_size=64, evaluate_dev=True):
+               teacher_beam_size=4, bleu_split=constants.TEST, bleu_sentences=None,
+               latency_sentences=100, decode_batch_size=64, evaluate_dev=True):
     self.output_dir, self.data_dir = output_dir, data_dir
     self.teacher_gin, self.student_gin = list(teacher_gin), list(student_gin)
     self.shared_gin = list(shared_gin)
@@ -183,6 +155,7 @@ class Pipeline:
     self.distill_beam_size, self.distill_alpha = distill_beam_size, distill_alpha
     self.distill_batch_size, self.distill_shard_size = distill_batch_size, distill_shard_size
     self.teacher_beam_size = teacher_beam_size
+    problem_lib.check_split(bleu_split)
     self.bleu_split, self.bleu_sentences = bleu_split, bleu_sentences
     self.latency_sentences, self.decode_batch_size = latency_sentences, decode_batch_size
     self.evaluate_dev = evaluate_dev
@@ -197,7 +170,7 @@ class Pipeline:
       logging.info("Stage %s already done; skipping", run_dir)
       return _read_json(done)
     started = time.perf_counter()
-    with stage_config(items):
+    with config.stage_config(items):
       trainer = trainer_lib.Trainer(run_dir, data_dir=self.data_dir)
       trainer.train()
       dev = trainer.evaluate() if self.evaluate_dev else {}
@@ -209,7 +182,7 @@ class Pipeline:
 
   def train_teacher(self):
     if self.external_teacher:
-      _operative_config(self.teacher_dir)
+      config.operative_config_path(self.teacher_dir)  # fails now if it is not a run
       logging.info("Using the trained teacher in %s", self.teacher_dir)
       return None
     logging.info("Stage 1/4: teacher in %s", self.teacher_dir)
@@ -218,28 +191,28 @@ class Pipeline:
   def distill(self, max_shards=None):
     """Stage 2: the teacher's beam outputs for every training source (resumes)."""
     logging.info("Stage 2/4: distillation into %s", self.distill_dir)
-    with stage_config([_operative_config(self.teacher_dir)]):
-      self._teacher_problem = gin.query_parameter("Trainer.problem")
-      problem, model, path = trainer_lib.load_run(self.teacher_dir, self.teacher_checkpoint, self.data_dir)
-      teacher = distill_lib.teacher_record(path)
-      info_path = os.path.join(self.distill_dir, distill_lib.INFO)
-      if os.path.exists(info_path):
-        info = distill_lib.read_info(self.distill_dir)
-        distill_lib.check_teacher(info, teacher, self.distill_dir)
-        distill_lib.check_vocab(info, problem.vocab.path, self.distill_dir)
-        if info.get("complete"):
-          logging.info("Distillation in %s already done; skipping", self.distill_dir)
-          return info
-      sources, _ = problem.sources_and_references("train")
-      return distill_lib.distill(
-          model, problem.vocab, sources, self.distill_dir, teacher, self._teacher_problem,
-          beam_size=self.distill_beam_size, alpha=self.distill_alpha,
-          batch_size=self.distill_batch_size, shard_size=self.distill_shard_size,
-          max_shards=max_shards)
+    problem, model, path = trainer_lib.load_run(self.teacher_dir, self.teacher_checkpoint,
+                                                self.data_dir)
+    self._teacher_problem = problem.name
+    teacher = distill_lib.teacher_record(path)
+    info_path = os.path.join(self.distill_dir, distill_lib.INFO)
+    if os.path.exists(info_path):
+      info = distill_lib.read_info(self.distill_dir)
+      distill_lib.check_teacher(info, teacher, self.distill_dir)
+      distill_lib.check_vocab(info, problem.vocab.path, self.distill_dir)
+      if info.get("complete"):
+        logging.info("Distillation in %s already done; skipping", self.distill_dir)
+        return info
+    sources, _ = problem.sources_and_references(constants.TRAIN)
+    return distill_lib.distill(
+        model, problem.vocab, sources, self.distill_dir, teacher, self._teacher_problem,
+        beam_size=self.distill_beam_size, alpha=self.distill_alpha,
+        batch_size=self.distill_batch_size, shard_size=self.distill_shard_size,
+        max_shards=max_shards)
 
   def _student_items(self):
     """The student's config: its own, then translate_distilled on the teacher's problem."""
-    with stage_config(self.student_gin + self.shared_gin):
+    with config.stage_config(self.student_gin + self.shared_gin):
       student_problem = gin.query_parameter("Trainer.problem")
     teacher_problem = distill_lib.read_info(self.distill_dir)["problem"]
     if student_problem not in (teacher_problem, "translate_distilled"):
@@ -258,9 +231,8 @@ class Pipeline:
 
   def _load(self, run_dir):
     """(problem, model, checkpoint path, run_dir) of a trained run, under its own config."""
-    with stage_config([_operative_config(run_dir)]):
-      checkpoint = self.teacher_checkpoint if run_dir == self.teacher_dir else None
-      return trainer_lib.load_run(run_dir, checkpoint, self.data_dir) + (run_dir,)
+    checkpoint = self.teacher_checkpoint if run_dir == self.teacher_dir else None
+    return trainer_lib.load_run(run_dir, checkpoint, self.data_dir) + (run_dir,)
 
   def _bleu_row(self, name, loaded, beam_size, label, decode_fn):
     """BLEU of one run at one beam on `bleu_split`; cached in eval/<name>.json."""

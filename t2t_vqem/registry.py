@@ -13,6 +13,10 @@ its constructor arguments can be set in a Gin file (`transformer.hidden_size =
 256`). Gin is applied to a generated factory, never to the Keras class itself
 (decorating a Keras Layer with Gin breaks its construction).
 
+A model class declares what it can do in its class attribute `interface`
+(one of MODEL_INTERFACES); evaluation and export ask `model_interface(model)`
+instead of probing for methods.
+
 User modules that register their own problems and models are imported with
 `import_modules` (the trainer's `--import=module` flag).
 """
@@ -28,6 +32,19 @@ import gin
 _PROBLEMS = {}
 _MODELS = {}
 _FACTORIES = {}
+
+
+# The model interfaces the library knows: what a model class may declare in
+# `interface`, and what that promises (a plugin may add its own, with a server:
+# t2t_vqem.export.register_server).
+MODEL_INTERFACES = {
+    "translation": "decode(inputs, beam_size, alpha) -> ids (served by "
+                   "export.TranslationServer)",
+    "latent_translation": "translation's, and reconstruct(inputs, targets): the teacher-forced "
+                          "output, latents from the target encoder (served by "
+                          "export.LatentTranslationServer)",
+    "image": "reconstruct(images) and sample(count, seed) (served by export.ImageServer)",
+}
 
 
 class RegistryError(ValueError):
@@ -140,6 +157,22 @@ def build_model(name, **kwargs):
   """An instance of model `name`, with its Gin bindings applied."""
   model(name)
   return _FACTORIES[("model", name)](**kwargs)
+
+
+def model_interface(model):
+  """The interface (a key of MODEL_INTERFACES) that a model's class declares in `interface`.
+
+  A model whose class declares none (written before models declared one) is
+  given the interface its attributes show: a bottleneck and decode_latents
+  make it "latent_translation", an image_shape "image", anything else
+  "translation".
+  """
+  declared = getattr(type(model), "interface", None)
+  if declared is not None:
+    return declared
+  if hasattr(model, "decode_latents") and hasattr(model, "bottleneck"):
+    return "latent_translation"
+  return "image" if hasattr(model, "image_shape") else "translation"
 
 
 def list_problems():

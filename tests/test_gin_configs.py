@@ -5,18 +5,18 @@ import pathlib
 import gin
 import pytest
 
+from t2t_vqem import config
 from t2t_vqem import registry
-from t2t_vqem.cli import common
 
-common.register_everything([])
-CONFIGS = sorted(p.name for p in pathlib.Path(common.PACKAGE_GIN_DIR).glob("*.gin"))
+config.register_everything()
+CONFIGS = sorted(p.name for p in pathlib.Path(config.PACKAGE_GIN_DIR).glob("*.gin"))
 
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_shipped_config_parses_and_names_registered_things(name):
   gin.clear_config()
   try:
-    common.parse_gin([name], [], finalize=False)
+    config.parse_gin([name], [], finalize=False)
     try:
       model, problem = (gin.query_parameter("Trainer.model"),
                         gin.query_parameter("Trainer.problem"))
@@ -29,5 +29,5 @@ def test_shipped_config_parses_and_names_registered_things(name):
 
 
 def test_missing_config_lists_the_shipped_ones():
-  with pytest.raises(common.UsageError, match="transformer_quickstart.gin"):
-    common.find_gin_file("nope.gin")
+  with pytest.raises(config.UsageError, match="transformer_quickstart.gin"):
+    config.find_gin_file("nope.gin")

@@ -98,3 +98,62 @@ def test_wmt_through_tfds_mock_data_translates_english_to_german(tmp_path):
     assert pairs == [(ex["en"], ex["de"]) for ex in raw]
     batch = next(iter(problem.batches("train", 512)))
     assert batch["inputs"].dtype == tf.int32
+
+
+# -- what a problem tells the trainer: model inputs, batch measure, evaluation ------------
+
+
+def _grammar_problem(tmp_path_factory):
+  return registry.build_problem("translate_grammar_ende",
+                                data_dir=str(tmp_path_factory.getbasetemp() / "data"),
+                                num_train=300, num_eval=20, vocab_size=300)
+
+
+def test_text_problem_counts_target_tokens_and_batches_by_tokens(tmp_path_factory):
+  problem = _grammar_problem(tmp_path_factory)
+  assert problem.item_unit == "tokens"
+  assert problem.batch_amount(batch_tokens=512, batch_size=8) == 512
+  dummy = problem.dummy_features()
+  assert dummy["inputs"].numpy().tolist()[0][-1] == vocab_lib.EOS_ID
+  lengths = [len(f["targets"]) for f in problem.examples("dev").as_numpy_iterator()]
+  counted = sum(float(problem.batch_items(b)) for b in problem.batches("dev", 256))
+  assert counted == sum(lengths)  # EOS included, padding not
+
+
+def test_image_problem_counts_pictures_and_batches_by_pictures(tmp_path):
+  problem = registry.build_problem("image_shapes", data_dir=str(tmp_path), num_train=10,
+                                   num_eval=5)
+  assert problem.item_unit == "images" and problem.reports_test_results
+  assert problem.batch_amount(batch_tokens=512, batch_size=8) == 8
+  assert problem.dummy_features()["targets"].shape == (1, 32, 32, 3)
+  sizes = [float(problem.batch_items(b)) for b in problem.batches("dev", 3)]
+  assert sizes == [3.0] * (len(sizes) - 1) + [sizes[-1]] and sum(sizes) == 5
+  assert problem.output_metrics(object(), "dev", 4) == {}
+
+
+class _EmptyTranslator:
+  """Translates every source to nothing (EOS only)."""
+
+  interface = "translation"
+
+  def decode(self, inputs, beam_size=None, alpha=None):
+    del beam_size, alpha
+    return tf.fill([tf.shape(inputs)[0], 1], vocab_lib.EOS_ID)
+
+
+class _CopyingLatentModel(_EmptyTranslator):
+  """Its teacher-forced output is the target itself."""
+
+  interface = "latent_translation"
+
+  def reconstruct(self, inputs, targets):
+    del inputs
+    return targets
+
+
+def test_text_output_metrics_follow_the_models_declared_interface(tmp_path_factory):
+  problem = _grammar_problem(tmp_path_factory)
+  assert problem.output_metrics(_EmptyTranslator(), "dev", 0) == {}
+  assert problem.output_metrics(_EmptyTranslator(), "dev", 8) == {"bleu_greedy": 0.0}
+  latent = problem.output_metrics(_CopyingLatentModel(), "dev", 8)
+  assert latent == {"bleu_greedy": 0.0, "bleu_teacher_forced": pytest.approx(100.0)}

@@ -133,3 +133,45 @@ def test_subclass_passing_kwargs_exposes_its_base_parameters_to_gin():
     assert (built.width, built.num_samples, built.mode) == (9, 4, "soft_em")
   finally:
     gin.clear_config()
+
+
+def test_model_interface_is_the_declared_one_and_chooses_the_export():
+  from t2t_vqem import export as export_lib  # noqa: PLC0415
+
+  class Declared:
+    interface = "test_interface"
+
+  class Server:
+    @classmethod
+    def for_problem(cls, model, problem, **settings):
+      return (model, problem, settings)
+
+  model = Declared()
+  assert registry.model_interface(model) == "test_interface"
+  with pytest.raises(NotImplementedError, match="'test_interface'.*image, latent_translation"):
+    export_lib.make_server(model, "a problem")
+  export_lib.register_server("test_interface", Server)
+  try:
+    built = export_lib.make_server(model, "a problem", beam_size=3)
+  finally:
+    del export_lib.SERVERS["test_interface"]
+  assert built == (model, "a problem", {"max_input_length": None, "beam_size": 3, "alpha": None})
+
+
+def test_model_interface_of_a_model_that_declares_none_follows_its_attributes():
+  class Translator:
+    def decode(self, inputs):
+      return inputs
+
+  class Latent(Translator):
+    bottleneck = None
+
+    def decode_latents(self):
+      pass
+
+  class Pictures:
+    image_shape = (32, 32, 3)
+
+  assert [registry.model_interface(m()) for m in (Translator, Latent, Pictures)] == [
+      "translation", "latent_translation", "image"]
+  assert set(registry.MODEL_INTERFACES) == {"translation", "latent_translation", "image"}

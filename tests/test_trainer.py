@@ -1,6 +1,7 @@
 """Trainer: Gin wiring, checkpoint and exact resume, 2 replicas == 1 replica, bad output_dir."""
 
 import os
+import re
 
 import gin
 import numpy as np
@@ -121,8 +122,15 @@ def test_output_dir_of_another_model_is_refused(tmp_path, data_dir):
     def __init__(self, vocab_size):
       pass
 
-  with pytest.raises(trainer_lib.OutputDirError, match="holds a checkpoint of model 'transformer'"):
+  with pytest.raises(trainer_lib.OutputDirError,
+                     match="holds a checkpoint of model 'transformer'") as info:
     make_trainer(tmp_path, data_dir, "Trainer.model = 'test_other_model'")
+  # It names the Gin parameter that would fit the directory, as a binding Gin accepts.
+  binding = re.search(r"or (\S+ = '\w+')", str(info.value)).group(1)
+  assert binding == "Trainer.model = 'transformer'"
+  gin.clear_config()
+  gin.parse_config(binding)
+  assert gin.query_parameter("Trainer.model") == "transformer"
 
 
 def test_checkpoint_of_other_sizes_is_refused(tmp_path, data_dir):
@@ -131,3 +139,32 @@ def test_checkpoint_of_other_sizes_is_refused(tmp_path, data_dir):
                         "transformer.hidden_size = 24")
   with pytest.raises(trainer_lib.OutputDirError, match="does not match"):
     bigger.train()
+
+
+def test_load_run_builds_the_runs_model_and_gives_the_global_config_back(tmp_path, data_dir):
+  make_trainer(tmp_path, data_dir, "Trainer.train_steps = 1").train()
+  gin.clear_config()
+  gin.parse_config("transformer.hidden_size = 24\ntransformer.num_layers = 3\n"
+                   "Trainer.model = 'some_other_model'")
+  before = gin.config_str()
+  problem, model, path = trainer_lib.load_run(str(tmp_path), data_dir=data_dir)
+  assert gin.config_str() == before
+  assert gin.query_parameter("transformer.hidden_size") == 24
+  # The run's sizes (TINY), not the global ones; its weights, not fresh ones.
+  assert (model.hidden_size, model.num_layers) == (16, 1)
+  assert problem.name == "translate_grammar_ende" and problem.num_train == 300
+  assert path.endswith("ckpt-1")
+  gin.clear_config()
+  trained = make_trainer(tmp_path, data_dir, "Trainer.train_steps = 1")
+  trained.restore()
+  for a, b in zip(weights(trained), [np.array(v) for v in model.weights]):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_load_run_applies_extra_bindings_over_the_runs_config(tmp_path, data_dir):
+  make_trainer(tmp_path, data_dir, "Trainer.train_steps = 1").train()
+  gin.clear_config()
+  problem, _, _ = trainer_lib.load_run(str(tmp_path), data_dir=data_dir,
+                                       gin_params=["translate_grammar_ende.num_eval = 7"])
+  assert problem.num_eval == 7 and problem.num_train == 300
+  assert gin.config_str().strip() == ""

@@ -1,16 +1,18 @@
-"""What the entry points share: --import, --gin_file / --gin_param, one-line errors."""
+"""What the entry points share: the --import, --gin_file, --gin_param and --data_dir flags,
+a --help that lists a tool's flags, and one-line errors.
+
+The library under them (t2t_vqem.config and the rest) defines no flags.
+"""
 
 import functools
-import os
 import sys
 
+from absl import app
 from absl import flags
 from absl import logging
-import gin
 
+from t2t_vqem import config
 from t2t_vqem import registry
-
-PACKAGE_GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "gin")
 
 flags.DEFINE_multi_string("gin_file", [], "Gin file(s); looked up as given, then in "
                           "./gin, then in the package's gin/ folder.")
@@ -21,52 +23,11 @@ flags.DEFINE_string("data_dir", None, "Problem data and vocabulary cache (defaul
                     "$T2T_VQEM_DATA_DIR or ~/t2t_vqem_data).")
 FLAGS = flags.FLAGS
 
+# Still importable from here (tests/test_distill.py); its home is t2t_vqem.config.
+parse_gin = config.parse_gin
 
-class UsageError(ValueError):
-  """A bad flag or config value; reported on one line without a traceback."""
-
-
-def find_gin_file(name):
-  """The path of Gin file `name`: as given, then ./gin/, then the package's gin/."""
-  candidates = [name, os.path.join("gin", name), os.path.join(PACKAGE_GIN_DIR, name)]
-  if not name.endswith(".gin"):
-    candidates += [c + ".gin" for c in candidates]
-  for path in candidates:
-    if os.path.isfile(path):
-      return path
-  shipped = sorted(f for f in os.listdir(PACKAGE_GIN_DIR) if f.endswith(".gin"))
-  raise UsageError(f"Gin file {name!r} not found as given, in ./gin or in "
-                   f"{PACKAGE_GIN_DIR}; shipped configs: {', '.join(shipped)}")
-
-
-def parse_gin(gin_files, gin_params, finalize=True):
-  """Parses Gin files and bindings; any error becomes a one-line UsageError."""
-  paths = [find_gin_file(name) for name in gin_files]
-  for path in paths:
-    if not os.access(path, os.R_OK):
-      raise UsageError(f"Gin file {path!r} is not readable")
-  try:
-    gin.parse_config_files_and_bindings(paths, gin_params, finalize_config=finalize)
-  except (ValueError, KeyError, SyntaxError, IOError) as e:
-    message = " ".join(str(e).split())
-    raise UsageError(f"bad Gin config: {message}") from None
-
-
-def parse_run_config(output_dir, gin_files, gin_params):
-  """Parses a training run's operative_config.gin, then extra Gin files and bindings."""
-  config = os.path.join(output_dir, "operative_config.gin")
-  if not os.path.isfile(config):
-    raise FileNotFoundError(f"{config!r} not found: is {output_dir!r} a training run?")
-  parse_gin([config] + list(gin_files), gin_params)
-
-
-def register_everything(user_modules):
-  """Imports the built-in problems and models and the --import modules."""
-  import t2t_vqem.models  # noqa: F401  (registers the models)
-  import t2t_vqem.problems  # noqa: F401  (registers the problems)
-  import t2t_vqem.train.trainer  # noqa: F401  (the Trainer's Gin parameters)
-  import t2t_vqem.pipeline  # noqa: F401  (the Pipeline's Gin parameters)
-  registry.import_modules(user_modules)
+HELP_ARGS = ("-h", "-?", "--help", "-help", "--helpshort", "-helpshort")
+HELPFULL_ARGS = ("--helpfull", "-helpfull")
 
 
 def one_line_errors(main):
@@ -75,9 +36,46 @@ def one_line_errors(main):
   def wrapped(argv):
     try:
       return main(argv)
-    except (UsageError, registry.RegistryError, FileNotFoundError, ValueError) as e:
+    except (config.UsageError, registry.RegistryError, FileNotFoundError, ValueError) as e:
       if logging.get_verbosity() >= logging.DEBUG:
         raise
       print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
       sys.exit(1)
   return wrapped
+
+
+def _module_flags_help(module_name):
+  """The help lines of the flags `module_name` defines (absl's layout, without its header)."""
+  text = FLAGS.module_help(module_name)
+  return text.split(":\n", 1)[1] if ":\n" in text else ""
+
+
+def usage(tool):
+  """--help's text: the tool's docstring, its own flags, then the flags every tool shares."""
+  # absl files the flags of the module run as __main__ under sys.argv[0].
+  name = sys.argv[0] if tool.__name__ == "__main__" else tool.__name__
+  return "\n".join([(tool.__doc__ or "").strip(), "", "flags:", _module_flags_help(name), "",
+                    "flags of every t2t_vqem tool:", _module_flags_help(__name__), "",
+                    "Try --helpfull to get a list of all flags."])
+
+
+def _parse_flags(tool, argv):
+  """absl's flag parsing, but --help shows the tool's flags and exits with status 0."""
+  args = argv[1:argv.index("--")] if "--" in argv else argv[1:]
+  if any(arg in HELPFULL_ARGS for arg in args):
+    print((tool.__doc__ or "").strip() + "\n\nflags:\n" + FLAGS.get_help())
+    sys.exit(0)
+  if any(arg in HELP_ARGS for arg in args):
+    print(usage(tool))
+    sys.exit(0)
+  return app.parse_flags_with_usage(argv)
+
+
+def run(main, tool):
+  """Runs an entry point's `main` under absl.
+
+  Args:
+    main: main(argv) of the tool.
+    tool: the tool's module; --help shows its docstring and flags.
+  """
+  app.run(main, flags_parser=functools.partial(_parse_flags, tool))

@@ -7,18 +7,19 @@
 import os
 import sys
 
-from absl import app
 from absl import flags
 
+from t2t_vqem import config
+from t2t_vqem import constants
 from t2t_vqem import decode
 from t2t_vqem import metrics
 from t2t_vqem.cli import common
-from t2t_vqem.problems import problem as problem_lib
 from t2t_vqem.train import trainer as trainer_lib
 
 flags.DEFINE_string("output_dir", None, "A training run's output_dir.")
 flags.DEFINE_string("checkpoint", None, "A checkpoint path (default: the run's latest).")
-flags.DEFINE_string("split", "test", "Split to decode when no --decode_from_file.")
+flags.DEFINE_enum("split", constants.TEST, constants.SPLITS,
+                  "Split to decode when no --decode_from_file.")
 flags.DEFINE_string("decode_from_file", None, "Source sentences, one a line.")
 flags.DEFINE_string("reference_file", None, "References for --decode_from_file, for BLEU.")
 flags.DEFINE_string("decode_to_file", None, "Where hypotheses go (default: in output_dir).")
@@ -39,17 +40,18 @@ def read_lines(path):
 @common.one_line_errors
 def main(argv):
   if len(argv) > 1:
-    raise common.UsageError(f"unexpected arguments {argv[1:]}; flags are --name=value")
+    raise config.UsageError(f"unexpected arguments {argv[1:]}; flags are --name=value")
   if not FLAGS.output_dir:
-    raise common.UsageError("--output_dir (a training run) is required")
-  common.register_everything(FLAGS["import"].value)
-  common.parse_run_config(FLAGS.output_dir, FLAGS.gin_file, FLAGS.gin_param)
-  problem, model, _ = trainer_lib.load_run(FLAGS.output_dir, FLAGS.checkpoint, FLAGS.data_dir)
-  if problem.modality != "text":
-    raise common.UsageError(
-        f"{FLAGS.output_dir!r} holds a model of the {problem.modality} problem "
-        f"{problem.name!r}; the decoder translates text. The trainer writes an image run's "
-        "test bits/dim to OUTPUT_DIR/test_results.json and its pictures to OUTPUT_DIR/pictures/")
+    raise config.UsageError("--output_dir (a training run) is required")
+  config.register_everything(FLAGS["import"].value)
+  problem, model, _ = trainer_lib.load_run(FLAGS.output_dir, FLAGS.checkpoint, FLAGS.data_dir,
+                                           FLAGS.gin_file, FLAGS.gin_param)
+  if problem.vocab is None:
+    raise config.UsageError(
+        f"{FLAGS.output_dir!r} holds a model of problem {problem.name!r}, which has no text "
+        "vocabulary; the decoder translates text. The trainer writes an image run's "
+        f"test bits/dim to OUTPUT_DIR/{trainer_lib.TEST_RESULTS} and its pictures to "
+        "OUTPUT_DIR/pictures/")
 
   references = None
   if FLAGS.decode_from_file:
@@ -58,7 +60,6 @@ def main(argv):
       references = read_lines(FLAGS.reference_file)
     name = os.path.basename(FLAGS.decode_from_file)
   else:
-    problem_lib.check_split(FLAGS.split)
     sources, references = problem.sources_and_references(FLAGS.split)
     name = FLAGS.split
   if FLAGS.max_sentences:
@@ -81,7 +82,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  common.run(main, sys.modules[__name__])
 
 
 if __name__ == "__main__":

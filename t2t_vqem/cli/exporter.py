@@ -7,11 +7,12 @@ Load it with tensorflow and tensorflow_text only (see README, "Serving").
 """
 
 import os
+import sys
 
-from absl import app
 from absl import flags
 import gin
 
+from t2t_vqem import config
 from t2t_vqem import export as export_lib
 from t2t_vqem.cli import common
 from t2t_vqem.train import trainer as trainer_lib
@@ -31,33 +32,35 @@ FLAGS = flags.FLAGS
 @common.one_line_errors
 def main(argv):
   if len(argv) > 1:
-    raise common.UsageError(f"unexpected arguments {argv[1:]}; flags are --name=value")
+    raise config.UsageError(f"unexpected arguments {argv[1:]}; flags are --name=value")
   if not FLAGS.output_dir:
-    raise common.UsageError("--output_dir (a training run) is required")
+    raise config.UsageError("--output_dir (a training run) is required")
   if FLAGS.max_input_length is not None and FLAGS.max_input_length < 2:
-    raise common.UsageError(f"--max_input_length={FLAGS.max_input_length} must be >= 2 "
+    raise config.UsageError(f"--max_input_length={FLAGS.max_input_length} must be >= 2 "
                             "(one subword and EOS)")
   if FLAGS.beam_size is not None and FLAGS.beam_size < 1:
-    raise common.UsageError(f"--beam_size={FLAGS.beam_size} must be >= 1")
-  common.register_everything(FLAGS["import"].value)
-  common.parse_run_config(FLAGS.output_dir, FLAGS.gin_file, FLAGS.gin_param)
+    raise config.UsageError(f"--beam_size={FLAGS.beam_size} must be >= 1")
+  config.register_everything(FLAGS["import"].value)
   problem, model, checkpoint = trainer_lib.load_run(FLAGS.output_dir, FLAGS.checkpoint,
-                                                    FLAGS.data_dir)
+                                                    FLAGS.data_dir, FLAGS.gin_file,
+                                                    FLAGS.gin_param)
   settings = {name: getattr(FLAGS, name) for name in ("max_input_length", "beam_size", "alpha")
               if getattr(FLAGS, name) is not None}
   export_dir = FLAGS.export_dir or os.path.join(FLAGS.output_dir, "export")
-  try:
-    server = export_lib.export_model(model, problem, export_dir,
-                                     extra_info={"checkpoint": os.path.abspath(checkpoint)},
-                                     **settings)
-  except NotImplementedError as e:
-    raise common.UsageError(str(e)) from None
-  print(f"exported {gin.query_parameter('Trainer.model')} "
-        f"({', '.join(sorted(server.signatures()))}) to {export_dir}")
+  # export_model's own Gin settings come from the run's config and the extra ones.
+  with config.run_config(FLAGS.output_dir, FLAGS.gin_file, FLAGS.gin_param):
+    try:
+      server = export_lib.export_model(model, problem, export_dir,
+                                       extra_info={"checkpoint": os.path.abspath(checkpoint)},
+                                       **settings)
+    except NotImplementedError as e:
+      raise config.UsageError(str(e)) from None
+    model_name = gin.query_parameter("Trainer.model")
+  print(f"exported {model_name} ({', '.join(sorted(server.signatures()))}) to {export_dir}")
 
 
 def run():
-  app.run(main)
+  common.run(main, sys.modules[__name__])
 
 
 if __name__ == "__main__":

@@ -8,13 +8,12 @@ teacher -> distillation -> student -> results pipeline (t2t_vqem/pipeline.py).
 An image run ends with the test split's bits/dim in OUTPUT_DIR/test_results.json.
 """
 
-import json
-import os
+import sys
 
-from absl import app
 from absl import flags
 from absl import logging
 
+from t2t_vqem import config
 from t2t_vqem import pipeline as pipeline_lib
 from t2t_vqem import registry
 from t2t_vqem.cli import common
@@ -29,16 +28,16 @@ FLAGS = flags.FLAGS
 @common.one_line_errors
 def main(argv):
   if len(argv) > 1:
-    raise common.UsageError(f"unexpected arguments {argv[1:]}; flags are --name=value")
-  common.register_everything(FLAGS["import"].value)
+    raise config.UsageError(f"unexpected arguments {argv[1:]}; flags are --name=value")
+  config.register_everything(FLAGS["import"].value)
   if FLAGS.registry_help:
     print(registry.help_string())
     return
   if not FLAGS.output_dir:
-    raise common.UsageError("--output_dir is required")
+    raise config.UsageError("--output_dir is required")
   if not FLAGS.gin_file:
-    raise common.UsageError("give at least one --gin_file (e.g. transformer_quickstart.gin)")
-  common.parse_gin(FLAGS.gin_file, FLAGS.gin_param)
+    raise config.UsageError("give at least one --gin_file (e.g. transformer_quickstart.gin)")
+  config.parse_gin(FLAGS.gin_file, FLAGS.gin_param)
   if pipeline_lib.is_configured():  # teacher -> distillation -> student -> results table
     pipeline_lib.Pipeline(FLAGS.output_dir, data_dir=FLAGS.data_dir).run()
     return
@@ -46,18 +45,14 @@ def main(argv):
   trainer.train()
   results = trainer.evaluate()
   logging.info("final dev results: %s", results)
-  if trainer.problem.modality == "image":  # the paper's bits/dim are on the test split
-    test = trainer.evaluate("test")
-    with open(os.path.join(FLAGS.output_dir, "test_results.json"), "w") as f:
-      json.dump(dict(test, step=trainer.step), f, indent=2)
-    print(f"test bits/dim {test['bits_per_dim']:.4f} (reconstruction "
-          f"{test['bits_per_dim_reconstruction']:.4f} + prior {test['bits_per_dim_prior']:.4f}) "
-          f"at step {trainer.step}: {os.path.join(FLAGS.output_dir, 'test_results.json')}")
+  written = trainer.write_test_results()  # images: the paper's test bits/dim
+  if written:
+    print(written)
 
 
 def run():
   logging.set_verbosity(logging.INFO)
-  app.run(main)
+  common.run(main, sys.modules[__name__])
 
 
 if __name__ == "__main__":

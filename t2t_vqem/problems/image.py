@@ -2,13 +2,18 @@
 
 An ImageProblem yields batches {"targets": uint8 [B, 32, 32, 3]}; the models
 see 256 values per sub-pixel, so -log P(x | z) is an exact discrete likelihood
-and bits/dim follow from it (t2t_vqem.models.image_vqvae).
+and bits/dim follow from it (t2t_vqem.models.image_vqvae). Its batches are
+`Trainer.batch_size` pictures; an evaluation shows pictures (originals over
+reconstructions, and prior samples), and the test split's bits/dim (the
+paper's measure) are written after training.
 """
 
 import functools
 
 import tensorflow as tf
 
+from t2t_vqem import constants
+from t2t_vqem import pictures
 from t2t_vqem import registry
 from t2t_vqem.problems import problem
 from t2t_vqem.problems import shapes
@@ -18,6 +23,8 @@ class ImageProblem(problem.Problem):
   """Pictures of `image_shape` in train/dev/test splits; subclasses implement `images`."""
 
   modality = "image"
+  item_unit = "images"
+  reports_test_results = True
   image_shape = (32, 32, 3)
   vocab = None  # no text
 
@@ -28,6 +35,40 @@ class ImageProblem(problem.Problem):
   def model_kwargs(self):
     """What a model needs to know of this problem."""
     return {"image_shape": self.image_shape}
+
+  def dummy_features(self):
+    return {"targets": tf.zeros((1,) + tuple(self.image_shape), tf.uint8)}
+
+  def batch_amount(self, batch_tokens, batch_size):
+    del batch_tokens
+    return batch_size
+
+  def output_pictures(self, model, split, count, seed):
+    """The paper's Fig. 4 for the first `count` pictures of `split`, and prior samples.
+
+    Returns:
+      {"reconstructions": originals over their reconstructions,
+       "samples": `count` pictures decoded from codes drawn from the prior
+       with `seed` (two int32)}, each one uint8 grid [H, W, 3].
+    """
+    if not count:
+      return {}
+    originals = next(iter(self.examples(split).batch(count)))["targets"]
+    rows = {"reconstructions": [originals, model.reconstruct(originals)],
+            "samples": [self._compiled_sample(model)(count, seed)]}
+    return {name: pictures.grid(tf.stack(row).numpy()) for name, row in rows.items()}
+
+  def _compiled_sample(self, model):
+    """model.sample as one tf.function per model, kept (a new one would retrace)."""
+    if getattr(self, "_sample_of", None) is not model:
+      self._sample_of, self._sample_fn = model, tf.function(model.sample)
+    return self._sample_fn
+
+  def results_line(self, results):
+    """bits/dim = reconstruction + prior (the paper's Table 3 measure)."""
+    return (f"bits/dim {results['bits_per_dim']:.4f} (reconstruction "
+            f"{results['bits_per_dim_reconstruction']:.4f} + prior "
+            f"{results['bits_per_dim_prior']:.4f})")
 
   def examples(self, split):
     problem.check_split(split)
@@ -84,7 +125,8 @@ class ImageShapes(ImageProblem):
 
 
 # Our split name -> the TFDS split of cifar10: dev is the last 2% of train.
-CIFAR10_SPLITS = {"train": "train[:98%]", "dev": "train[98%:]", "test": "test"}
+CIFAR10_SPLITS = {constants.TRAIN: "train[:98%]", constants.DEV: "train[98%:]",
+                  constants.TEST: "test"}
 
 
 @registry.register_problem("image_cifar10")

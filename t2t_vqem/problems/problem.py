@@ -2,7 +2,12 @@
 
 A Problem turns raw data into batched `tf.data` pipelines of int32 features
 {"inputs": [B, S], "targets": [B, T]} (PAD = 0, every row ends with EOS = 1).
-Problems know nothing of models; the trainer and Gin wire the two.
+Everything that depends on the kind of data is the problem's: the features
+that build a model (`dummy_features`), what a batch is measured in
+(`batch_amount`, `batch_items`, `item_unit`), and what an evaluation adds to
+the losses (`output_metrics`, `output_pictures`, `reports_test_results`).
+Problems drive a model only through its declared interface
+(`t2t_vqem.registry.model_interface`); the trainer and Gin wire the two.
 """
 
 import functools
@@ -11,9 +16,13 @@ import os
 from absl import logging
 import tensorflow as tf
 
+from t2t_vqem import constants
+from t2t_vqem import decode
+from t2t_vqem import metrics
+from t2t_vqem import registry
 from t2t_vqem.problems import vocab as vocab_lib
 
-SPLITS = ("train", "dev", "test")
+SPLITS = constants.SPLITS
 DATA_DIR_ENV = "T2T_VQEM_DATA_DIR"
 
 
@@ -36,12 +45,46 @@ def bucket_boundaries(max_length, min_length=8, step=1.1):
 
 
 class Problem:
-  """A data set with train/dev/test splits stored under data_dir/<name>."""
+  """A data set with train/dev/test splits stored under data_dir/<name>.
+
+  Subclasses supply the data (`examples`, `batches`) and the methods below
+  that say how a model is built, batched and evaluated on it.
+  """
 
   registered_name = None  # set by the registry
+  item_unit = "examples"  # what `batch_items` counts, as the progress line names it
+  # Whether the trainer's entry point evaluates the test split after training
+  # and writes OUTPUT_DIR/test_results.json.
+  reports_test_results = False
 
   def __init__(self, data_dir=None):
     self.data_dir = os.path.expanduser(data_dir or default_data_dir())
+
+  def dummy_features(self):
+    """A one-example batch that builds every weight of a model for this problem."""
+    raise NotImplementedError(f"{type(self).__name__} does not define dummy_features()")
+
+  def batch_amount(self, batch_tokens, batch_size):
+    """Which of the Trainer's batch_tokens and batch_size `batches` takes."""
+    raise NotImplementedError(f"{type(self).__name__} does not define batch_amount()")
+
+  def batch_items(self, features):
+    """What the progress line counts in a batch (float32 scalar): here its examples."""
+    return tf.cast(tf.shape(features["targets"])[0], tf.float32)
+
+  def output_metrics(self, model, split, count):
+    """Metrics of the model's outputs on the first `count` examples of `split`."""
+    del model, split, count
+    return {}
+
+  def output_pictures(self, model, split, count, seed):
+    """{name: uint8 picture [H, W, 3]} showing the model's outputs on `split`."""
+    del model, split, count, seed
+    return {}
+
+  def results_line(self, results):
+    """An evaluation's results on one line."""
+    return "  ".join(f"{k} {v:.4f}" for k, v in sorted(results.items()))
 
   @property
   def name(self):
@@ -67,6 +110,7 @@ class TranslationProblem(Problem):
   """
 
   modality = "text"
+  item_unit = "tokens"
 
   def __init__(self, data_dir=None, vocab_size=32000, max_length=256,
                vocab_sample_size=1_000_000):
@@ -84,6 +128,31 @@ class TranslationProblem(Problem):
   def model_kwargs(self):
     """What a model needs to know of this problem."""
     return {"vocab_size": self.vocab.size}
+
+  def dummy_features(self):
+    return {"inputs": tf.constant([[3, constants.EOS_ID]], tf.int32),
+            "targets": tf.constant([[3, constants.EOS_ID]], tf.int32)}
+
+  def batch_amount(self, batch_tokens, batch_size):
+    del batch_size
+    return batch_tokens
+
+  def batch_items(self, features):
+    """The batch's target tokens (EOS included, padding not)."""
+    return tf.reduce_sum(tf.cast(features["targets"] != constants.PAD_ID, tf.float32))
+
+  def output_metrics(self, model, split, count):
+    """Greedy BLEU on the first `count` sentences of `split`; for a latent model also BLEU
+    with the latents from the target encoder (teacher forced)."""
+    if not count:
+      return {}
+    sources, references = self.sources_and_references(split, count)
+    hypotheses = decode.translate(model, self.vocab, sources, beam_size=1)
+    results = {"bleu_greedy": metrics.corpus_bleu(hypotheses, references)[0]}
+    if registry.model_interface(model) == "latent_translation":
+      hypotheses = decode.reconstruct(model, self.vocab, sources, references)
+      results["bleu_teacher_forced"] = metrics.corpus_bleu(hypotheses, references)[0]
+    return results
 
   @property
   def vocab_path(self):
@@ -106,7 +175,7 @@ class TranslationProblem(Problem):
     """Unbatched {"inputs", "targets"} int32 id sequences, each ending with EOS."""
     check_split(split)
     vocab = self.vocab
-    eos = tf.constant([vocab_lib.EOS_ID], tf.int32)
+    eos = tf.constant([constants.EOS_ID], tf.int32)
 
     def encode(sources, targets):
       return {"inputs": vocab.tokenize(sources), "targets": vocab.tokenize(targets)}

@@ -17,9 +17,9 @@ import gin
 import keras
 import tensorflow as tf
 
-from t2t_vqem import decode
+from t2t_vqem import config
+from t2t_vqem import constants
 from t2t_vqem import export as export_lib
-from t2t_vqem import metrics
 from t2t_vqem import pictures
 from t2t_vqem import registry
 from t2t_vqem.train import progress as progress_lib
@@ -27,6 +27,7 @@ from t2t_vqem.train import schedule
 from t2t_vqem.train import strategy as strategy_lib
 
 RUN_INFO = "run_info.json"
+TEST_RESULTS = "test_results.json"
 SUM = tf.distribute.ReduceOp.SUM
 
 
@@ -45,7 +46,7 @@ def check_run_info(output_dir, info):
         raise OutputDirError(
             f"output_dir {output_dir!r} holds a checkpoint of {key} "
             f"{found.get(key)!r}, not {info[key]!r}; use another --output_dir "
-            f"or train.{key} = {found.get(key)!r}")
+            f"or Trainer.{key} = {found.get(key)!r}")
     return
   os.makedirs(output_dir, exist_ok=True)
   with open(path, "w") as f:
@@ -71,32 +72,26 @@ def replica_shard(features):
   return tf.nest.map_structure(lambda x: x[start:end], features)
 
 
-def dummy_features(problem):
-  """A one-example batch that builds every weight of a model for `problem`."""
-  if problem.modality == "image":
-    return {"targets": tf.zeros((1,) + tuple(problem.image_shape), tf.uint8)}
-  return {"inputs": tf.constant([[3, 1]], tf.int32), "targets": tf.constant([[3, 1]], tf.int32)}
-
-
-def batch_items(problem, features):
-  """What the progress line counts: target tokens (text) or pictures (images)."""
-  if problem.modality == "image":
-    return tf.cast(tf.shape(features["targets"])[0], tf.float32)
-  return tf.reduce_sum(tf.cast(features["targets"] > 0, tf.float32))
-
-
-def load_run(output_dir, checkpoint=None, data_dir=None):
+def load_run(output_dir, checkpoint=None, data_dir=None, gin_files=(), gin_params=()):
   """(problem, model, checkpoint path) of a trained run, for inference.
 
-  The run's operative_config.gin must already be parsed (it names the model
-  and the problem and holds their settings).
+  Problem and model are built under the run's own operative_config.gin (which
+  names them and holds their settings), then `gin_files` and `gin_params`;
+  the caller's global Gin config is given back untouched.
+
+  Args:
+    output_dir: the training run.
+    checkpoint: a checkpoint path (default: the run's latest).
+    data_dir: problem data and vocabulary cache.
+    gin_files, gin_params: Gin files and bindings applied on top of the run's config.
   """
-  path = checkpoint or tf.train.latest_checkpoint(os.path.join(output_dir, "checkpoints"))
-  if not path:
-    raise FileNotFoundError(f"no checkpoint in {os.path.join(output_dir, 'checkpoints')!r}")
-  problem = registry.build_problem(gin.query_parameter("Trainer.problem"), data_dir=data_dir)
-  model = registry.build_model(gin.query_parameter("Trainer.model"), **problem.model_kwargs())
-  model(dummy_features(problem), training=False)
+  with config.run_config(output_dir, gin_files, gin_params):
+    path = checkpoint or tf.train.latest_checkpoint(os.path.join(output_dir, "checkpoints"))
+    if not path:
+      raise FileNotFoundError(f"no checkpoint in {os.path.join(output_dir, 'checkpoints')!r}")
+    problem = registry.build_problem(gin.query_parameter("Trainer.problem"), data_dir=data_dir)
+    model = registry.build_model(gin.query_parameter("Trainer.model"), **problem.model_kwargs())
+    model(problem.dummy_features(), training=False)
   tf.train.Checkpoint(model=model).restore(path).expect_partial()
   logging.info("Loaded %s", path)
   return problem, model, path
@@ -114,16 +109,17 @@ class Trainer:
     data_dir: problem data and vocabulary cache.
     train_steps: total optimizer steps (a resumed run goes on to this count).
     batch_tokens: tokens per global batch (source or target, the longer), for
-      text problems.
-    batch_size: pictures per global batch, for image problems.
+      problems batched by tokens (text; see Problem.batch_amount).
+    batch_size: examples per global batch, for problems batched by examples
+      (images).
     checkpoint_every: steps between checkpoints (one is also written at the end).
     keep_checkpoints: how many checkpoints to keep.
     eval_every: steps between evaluations on the dev split (0: only at the end).
-    eval_bleu_examples: dev sentences greedily decoded for BLEU at each
-      evaluation (0: none); text problems.
-    eval_pictures: pictures shown at each evaluation of an image problem
-      (originals over reconstructions, and as many prior samples), written
-      to output_dir/pictures/ as PNG and to TensorBoard (0: none).
+    eval_bleu_examples: examples of the split whose outputs each evaluation
+      scores (Problem.output_metrics; text: greedy BLEU), 0: none.
+    eval_pictures: pictures shown at each evaluation (Problem.output_pictures;
+      images: originals over reconstructions, and as many prior samples),
+      written to output_dir/pictures/ as PNG and to TensorBoard (0: none).
     log_every: steps between progress lines and training summaries; each
       shows the mean of its values over the steps since the last line.
     seed: seed of weights, dropout and data order.
@@ -146,7 +142,6 @@ class Trainer:
     self.model_name, self.problem_name = model, problem
     self.train_steps, self.batch_tokens = train_steps, batch_tokens
     self.eval_pictures = eval_pictures
-    self._sample_fn = None
     self.checkpoint_every, self.eval_every = checkpoint_every, eval_every
     self.eval_bleu_examples, self.log_every = eval_bleu_examples, log_every
     self.seed = seed
@@ -160,11 +155,11 @@ class Trainer:
     self.strategy = strategy_lib.make_strategy()
     self.problem = registry.build_problem(problem, data_dir=data_dir)
     self.vocab = self.problem.vocab  # None for image problems
-    # What problem.batches takes: tokens (text) or pictures (images) per global batch.
-    self.batch_amount = batch_size if self.problem.modality == "image" else batch_tokens
+    # What problem.batches takes per global batch: tokens (text) or pictures (images).
+    self.batch_amount = self.problem.batch_amount(batch_tokens, batch_size)
     with self.strategy.scope():
       self.model = registry.build_model(model, **self.problem.model_kwargs())
-      self.model(dummy_features(self.problem), training=False)
+      self.model(self.problem.dummy_features(), training=False)
       self.optimizer = schedule.make_optimizer()
       self.optimizer.build(self.model.trainable_variables)
     self.num_replicas = self.strategy.num_replicas_in_sync
@@ -172,7 +167,7 @@ class Trainer:
       raise ValueError(f"Trainer.batch_multiple={batch_multiple} must be a multiple of "
                        f"the {self.num_replicas} replicas")
     train_data = self.problem.batches(
-        "train", self.batch_amount, shuffle=True, repeat=True,
+        constants.TRAIN, self.batch_amount, shuffle=True, repeat=True,
         num_replicas=batch_multiple or self.num_replicas, seed=seed)
     self.train_iterator = iter(train_data)
     trackables = {"model": self.model, "optimizer": self.optimizer}
@@ -227,7 +222,7 @@ class Trainer:
     self.optimizer.apply_gradients(zip(grads, variables))
     values.update(self._global_mean(extra))
     values["loss"] = loss
-    values["items"] = batch_items(self.problem, features)
+    values["items"] = self.problem.batch_items(features)
     return values
 
   def _distributed_train_step(self, features):
@@ -246,11 +241,12 @@ class Trainer:
     per_replica = self.strategy.run(self._replica_eval_step, args=(features,))
     return {k: self.strategy.reduce(SUM, v, axis=None) for k, v in per_replica.items()}
 
-  def evaluate(self, split="dev"):
+  def evaluate(self, split=constants.DEV):
     """Losses and metrics of a split (means over its tokens or sub-pixels).
 
-    Text: plus greedy BLEU (and, for latent models, BLEU with latents from the
-    target encoder). Images: plus the picture grids (see `write_pictures`).
+    Plus the problem's metrics of the model's outputs (text: greedy BLEU and,
+    for latent models, BLEU with latents from the target encoder) and its
+    pictures (images: see `write_pictures`).
     """
     totals = {}
     dataset = self.problem.batches(split, self.batch_amount, num_replicas=self.num_replicas)
@@ -258,15 +254,8 @@ class Trainer:
       for name, value in self._eval_step(features).items():
         totals[name] = totals.get(name, 0.0) + value.numpy()
     results = {name: float(num / max(den, 1.0)) for name, (num, den) in totals.items()}
-    if self.problem.modality == "image":
-      self.write_pictures(split)
-    elif self.eval_bleu_examples:
-      sources, references = self.problem.sources_and_references(split, self.eval_bleu_examples)
-      hypotheses = decode.translate(self.model, self.vocab, sources, beam_size=1)
-      results["bleu_greedy"], _ = metrics.corpus_bleu(hypotheses, references)
-      if hasattr(self.model, "reconstruct"):  # latent models: latents from the target
-        hypotheses = decode.reconstruct(self.model, self.vocab, sources, references)
-        results["bleu_teacher_forced"], _ = metrics.corpus_bleu(hypotheses, references)
+    results.update(self.problem.output_metrics(self.model, split, self.eval_bleu_examples))
+    self.write_pictures(split)
     step = self.step
     with self.eval_writer.as_default(step=step):
       for name, value in results.items():
@@ -275,31 +264,42 @@ class Trainer:
                  "  ".join(f"{k} {v:.4f}" for k, v in sorted(results.items())))
     return results
 
-  def write_pictures(self, split="dev"):
-    """The paper's Fig. 4 for `eval_pictures` pictures of `split`, and prior samples.
+  def write_pictures(self, split=constants.DEV):
+    """The problem's pictures of the model's outputs on `split` (Problem.output_pictures).
 
-    Writes output_dir/pictures/{reconstructions,samples}-<step>.png (originals
-    over reconstructions; samples: codes drawn from the prior, then decoded)
-    and logs both to TensorBoard.
+    Images: the paper's Fig. 4 for `eval_pictures` pictures, and prior samples.
+    Writes output_dir/pictures/<name>-<step>.png and logs each to TensorBoard;
+    returns {name: path} (empty when the problem shows none).
     """
-    if not self.eval_pictures:
-      return {}
     step = self.step
-    if self._sample_fn is None:
-      self._sample_fn = tf.function(self.model.sample)
-    originals = next(iter(self.problem.examples(split).batch(self.eval_pictures)))["targets"]
-    rows = {"reconstructions": [originals, self.model.reconstruct(originals)],
-            "samples": [self._sample_fn(self.eval_pictures, [self.seed, step])]}
+    shown = self.problem.output_pictures(self.model, split, self.eval_pictures,
+                                         [self.seed, step])
+    if not shown:
+      return {}
     os.makedirs(os.path.join(self.output_dir, "pictures"), exist_ok=True)
     paths = {}
     with self.eval_writer.as_default(step=step):
-      for name, row in rows.items():
-        picture = pictures.grid(tf.stack(row).numpy())
+      for name, picture in shown.items():
         paths[name] = os.path.join(self.output_dir, "pictures", f"{name}-{step}.png")
         pictures.write_png(paths[name], picture)
         tf.summary.image(name, picture[None])
     logging.info("Pictures: %s", ", ".join(paths.values()))
     return paths
+
+  def write_test_results(self):
+    """The test split's results in output_dir/test_results.json, for a problem that reports
+    them after training (Problem.reports_test_results; images: the paper's bits/dim).
+
+    Returns:
+      a line saying what was written, or None when the problem reports nothing.
+    """
+    if not self.problem.reports_test_results:
+      return None
+    results = self.evaluate(constants.TEST)
+    path = os.path.join(self.output_dir, TEST_RESULTS)
+    with open(path, "w") as f:
+      json.dump(dict(results, step=self.step), f, indent=2)
+    return f"test {self.problem.results_line(results)} at step {self.step}: {path}"
 
   def write_operative_config(self):
     with open(os.path.join(self.output_dir, "operative_config.gin"), "w") as f:
@@ -320,8 +320,7 @@ class Trainer:
       if self.export_at_end:
         self.export()
       return {}
-    progress = progress_lib.Progress(
-        start, self.train_steps, "images" if self.problem.modality == "image" else "tokens")
+    progress = progress_lib.Progress(start, self.train_steps, self.problem.item_unit)
     logging.info("Training %s on %s with %d replica(s) from step %d to %d", self.model_name,
                  self.problem_name, self.num_replicas, start, self.train_steps)
     values, window, window_steps = {}, {}, 0
