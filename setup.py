@@ -19,7 +19,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["t2t_vqem", "t2t_vqem.*"]),
-    package_data={"t2t_vqem": ["gin/*.gin", "layers/*.cc"]},
+    package_data={"t2t_vqem": ["gin/*.gin"]},
     install_requires=requirements,
     extras_require={"test": ["pytest>=8"]},
     entry_points={

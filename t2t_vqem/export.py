@@ -24,13 +24,13 @@ and of a latent model also
   translate_with_codes(sources: string [B], codes: int32 [B, L])
       -> {"translations": string [B]}
 
-`encode` gives the latent code of each target (the nearest codebook entry of
-each compressed target position, the E step's most probable code also in soft
-EM; the Monte-Carlo samples of training are not drawn), one code per 2^n_c
+`encode` gives the latent code of each target (the bottleneck's most probable
+code of each compressed target position: the nearest codebook entry for the EM
+bottlenecks, whose Monte-Carlo samples are not drawn), one code per 2^n_c
 target subwords (EOS included); rows shorter than L are padded with -1.
 `translate_with_codes` decodes the codes of each row up to its first negative
 entry in one parallel pass (the latent predictor is not used); a code outside
-[0, codebook_size) is an InvalidArgumentError.
+[0, num_codes) is an InvalidArgumentError.
 
 Bad input never brings the server down:
   * every source (and target) is cut to its first `max_input_length - 1`
@@ -46,10 +46,11 @@ Signatures of an image model (`image_vqvae_vq`, `image_vqvae_em`), H x W x C
 the problem's picture shape and h x w x n its latent field:
 
   encode(images: uint8 [B, H, W, C]) -> {"codes": int32 [B, h, w, n]}
-      the nearest code of every latent vector (Eq. 1), also in soft EM;
+      the bottleneck's most probable code of every latent vector (for the EM
+      bottlenecks the nearest, Eq. 1, also in soft EM);
   decode(codes: int32 [B, h, w, n]) -> {"images": uint8 [B, H, W, C]}
       the most likely value of every sub-pixel given the codes; a code outside
-      [0, codebook_size) is an InvalidArgumentError;
+      [0, num_codes) is an InvalidArgumentError;
   sample(count: int32 [], seed: int32 []) -> {"images": uint8 [count, H, W, C]}
       codes drawn from the latent prior (temperature 1), then decoded; the same
       seed gives the same pictures; count < 0 is an InvalidArgumentError.
@@ -176,17 +177,17 @@ class ImageServer(_Server):
   def info(self):
     return {"image_shape": list(self.model.image_shape),
             "field_shape": list(self.model.field_shape),
-            "codebook_size": self.model.codebook_size, "signatures": sorted(self.signatures())}
+            "num_codes": self.model.num_codes, "signatures": sorted(self.signatures())}
 
   def _encode(self, images):
     empty = tf.zeros((0,) + tuple(self.model.field_shape), tf.int32)
     return {"codes": _if_any_rows(tf.shape(images)[0], lambda: self.model.encode(images), empty)}
 
   def _decode(self, codes):
-    size = self.model.codebook_size
+    size = self.model.num_codes
     checks = [tf.debugging.assert_non_negative(codes, message="decode: codes must be >= 0"),
               tf.debugging.assert_less(codes, size,
-                                       message=f"decode: codes must be < the codebook size {size}")]
+                                       message=f"decode: codes must be < the number of codes {size}")]
     with tf.control_dependencies(checks):
       codes = tf.identity(codes)
     empty = tf.zeros((0,) + tuple(self.model.image_shape), tf.uint8)
@@ -245,8 +246,6 @@ class LatentTranslationServer(TranslationServer):
 
   def __init__(self, model, vocab_path, max_input_length, beam_size=None, alpha=None):
     super().__init__(model, vocab_path, max_input_length, beam_size, alpha)
-    if getattr(model.bottleneck, "num_blocks", 1) != 1:
-      raise NotImplementedError("export of a sliced (num_blocks > 1) bottleneck")
     self.encode = tf.function(self._encode, input_signature=[_STRINGS, _STRINGS])
     self.translate_with_codes = tf.function(
         self._translate_with_codes,
@@ -257,7 +256,7 @@ class LatentTranslationServer(TranslationServer):
             "translate_with_codes": self.translate_with_codes}
 
   def info(self):
-    return dict(super().info(), codebook_size=self.model.codebook_size,
+    return dict(super().info(), num_codes=self.model.num_codes,
                 compress_steps=self.model.compress_steps)
 
   def _encode(self, sources, targets):
@@ -272,7 +271,7 @@ class LatentTranslationServer(TranslationServer):
       outputs, _ = self.vocab.tokenize(targets, self.max_input_length)
       memory, memory_mask = model.encode_source(inputs)
       z_e, latent_mask = model.encode_target(outputs, memory, memory_mask)
-      return tf.where(latent_mask, model.bottleneck.nearest(z_e), -1)
+      return tf.where(latent_mask, model.bottleneck.encode(z_e), -1)
 
     return {"codes": _if_any_rows(tf.size(sources), run, tf.zeros([0, 0], tf.int32))}
 
@@ -284,22 +283,17 @@ class LatentTranslationServer(TranslationServer):
             tf.size(sources), tf.shape(codes)[0],
             message="translate_with_codes: sources and codes differ in number"),
         tf.debugging.assert_less(
-            tf.where(is_code, codes, 0), model.codebook_size,
-            message=f"translate_with_codes: codes must be < the codebook size "
-                    f"{model.codebook_size}")]
+            tf.where(is_code, codes, 0), model.num_codes,
+            message=f"translate_with_codes: codes must be < the number of codes "
+                    f"{model.num_codes}")]
     with tf.control_dependencies(checks):
       sources, codes = tf.identity(sources), tf.identity(codes)
 
     def run():
       inputs, nonempty = self.vocab.tokenize(sources, self.max_input_length)
       memory, memory_mask = model.encode_source(inputs)
-      z_q = tf.gather(tf.convert_to_tensor(model.bottleneck.codebook),
-                      tf.where(is_code, codes, 0))
-      logits = model.decode_latents(z_q, is_code, memory, memory_mask)
-      ids = tf.argmax(logits, axis=-1, output_type=tf.int32)
-      steps = model.compress_steps
-      ids = tf.where(tf.repeat(is_code, 2 ** steps, axis=1), ids, vocab_lib.PAD_ID)
-      texts = self.vocab.detokenize(ids)
+      count = tf.reduce_sum(tf.cast(is_code, tf.int32), axis=1)
+      texts = self.vocab.detokenize(model.translate_codes(codes, count, memory, memory_mask))
       return tf.where(tf.logical_and(nonempty, tf.reduce_any(is_code, axis=1)), texts, "")
 
     rows = tf.size(sources)

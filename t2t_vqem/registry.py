@@ -31,6 +31,7 @@ import gin
 
 _PROBLEMS = {}
 _MODELS = {}
+_BOTTLENECKS = {}
 _FACTORIES = {}
 
 
@@ -64,9 +65,10 @@ def constructor_parameters(cls):
   A subclass that only changes defaults (`def __init__(self, vocab_size,
   num_samples=10, **kwargs)`) thus still exposes every parameter of its base
   to Gin. The walk stops at the first constructor without **kwargs and at
-  Keras' own classes.
+  Keras' own classes. Names in the class's `fixed_parameters` (a preset's
+  fixed choices) are left out.
   """
-  params, seen = [], set()
+  params, seen = [], set(getattr(cls, "fixed_parameters", ()))
   for klass in cls.__mro__:
     if "__init__" not in vars(klass) or klass.__module__.startswith(("keras", "builtins")):
       continue
@@ -127,6 +129,11 @@ def register_model(name_or_cls=None):
   return _decorator(_MODELS, "model", name_or_cls)
 
 
+def register_bottleneck(name_or_cls=None):
+  """Registers a bottleneck layer class (`t2t_vqem.bottlenecks.base.Bottleneck`)."""
+  return _decorator(_BOTTLENECKS, "bottleneck", name_or_cls)
+
+
 def _lookup(table, kind, name):
   if name in table:
     return table[name]
@@ -145,6 +152,18 @@ def problem(name):
 def model(name):
   """The registered model class called `name`."""
   return _lookup(_MODELS, "model", name)
+
+
+def bottleneck(name):
+  """The registered bottleneck class called `name`."""
+  return _lookup(_BOTTLENECKS, "bottleneck", name)
+
+
+def build_bottleneck(registered_name, **kwargs):
+  """An instance of bottleneck `registered_name` with its Gin bindings applied
+  (`registered_name.arg = ...`); kwargs (the layer's own `name` among them) win."""
+  bottleneck(registered_name)
+  return _FACTORIES[("bottleneck", registered_name)](**kwargs)
 
 
 def build_problem(name, **kwargs):
@@ -183,14 +202,32 @@ def list_models():
   return sorted(_MODELS)
 
 
+def list_bottlenecks():
+  return sorted(_BOTTLENECKS)
+
+
+def _argument_line(cls):
+  """'arg=default, ...' of a bottleneck's constructor (what Gin can bind)."""
+  args = []
+  for p in constructor_parameters(cls):
+    if p.name in ("embedding_dim", "name", "dtype", "trainable"):
+      continue
+    args.append(p.name if p.default is p.empty else f"{p.name}={p.default!r}")
+  return ", ".join(args)
+
+
 def help_string():
-  """Every registered problem and model, one per line with its summary."""
+  """Every registered problem, model and bottleneck, one per line with its summary;
+  a bottleneck also with its arguments."""
   lines = []
-  for kind, table in (("Problems", _PROBLEMS), ("Models", _MODELS)):
+  for kind, table in (("Problems", _PROBLEMS), ("Models", _MODELS),
+                      ("Bottlenecks", _BOTTLENECKS)):
     lines.append(f"{kind}:")
     for key in sorted(table):
       doc = (inspect.getdoc(table[key]) or "").split("\n")[0]
       lines.append(f"  {key:32s} {doc}")
+      if table is _BOTTLENECKS:
+        lines.append(f"  {'':32s}   ({_argument_line(table[key])})")
   return "\n".join(lines)
 
 

@@ -49,6 +49,16 @@ def _cache_invariants(cache):
   return tf.nest.map_structure(_relax_batch_dim, cache)
 
 
+def end_at_limit(logits, step, limit, eos_id, forbid_before=None):
+  """The symbols-to-logits contract's length limit: rows with step >= limit - 1
+  may only emit eos_id (logits [B, V], limit int32 [B]); with forbid_before, rows
+  at step < forbid_before may not emit it."""
+  is_eos = tf.equal(tf.range(tf.shape(logits)[-1]), eos_id)[None, :]
+  if forbid_before is not None:
+    logits = tf.where(tf.logical_and(is_eos, step < forbid_before), -INF, logits)
+  return tf.where((step >= limit - 1)[:, None], tf.where(is_eos, 0.0, -INF), logits)
+
+
 def greedy_search(symbols_to_logits_fn, initial_ids, cache, max_length, eos_id=EOS_ID,
                   pad_id=PAD_ID):
   """Greedy decoding: at each step the argmax token.

@@ -31,7 +31,7 @@ import keras  # noqa: E402  (after the device split)
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from t2t_vqem.layers import discretization as disc  # noqa: E402
+from t2t_vqem.bottlenecks import vector_quantizer as vqlib  # noqa: E402
 
 needs_two_cpus = pytest.mark.skipif(
     not TWO_CPUS, reason="TF initialised before the CPU split; covered by "
@@ -88,16 +88,16 @@ def _np_sq_dist(x, codebook):
 
 @needs_two_cpus
 @pytest.mark.parametrize("num_blocks", [1, 2])
-@pytest.mark.parametrize("fused_kernel", [None, False])  # kernel, TF ops
-def test_hard_em_replicas_equal_global_batch(num_blocks, fused_kernel):
+@pytest.mark.parametrize("jit_compile", [False, True])  # graph ops, XLA
+def test_hard_em_replicas_equal_global_batch(num_blocks, jit_compile):
   rng = np.random.default_rng(0)
   k, dim, steps = 16, 8, 4
   kwargs = dict(codebook_size=k, embedding_dim=dim, decay=0.8,
-                epsilon=1e-5, num_blocks=num_blocks, fused_kernel=fused_kernel)
+                epsilon=1e-5, num_blocks=num_blocks, jit_compile=jit_compile)
   strategy = _strategy()
   with strategy.scope():
-    dist_layer = disc.VectorQuantizer(**kwargs)
-  single = disc.VectorQuantizer(**kwargs)
+    dist_layer = vqlib.VectorQuantizer(**kwargs)
+  single = vqlib.VectorQuantizer(**kwargs)
   for a, b in zip(single.weights, dist_layer.weights):
     a.assign(b.numpy())
 
@@ -117,8 +117,8 @@ def test_hard_em_replicas_equal_global_batch(num_blocks, fused_kernel):
                     _per_replica(strategy, masks))
     ref = single_step(np.concatenate(halves), np.concatenate(masks))
     # The E step of each replica is the global E step on its rows.
-    idx = np.concatenate([t.numpy() for t in out.indices.values])
-    np.testing.assert_array_equal(idx, ref.indices.numpy())
+    idx = np.concatenate([t.numpy() for t in out.draws.values])
+    np.testing.assert_array_equal(idx, ref.draws.numpy())
     # Metrics are over the global batch.
     for r in range(2):
       np.testing.assert_allclose(out.perplexity.values[r].numpy(),
@@ -133,15 +133,15 @@ def test_hard_em_replicas_equal_global_batch(num_blocks, fused_kernel):
 
 
 @needs_two_cpus
-@pytest.mark.parametrize("fused_kernel", [None, False])  # kernel, TF ops
-def test_soft_em_replicas_consistent_and_fractional_ema(fused_kernel):
+@pytest.mark.parametrize("jit_compile", [False, True])  # graph ops, XLA
+def test_soft_em_replicas_consistent_and_fractional_ema(jit_compile):
   rng = np.random.default_rng(1)
   k, dim, s, decay, eps = 8, 4, 3, 0.5, 1e-5
   strategy = _strategy()
   with strategy.scope():
-    layer = disc.VectorQuantizer(k, mode="soft_em", num_samples=s,
+    layer = vqlib.VectorQuantizer(k, mode="soft_em", num_samples=s,
                                  embedding_dim=dim, decay=decay,
-                                 epsilon=eps, fused_kernel=fused_kernel)
+                                 epsilon=eps, jit_compile=jit_compile)
   count = _components(layer.ema_count)[0].astype(np.float64)
   msum = _components(layer.ema_means_sum)[0].astype(np.float64)
   halves = [rng.standard_normal((12, dim)).astype(np.float32) * 0.3
@@ -149,7 +149,7 @@ def test_soft_em_replicas_consistent_and_fractional_ema(fused_kernel):
   out = tf.function(lambda x: strategy.run(
       lambda v: layer(v, training=True), args=(x,)))(
           _per_replica(strategy, halves))
-  idx = np.concatenate([t.numpy() for t in out.indices.values])
+  idx = np.concatenate([t.numpy() for t in out.draws.values])
   x = np.concatenate(halves)
   bc = np.zeros(k)
   bs = np.zeros((k, dim))
@@ -175,7 +175,7 @@ def test_init_and_dead_code_restart_are_replica_consistent():
   k, dim = 8, 3
   strategy = _strategy()
   with strategy.scope():
-    layer = disc.VectorQuantizer(k, embedding_dim=dim, decay=0.9,
+    layer = vqlib.VectorQuantizer(k, embedding_dim=dim, decay=0.9,
                                  init_from_first_batch=True,
                                  dead_code_restart_steps=2)
   step = tf.function(lambda x: strategy.run(
@@ -204,7 +204,7 @@ def test_vq_mode_under_strategy_with_optimizer():
   rng = np.random.default_rng(3)
   strategy = _strategy()
   with strategy.scope():
-    layer = disc.VectorQuantizer(8, mode="vq", embedding_dim=4)
+    layer = vqlib.VectorQuantizer(8, mode="vq", embedding_dim=4)
     opt = keras.optimizers.SGD(0.1)
     opt.build(layer.trainable_weights)
 

@@ -11,11 +11,14 @@ import os
 
 import gin
 import pytest
+import sacrebleu
+import tensorflow as tf
 
 from t2t_vqem import distill as distill_lib
 from t2t_vqem import pipeline as pipeline_lib
 from t2t_vqem import registry
 from t2t_vqem.problems import grammar
+from t2t_vqem.problems import vocab as vocab_lib
 from t2t_vqem.train import trainer as trainer_lib
 
 NUM_TRAIN = 150
@@ -41,6 +44,9 @@ TEACHER = [
     "transformer.max_decode_extra = 4",
     "make_optimizer.warmup_steps = 2",
 ]
+# The pipeline's teacher trains long enough to get some words right (BLEU > 0).
+PIPELINE_TEACHER = ["Trainer.train_steps = 150", "make_optimizer.learning_rate = 0.02",
+                    "make_optimizer.warmup_steps = 10"]
 STUDENT = [
     "Trainer.model = 'latent_transformer_em'",
     "Trainer.problem = 'translate_grammar_ende'",
@@ -54,9 +60,10 @@ STUDENT = [
     "latent_transformer_em.num_heads = 2",
     "latent_transformer_em.filter_size = 32",
     "latent_transformer_em.dropout = 0.0",
-    "latent_transformer_em.codebook_size = 16",
+    "soft_em.codebook_size = 16",
+    "soft_em.init_from_first_batch = True",
     "latent_transformer_em.compress_steps = 2",
-    "latent_transformer_em.num_samples = 3",
+    "soft_em.num_samples = 3",
     "latent_transformer_em.mask_startup_steps = 0",
     "latent_transformer_em.latent_loss_start_step = 0",
     "make_optimizer.warmup_steps = 2",
@@ -96,6 +103,16 @@ def run_distill(teacher, out_dir, **kwargs):
                              shard_size=SHARD_SIZE, progress=False, **kwargs)
 
 
+def search_outputs(model, vocab, sources, beam_size):
+  """The model's own search on every source, as text: one batch in the given order
+  (a row's result does not depend on the others: test_transformer), so none of
+  distill's or the pipeline's length sorting, batching or sharding."""
+  rows = [ids + [vocab_lib.EOS_ID] for ids in vocab.tokenize(tf.constant(sources)).to_list()]
+  inputs = tf.ragged.constant(rows, dtype=tf.int32).to_tensor()  # PAD = 0
+  ids = tf.function(lambda x: model.decode(x, beam_size=beam_size))(inputs)
+  return [text.decode("utf-8") for text in vocab.detokenize(ids).numpy()]
+
+
 def read_dir(path):
   return {name: (path / name).read_text() for name in sorted(os.listdir(path))
           if name.startswith("shard-")}
@@ -109,6 +126,15 @@ def test_one_target_per_training_source_and_info(tmp_path, teacher, data_dir):
   pairs = distill_lib.read_pairs(str(tmp_path))
   assert [s for s, _ in pairs] == grammar_sources()
   assert all(isinstance(t, str) and "\t" not in t for _, t in pairs)
+  # Each target is the teacher's beam-2 output for its own source, decoded here
+  # in one batch in the sources' order.
+  _, model, _, _ = teacher
+  beam = search_outputs(model, vocab, grammar_sources(), beam_size=2)
+  assert [t for _, t in pairs] == [" ".join(t.split()) for t in beam]
+  # ... which tells sources apart and beam 2 from greedy, so a shifted pairing
+  # or the wrong search would fail the comparison above.
+  assert len(set(beam)) > NUM_TRAIN // 4
+  assert beam != search_outputs(model, vocab, grammar_sources(), beam_size=1)
   with open(vocab.path, "rb") as f:
     sha = hashlib.sha256(f.read()).hexdigest()
   saved = json.loads((tmp_path / "info.json").read_text())
@@ -169,8 +195,9 @@ def test_other_teacher_or_vocab_is_refused(tmp_path, teacher, data_dir):
 
 def test_pipeline_end_to_end_and_resume(tmp_path, data_dir):
   out = tmp_path / "run"
+  teacher_gin = TEACHER + PIPELINE_TEACHER
   pipeline = pipeline_lib.Pipeline(
-      str(out), data_dir=data_dir, teacher_gin=TEACHER, student_gin=STUDENT,
+      str(out), data_dir=data_dir, teacher_gin=teacher_gin, student_gin=STUDENT,
       shared_gin=PROBLEM, distill_shard_size=100, bleu_sentences=6, latency_sentences=2,
       evaluate_dev=True)
   # Interrupted in the distillation stage: the teacher is kept, distillation resumes.
@@ -188,6 +215,24 @@ def test_pipeline_end_to_end_and_resume(tmp_path, data_dir):
     assert row["bleu_sentences"] == 6 and row["latency_sentences"] == 2
   student = saved["rows"][2]
   assert (student["n_c"], student["n_s"]) == (2, 3)
+  # Each row's BLEU is sacrebleu's corpus BLEU of its decoded outputs against the
+  # gold references (the first 6 test pairs, read from the grammar itself).
+  gold_test = grammar.generate_pairs("test", seed=1234, num_train=NUM_TRAIN, num_eval=12)[:6]
+  references = [t for _, t in gold_test]
+  outputs = {}
+  for name, row in zip(["teacher_greedy", "teacher_beam4", "student"], saved["rows"]):
+    outputs[name] = (out / "eval" / f"{name}.hyp.txt").read_text(encoding="utf-8").split("\n")
+    assert outputs[name][-1] == "" and len(outputs[name]) == 7
+    outputs[name] = outputs[name][:-1]
+    bleu = sacrebleu.corpus_bleu(outputs[name], [references])
+    assert row["bleu"] == pytest.approx(bleu.score, rel=1e-9, abs=1e-12)
+    if name != "student":  # some words right, so other outputs or references would differ
+      assert bleu.score > 0.0
+  # ... and the teacher rows' outputs are its greedy and beam-4 translations.
+  problem, teacher_model, _ = trainer_lib.load_run(str(out / "teacher"), data_dir=data_dir)
+  for name, beam_size in (("teacher_greedy", 1), ("teacher_beam4", 4)):
+    assert outputs[name] == search_outputs(teacher_model, problem.vocab,
+                                           [s for s, _ in gold_test], beam_size=beam_size)
   assert saved["rows"][0]["speedup_vs_greedy"] == pytest.approx(1.0)
   assert student["speedup_vs_beam"] == pytest.approx(
       saved["rows"][1]["latency_ms"] / student["latency_ms"])
@@ -198,7 +243,7 @@ def test_pipeline_end_to_end_and_resume(tmp_path, data_dir):
   assert "| Model | n_c | n_s | BLEU |" in table
   assert all(f"| {name} |" in table for name in names)
   # Rerunning a finished pipeline does nothing but print the table.
-  assert pipeline_lib.Pipeline(str(out), data_dir=data_dir, teacher_gin=TEACHER,
+  assert pipeline_lib.Pipeline(str(out), data_dir=data_dir, teacher_gin=teacher_gin,
                                student_gin=STUDENT, shared_gin=PROBLEM).run() == saved
 
 
@@ -232,10 +277,10 @@ def test_shipped_pipeline_configs_name_valid_stages(name):
         expected = ({"transformer.hidden_size": 512, "transformer.num_layers": 6}
                     if stage == "teacher" else
                     {"latent_transformer_em.hidden_size": 512,
-                     "latent_transformer_em.codebook_size": 2 ** 12,
+                     "soft_em.codebook_size": 2 ** 12,
                      "latent_transformer_em.compress_steps": 3,
-                     "latent_transformer_em.num_samples": 10,
-                     "latent_transformer_em.decay": 0.999, "latent_transformer_em.beta": 0.25})
+                     "soft_em.num_samples": 10,
+                     "soft_em.decay": 0.999, "soft_em.beta": 0.25})
         assert {k: gin.query_parameter(k) for k in expected} == expected
   assert stages["teacher"][0] == "transformer"
   assert stages["student"][0] in ("latent_transformer_em", "latent_transformer_vq")

@@ -1,6 +1,7 @@
-"""Serving export: a tiny trained transformer and latent_transformer_em, exported at the
-end of training, moved, reloaded in a process that imports only tensorflow and
-tensorflow_text; same outputs as in process; bad inputs answered, not crashed on."""
+"""Serving export: a tiny transformer and latent_transformer_em trained until they
+translate three fixed sentence pairs exactly, exported at the end of training, moved,
+reloaded in a process that imports only tensorflow and tensorflow_text; the served
+translations are those known targets; bad inputs answered, not crashed on."""
 
 import json
 import os
@@ -15,13 +16,39 @@ import tensorflow as tf
 
 from t2t_vqem import decode
 from t2t_vqem.train import trainer as trainer_lib
-from test_trainer import TINY
 
 SOURCES = ["The dog sleeps.", "A man reads a book.", "The woman sees the old dog."]
 TARGETS = ["Der Hund schläft.", "Ein Mann liest ein Buch.", "Die Frau sieht den alten Hund."]
 LONG = "The dog sleeps and the cat sees the man . " * 60  # far beyond 64 subwords
 LONGER = LONG + "A woman reads a book."                       # same first 64 subwords
-MAX_INPUT_LENGTH = 64  # TINY's translate_grammar_ende.max_length (the default)
+MAX_INPUT_LENGTH = 64  # translate_tsv.max_length below
+STEPS = 250  # both tiny models reproduce TARGETS exactly from about 150 steps on
+
+# Train, dev and test are the three pairs (in a TSV file), learnt by heart.
+KNOWN_PAIRS = """
+Trainer.problem = 'translate_tsv'
+Trainer.batch_tokens = 256
+Trainer.eval_every = 0
+Trainer.eval_bleu_examples = 0
+Trainer.log_every = 50
+translate_tsv.train_path = '{tsv}'
+translate_tsv.dev_path = '{tsv}'
+translate_tsv.test_path = '{tsv}'
+translate_tsv.vocab_size = 128
+translate_tsv.max_length = 64
+make_optimizer.learning_rate = 0.01
+make_optimizer.warmup_steps = 10
+make_optimizer.decay_steps = 100
+"""
+
+TRANSFORMER = """
+Trainer.model = 'transformer'
+transformer.hidden_size = 16
+transformer.num_layers = 1
+transformer.num_heads = 2
+transformer.filter_size = 32
+transformer.dropout = 0.0
+"""
 
 LATENT = """
 Trainer.model = 'latent_transformer_em'
@@ -31,8 +58,9 @@ latent_transformer_em.num_heads = 2
 latent_transformer_em.filter_size = 32
 latent_transformer_em.dropout = 0.0
 latent_transformer_em.compress_steps = 1
-latent_transformer_em.codebook_size = 16
-latent_transformer_em.num_samples = 4
+soft_em.codebook_size = 16
+soft_em.num_samples = 4
+soft_em.init_from_first_batch = True
 latent_transformer_em.mask_startup_steps = 4
 latent_transformer_em.latent_loss_start_step = 0
 """
@@ -73,16 +101,21 @@ def serve(export_dir, requests):
 
 
 def train_and_export(tmp, config, steps, export_at_end):
-  """Trains, exports, moves the export elsewhere; returns (trainer, server or None, export).
+  """Trains on the known pairs, exports, moves the export elsewhere; returns
+  (trainer, server or None, export).
 
   With export_at_end the Trainer exports; otherwise trainer.export() does, and
   its serving module (tf.functions already traced) is returned for in-process calls.
   """
+  tsv = tmp / "pairs.tsv"
+  tsv.write_text("".join(f"{s}\t{t}\n" for s, t in zip(SOURCES, TARGETS)), encoding="utf-8")
   gin.clear_config()
-  gin.parse_config(TINY + config + f"\nTrainer.train_steps = {steps}\n"
+  gin.parse_config(KNOWN_PAIRS.format(tsv=tsv) + config + f"\nTrainer.train_steps = {steps}\n"
                    f"Trainer.export_at_end = {export_at_end}\n")
   trainer = trainer_lib.Trainer(str(tmp / "run"), data_dir=str(tmp / "data"))
   trainer.train()
+  # The model has learnt the pairs: its own greedy translations are the targets.
+  assert decode.translate(trainer.model, trainer.vocab, SOURCES) == TARGETS
   server = None if export_at_end else trainer.export()
   gin.clear_config()
   info = json.loads((tmp / "run" / "export" / "assets.extra" / "export_info.json").read_text())
@@ -99,31 +132,31 @@ def texts(tensor):
 
 @pytest.fixture(scope="module")
 def transformer_export(tmp_path_factory):
-  return train_and_export(tmp_path_factory.mktemp("transformer"), "", steps=4,
+  return train_and_export(tmp_path_factory.mktemp("transformer"), TRANSFORMER, steps=STEPS,
                           export_at_end=True)
 
 
 @pytest.fixture(scope="module")
 def latent_export(tmp_path_factory):
-  return train_and_export(tmp_path_factory.mktemp("latent"), LATENT, steps=4,
+  return train_and_export(tmp_path_factory.mktemp("latent"), LATENT, steps=STEPS,
                           export_at_end=False)
 
 
-def test_transformer_export_matches_in_process_translation(transformer_export):
-  trainer, _, export_dir = transformer_export
-  expected = decode.translate(trainer.model, trainer.vocab, SOURCES, batch_size=len(SOURCES))
-
+def test_transformer_export_serves_the_known_translations(transformer_export):
+  _, _, export_dir = transformer_export
   out = serve(export_dir, [
       ["serving_default", {"sources": SOURCES}],
+      ["serving_default", {"sources": SOURCES[::-1]}],
       ["serving_default", {"sources": ["", "   ", SOURCES[0]]}],
       ["serving_default", {"sources": [LONG, LONGER]}],
       ["serving_default", {"sources": []}],
   ])
   assert out["t2t_vqem_loaded"] == []
   assert out["signatures"] == ["serving_default"]
-  translations, empty, long, none = [r["translations"] for r in out["results"]]
-  assert translations == expected
-  assert empty == ["", "", expected[0]]
+  translations, backwards, empty, long, none = [r["translations"] for r in out["results"]]
+  assert translations == TARGETS
+  assert backwards == TARGETS[::-1]
+  assert empty == ["", "", TARGETS[0]]
   # Sources are cut to max_input_length subwords: the tails differ, not the outputs.
   assert long[0] == long[1] != ""
   assert none == []
@@ -132,16 +165,26 @@ def test_transformer_export_matches_in_process_translation(transformer_export):
 def test_latent_export_translates_encodes_and_decodes_codes(latent_export):
   trainer, server, export_dir = latent_export
   model = trainer.model
-  expected = decode.translate(model, trainer.vocab, SOURCES, batch_size=len(SOURCES))
-  assert texts(server.translate(tf.constant(SOURCES))["translations"]) == expected
+  assert texts(server.translate(tf.constant(SOURCES))["translations"]) == TARGETS
   codes = server.encode(tf.constant(SOURCES), tf.constant(TARGETS))["codes"].numpy()
   target_lengths = [len(ids) for ids in decode.encode_texts(trainer.vocab, TARGETS)]
   assert codes.dtype == np.int32
   assert codes.shape == (3, max(-(-n // 2) for n in target_lengths))  # ceil(T / 2^n_c)
   for row, n in zip(codes, target_lengths):
     assert (row[:-(-n // 2)] >= 0).all() and (row[-(-n // 2):] == -1).all()
-  assert (codes < model.codebook_size).all()
+  assert (codes < model.num_codes).all()
+  # Each code is the nearest codebook entry (numpy) of its compressed target position.
+  inputs = tf.ragged.constant(decode.encode_texts(trainer.vocab, SOURCES)).to_tensor()
+  outputs = tf.ragged.constant(decode.encode_texts(trainer.vocab, TARGETS)).to_tensor()
+  memory, memory_mask = model.encode_source(inputs)
+  z_e, latent_mask = model.encode_target(outputs, memory, memory_mask)
+  codebook = model.bottleneck.embed(tf.range(model.num_codes)).numpy().astype(np.float64)
+  z_e = z_e.numpy().astype(np.float64)[latent_mask.numpy()]
+  distances = ((z_e[:, None, :] - codebook[None]) ** 2).sum(-1)
+  np.testing.assert_array_equal(codes[codes >= 0], distances.argmin(-1))
+  # The targets' own codes decode to the targets (the latent model reconstructs them).
   with_codes = texts(server.translate_with_codes(tf.constant(SOURCES), codes)["translations"])
+  assert with_codes == TARGETS
 
   # translate_with_codes on the latent predictor's codes is serving_default.
   @tf.function
@@ -152,10 +195,9 @@ def test_latent_export_translates_encodes_and_decodes_codes(latent_export):
     found, count = model.predict_latents(memory, mask, max_latents, 1, 0.0)
     return tf.where(tf.sequence_mask(count, tf.shape(found)[1]), found, -1)
 
-  inputs = tf.ragged.constant(decode.encode_texts(trainer.vocab, SOURCES)).to_tensor()
   predicted = predicted_codes(inputs)
   assert texts(server.translate_with_codes(tf.constant(SOURCES), predicted)["translations"]) \
-      == expected
+      == TARGETS
 
   out = serve(export_dir, [
       ["serving_default", {"sources": SOURCES}],
@@ -164,19 +206,19 @@ def test_latent_export_translates_encodes_and_decodes_codes(latent_export):
       ["serving_default", {"sources": ["", LONG]}],
       ["encode", {"sources": [], "targets": []}],
       ["translate_with_codes", {"sources": [], "codes": []}],
-      ["translate_with_codes", {"sources": SOURCES[:1], "codes": [[model.codebook_size]]}],
+      ["translate_with_codes", {"sources": SOURCES[:1], "codes": [[model.num_codes]]}],
       ["translate_with_codes", {"sources": SOURCES[:2], "codes": [[0]]}],
       ["encode", {"sources": SOURCES[:2], "targets": TARGETS[:1]}],
   ])
   assert out["t2t_vqem_loaded"] == []
   assert out["signatures"] == ["encode", "serving_default", "translate_with_codes"]
   results = out["results"]
-  assert results[0]["translations"] == expected
+  assert results[0]["translations"] == TARGETS
   assert results[1]["codes"] == codes.tolist()
-  assert results[2]["translations"] == with_codes
+  assert results[2]["translations"] == TARGETS
   assert results[3]["translations"][0] == ""
   assert results[4]["codes"] == [] and results[5]["translations"] == []
-  assert "codebook size" in results[6]["error"]
+  assert "number of codes" in results[6]["error"]
   assert "differ in number" in results[7]["error"]
   assert "differ in number" in results[8]["error"]
 
@@ -204,7 +246,7 @@ def test_exporter_cli(transformer_export, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   assert "serving_default" in result.stdout
   info = json.loads((tmp_path / "cli" / "assets.extra" / "export_info.json").read_text())
-  assert info["max_input_length"] == 8 and info["checkpoint"].endswith("ckpt-4")
+  assert info["max_input_length"] == 8 and info["checkpoint"].endswith(f"ckpt-{STEPS}")
   assert (tmp_path / "cli" / "assets" / os.path.basename(trainer.problem.vocab_path)).is_file()
 
   result = subprocess.run([sys.executable, "-m", "t2t_vqem.cli.exporter",
@@ -228,8 +270,9 @@ image_shapes.num_eval = 8
 image_vqvae_em.hidden_size = 8
 image_vqvae_em.latents_per_position = 2
 image_vqvae_em.latent_dim = 8
-image_vqvae_em.codebook_size = 16
-image_vqvae_em.num_samples = 3
+soft_em.codebook_size = 16
+soft_em.num_samples = 3
+soft_em.init_from_first_batch = True
 image_vqvae_em.prior_hidden_size = 8
 image_vqvae_em.prior_layers = 1
 image_vqvae_em.prior_heads = 2
@@ -292,7 +335,7 @@ def test_image_export_encodes_decodes_and_samples_without_t2t_vqem(tmp_path):
   assert samples.shape == (2, 32, 32, 3)
   np.testing.assert_array_equal(samples, got[3]["images"]["value"])  # same seed, same pictures
   np.testing.assert_array_equal(samples, model.sample(2, tf.constant([7, 0])).numpy())
-  assert "codes must be < the codebook size 16" in got[4]["error"]
+  assert "codes must be < the number of codes 16" in got[4]["error"]
   assert "count must be >= 0" in got[5]["error"]
   assert got[6]["codes"]["shape"] == [0, 8, 8, 2]
   assert "error" in got[7] and "error" in got[8]  # wrong shape, wrong dtype: refused

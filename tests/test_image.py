@@ -16,7 +16,8 @@ from t2t_vqem.models import image_vqvae
 from t2t_vqem.problems import shapes
 from t2t_vqem.train import trainer as trainer_lib
 
-TINY = dict(hidden_size=16, latents_per_position=2, latent_dim=8, codebook_size=16,
+TINY = dict(hidden_size=16, latents_per_position=2, latent_dim=8,
+            bottleneck_args={"codebook_size": 16, "init_from_first_batch": True},
             prior_hidden_size=16, prior_layers=2, prior_heads=2, prior_filter_size=32,
             prior_block_length=16, prior_dropout=0.0)
 
@@ -224,7 +225,7 @@ Trainer.log_every = 20
 Trainer.eval_pictures = 3
 image_shapes.num_train = 400
 image_shapes.num_eval = 40
-{model}.num_samples = 4
+soft_em.num_samples = 4
 make_optimizer.learning_rate = 3e-3
 make_optimizer.warmup_steps = 10
 {sizes}

@@ -12,7 +12,8 @@ from t2t_vqem.models import latent_transformer
 from t2t_vqem.train import trainer as trainer_lib
 
 TINY = dict(hidden_size=32, num_layers=1, num_heads=2, filter_size=64, dropout=0.0,
-            codebook_size=16, compress_steps=2, mask_startup_steps=0,
+            bottleneck_args={"codebook_size": 16, "init_from_first_batch": True},
+            compress_steps=2, mask_startup_steps=0,
             latent_loss_start_step=0)
 
 
@@ -79,7 +80,8 @@ def _overfit(model, features, steps):
 @pytest.fixture(scope="module")
 def overfit_model():
   keras.utils.set_random_seed(1)
-  model = latent_transformer.LatentTransformerVq(vocab_size=12, decay=0.9, **TINY)
+  model = latent_transformer.LatentTransformerVq(
+      vocab_size=12, **dict(TINY, bottleneck_args=dict(TINY["bottleneck_args"], decay=0.9)))
   features = _pairs(6, 9, 12)
   _overfit(model, features, 400)
   return model, features
@@ -147,7 +149,7 @@ make_optimizer.warmup_steps = 50
 def test_hard_and_soft_em_train_on_the_embedded_problem(tmp_path_factory, model):
   gin.clear_config()
   sizes = "\n".join(f"{model}.{k} = {v!r}" for k, v in
-                    dict(TINY, codebook_size=64).items())
+                    dict(TINY, bottleneck_args={"codebook_size": 64, "init_from_first_batch": True}).items())
   gin.parse_config(TRAIN + f"Trainer.model = '{model}'\n{sizes}\n")
   data_dir = str(tmp_path_factory.getbasetemp() / "data")
   trainer = trainer_lib.Trainer(str(tmp_path_factory.mktemp(model)), data_dir=data_dir)
@@ -193,7 +195,7 @@ def test_latent_count_limit_binds_per_row(beam_size):
   assert codes.shape == (len(lengths), expected.max())
   codes = codes.numpy()
   for row, n in enumerate(expected):
-    assert (codes[row, :n] < model.codebook_size).all() and not codes[row, n:].any()
+    assert (codes[row, :n] < model.num_codes).all() and not codes[row, n:].any()
   # A given max_decode_length binds every row alike: ceil(10 / 4) = 3 latents.
   _, _, codes, count = model.source_latents(inputs, beam_size=beam_size,
                                             max_decode_length=10)

@@ -61,6 +61,19 @@ def positional_signal(length, channels, start=0, min_timescale=1.0, max_timescal
   return signal
 
 
+def add_positions(x, start=0):
+  """x [B, L, H] plus the position signal of positions start, ..., start + L - 1."""
+  return x + tf.cast(positional_signal(tf.shape(x)[1], x.shape[-1], start=start), x.dtype)
+
+
+def shifted_inputs(embedded, start=0):
+  """Inputs of a causal decoder from the embedded previous symbols [B, n, H]
+  (embedded[:, j] is the symbol before position start + j): the start symbol
+  at position 0 is a zero vector, and positions are added."""
+  positions = tf.range(tf.shape(embedded)[1]) + start
+  return add_positions(embedded * tf.cast(positions > 0, embedded.dtype)[None, :, None], start)
+
+
 def padding_mask(ids, pad_id=0):
   """bool [B, L]: True at real tokens, False at padding (ids == pad_id)."""
   return tf.not_equal(ids, pad_id)

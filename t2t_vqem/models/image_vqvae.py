@@ -1,6 +1,6 @@
 """VQ-VAE on images trained with hard or soft EM, with a local-attention latent prior (§5.2).
 
-  x uint8 [B, 32, 32, 3] --Compress2D--> z_e [B, 8, 8, n, D] --VectorQuantizer--> z_q, codes
+  x uint8 [B, 32, 32, 3] --Compress2D--> z_e [B, 8, 8, n, D] --bottleneck--> z_q, codes
   z_q --Decompress2D--> 256 logits per sub-pixel: P(x | z), an exact discrete likelihood
   codes (raster order, n_z = 8*8*n) --latent prior: causal local 1-D self-attention
   (Image Transformer), unconditional--> p(z)
@@ -8,7 +8,7 @@
 Losses: reconstruction l_r = -log P(x | z) per sub-pixel, the commitment loss
 beta ||z_e - sg(z_q)||^2 (Eq. 2), and the prior's cross entropy l_p per latent
 against the soft targets (the mean of the sampled one-hots, §3.2; exact
-one-hots in hard EM). The codebook is the bottleneck's EMA (hard / soft EM).
+one-hots in hard EM). Any registered bottleneck can stand in for the EM one.
 
 Metric: the lower bound on -log p(x) in bits/dim,
 (l_r n_x + l_p n_z) / n_x log2(e) (l_r per sub-pixel and l_p per latent in
@@ -27,9 +27,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from t2t_vqem import bottlenecks  # noqa: F401  (registers the bottlenecks)
 from t2t_vqem import registry
 from t2t_vqem.layers import compression
-from t2t_vqem.layers import discretization
 from t2t_vqem.layers import transformer as layers
 
 LN2 = float(np.log(2.0))
@@ -46,25 +46,21 @@ class ImageVqvae(keras.Model):
     conv_layers, kernel_size, residual_layers: the paper's 4, 5x5 and 2.
     latents_per_position: n latents at each position of the field (paper: 10).
     latent_dim: D, width of a code (paper: 512).
-    codebook_size: K (paper: 2^8).
-    bottleneck_mode, num_samples: "hard_em" / "soft_em" / "vq" and n_s
-      (default: the registered model's).
-    decay, epsilon, beta, init_codebook_from_batch, dead_code_restart_steps:
-      of the VectorQuantizer.
+    bottleneck: registered name of the bottleneck (default: the preset's,
+      hard_em for image_vqvae_vq, soft_em for image_vqvae_em); its arguments
+      (the paper: codebook_size 2^8) are bound in Gin under its name or given
+      as the dict bottleneck_args (which wins over Gin).
     prior_hidden_size, prior_layers, prior_heads, prior_filter_size,
     prior_dropout: the latent prior's Transformer (paper: 6 layers).
     prior_block_length: query block of its local 1-D attention.
     prior_loss_weight: weight of the prior's cross entropy in the loss.
   """
 
-  default_bottleneck_mode = "hard_em"
-  default_num_samples = 1
+  default_bottleneck = "hard_em"
 
   def __init__(self, image_shape=(32, 32, 3), hidden_size=256, compress_steps=2, conv_layers=4,
                kernel_size=5, residual_layers=2, latents_per_position=10, latent_dim=512,
-               codebook_size=256, bottleneck_mode=None, num_samples=None, decay=0.999,
-               epsilon=1e-5, beta=0.25, init_codebook_from_batch=True,
-               dead_code_restart_steps=0, prior_hidden_size=256, prior_layers=6,
+               bottleneck=None, bottleneck_args=None, prior_hidden_size=256, prior_layers=6,
                prior_heads=8, prior_filter_size=1024, prior_dropout=0.1,
                prior_block_length=64, prior_loss_weight=1.0, **kwargs):
     super().__init__(**kwargs)
@@ -77,29 +73,28 @@ class ImageVqvae(keras.Model):
     self.field_shape = (height // factor, width // factor, latents_per_position)
     self.num_dims = height * width * channels  # n_x
     self.num_latents = int(np.prod(self.field_shape))  # n_z
-    self.latent_dim, self.codebook_size = latent_dim, codebook_size
+    self.latent_dim = latent_dim
     self.prior_hidden_size = prior_hidden_size
     self.prior_loss_weight = prior_loss_weight
 
     self.encoder = compression.Compress2D(
         hidden_size, latent_dim, latents_per_position, compress_steps, conv_layers,
         kernel_size, residual_layers, name="encoder")
-    self.bottleneck = discretization.VectorQuantizer(
-        codebook_size, mode=bottleneck_mode or self.default_bottleneck_mode,
-        num_samples=num_samples or self.default_num_samples, decay=decay, epsilon=epsilon,
-        beta=beta, embedding_dim=latent_dim, init_from_first_batch=init_codebook_from_batch,
-        dead_code_restart_steps=dead_code_restart_steps, name="bottleneck")
+    self.bottleneck = registry.build_bottleneck(
+        bottleneck or self.default_bottleneck, embedding_dim=latent_dim, name="bottleneck",
+        **(bottleneck_args or {}))
+    self.num_codes = self.bottleneck.num_codes
     self.decoder = compression.Decompress2D(
         hidden_size, channels, compress_steps, conv_layers, kernel_size, residual_layers,
         name="decoder")
-    self.prior_embedding = keras.layers.Embedding(codebook_size, prior_hidden_size,
+    self.prior_embedding = keras.layers.Embedding(self.num_codes, prior_hidden_size,
                                                   name="prior_embedding")
     self.prior_dropout = keras.layers.Dropout(prior_dropout)
     self.prior = layers.DecoderStack(
         prior_layers, prior_hidden_size, prior_heads, prior_filter_size, prior_dropout,
         causal=True, cross_attention=False, local_block_length=prior_block_length,
         name="prior")
-    self.prior_logits = layers.Dense(codebook_size, name="prior_logits")
+    self.prior_logits = layers.Dense(self.num_codes, name="prior_logits")
     self.build()
 
   def build(self, input_shape=None):
@@ -125,11 +120,7 @@ class ImageVqvae(keras.Model):
 
     Position 0 gets a zero vector (the start symbol).
     """
-    x = self.prior_embedding(codes)
-    positions = tf.range(tf.shape(codes)[1]) + start
-    x *= tf.cast(positions > 0, x.dtype)[None, :, None]
-    x += tf.cast(layers.positional_signal(tf.shape(codes)[1], self.prior_hidden_size,
-                                          start=start), x.dtype)
+    x = layers.shifted_inputs(self.prior_embedding(codes), start)
     return self.prior_dropout(x, training=training)
 
   def prior_log_probs(self, codes, training=False):
@@ -137,10 +128,6 @@ class ImageVqvae(keras.Model):
     shifted = tf.pad(codes[:, :-1], [[0, 0], [1, 0]])
     y = self.prior(self.prior_inputs(shifted, training=training), training=training)
     return tf.nn.log_softmax(tf.cast(self.prior_logits(y), tf.float32))
-
-  def codes_to_latents(self, codes):
-    """int codes [B, h, w, n] -> z_q [B, h, w, n, D] (codebook rows)."""
-    return tf.gather(tf.convert_to_tensor(self.bottleneck.codebook), codes)
 
   # -- training ---------------------------------------------------------------
 
@@ -170,8 +157,8 @@ class ImageVqvae(keras.Model):
         labels=tf.cast(images, tf.int32), logits=logits))
 
     soft = tf.reshape(tf.stop_gradient(out.soft_targets),
-                      [-1, self.num_latents, self.codebook_size])
-    codes = tf.argmax(soft, axis=-1, output_type=tf.int32)
+                      [-1, self.num_latents, self.num_codes])
+    codes = tf.reshape(out.codes, [-1, self.num_latents])
     log_probs = self.prior_log_probs(codes, training=training)
     prior_sum = -tf.reduce_sum(soft * log_probs)
     correct = tf.cast(tf.equal(tf.argmax(log_probs, -1, output_type=tf.int32), codes),
@@ -193,12 +180,13 @@ class ImageVqvae(keras.Model):
   # -- inference ----------------------------------------------------------------
 
   def encode(self, images):
-    """uint8 images [B, H, W, C] -> int32 codes [B, h, w, n]: the nearest code (Eq. 1)."""
-    return self.bottleneck.nearest(self.encode_continuous(images))
+    """uint8 images [B, H, W, C] -> int32 codes [B, h, w, n]: the most probable code
+    (the nearest, Eq. 1, for the EM bottlenecks)."""
+    return self.bottleneck.encode(self.encode_continuous(images))
 
   def decode(self, codes):
     """int codes [B, h, w, n] -> uint8 images [B, H, W, C]: the most likely value per sub-pixel."""
-    logits = self.decode_logits(self.codes_to_latents(codes))
+    logits = self.decode_logits(self.bottleneck.embed(codes))
     return tf.cast(tf.argmax(logits, axis=-1), tf.uint8)
 
   def reconstruct(self, images):
@@ -235,17 +223,18 @@ class ImageVqvae(keras.Model):
     return self.decode(self.sample_codes(count, seed, temperature))
 
 
+registry.register_model("image_vqvae")(ImageVqvae)
+
+
 @registry.register_model("image_vqvae_vq")
 class ImageVqvaeVq(ImageVqvae):
   """Image VQ-VAE trained by hard EM (VQ-VAE with EMA, §2.2)."""
 
-  default_bottleneck_mode = "hard_em"
-  default_num_samples = 1
+  default_bottleneck = "hard_em"
 
 
 @registry.register_model("image_vqvae_em")
 class ImageVqvaeEm(ImageVqvae):
   """Image VQ-VAE trained by Monte-Carlo soft EM (§3.2), n_s = 10 by default."""
 
-  default_bottleneck_mode = "soft_em"
-  default_num_samples = 10
+  default_bottleneck = "soft_em"

@@ -4,7 +4,7 @@ Non-autoregressive translation through discrete latents (Kaiser et al. 2018,
 as simplified by the paper):
 
   source x --EncoderStack--> memory
-  target y --embed, Compress1D (n_c halvings)--> z_e --VectorQuantizer--> z_q, codes
+  target y --embed, Compress1D (n_c halvings)--> z_e --bottleneck--> z_q, codes
   z_q --Decompress1D--> d --DecoderStack(non-causal, attends to memory)--> p(y | z, x)
   codes --latent predictor: DecoderStack(causal, attends to memory)--> p(z | x)
 
@@ -14,7 +14,7 @@ predictor's cross entropy against the soft targets (the mean of the sampled
 one-hots, §3.2; exact one-hots in hard EM).
 
 The latent sequence carries its own length: the latent predictor has one class
-more than the codebook, END (= codebook_size), predicted after the last latent.
+more than the bottleneck has codes, END (= num_codes), predicted after the last latent.
 A target of T tokens (EOS included) has ceil(T / 2^n_c) latents, and at
 inference the number of decoded latents sets the target length (2^n_c tokens
 per latent); the parallel decoder's output is cut at its first EOS.
@@ -28,10 +28,10 @@ predictor's loss is off before `latent_loss_start_step`.
 import keras
 import tensorflow as tf
 
+from t2t_vqem import bottlenecks  # noqa: F401  (registers the bottlenecks)
 from t2t_vqem import registry
 from t2t_vqem import search
 from t2t_vqem.layers import compression
-from t2t_vqem.layers import discretization
 from t2t_vqem.layers import transformer as layers
 from t2t_vqem.models import transformer as transformer_model
 from t2t_vqem.search import EOS_ID, PAD_ID
@@ -50,18 +50,13 @@ class LatentTransformer(keras.Model):
     residual_layers: residual convolutions before each (de)compression stack.
     compress_attend_to_source: the target encoder also attends to the source
       encoder output (Kaiser et al.); off by default (§5.1.1).
-    codebook_size: K (the paper: 2^12).
-    bottleneck_mode: "hard_em", "soft_em" or "vq" (default: the registered
-      model's, hard_em for latent_transformer_vq, soft_em for
-      latent_transformer_em).
-    num_samples: n_s, Monte-Carlo samples of soft EM (default: 10 for
-      latent_transformer_em).
-    decay, epsilon, beta: EMA decay, Laplace smoothing, commitment weight.
-    init_codebook_from_batch: seed the codebook with encoder outputs of the
-      first training batch (else random codes far from the data can leave all
-      but one unused from the first step).
-    dead_code_restart_steps: re-seed codes unused for this many steps from
-      batch vectors (0 = off).
+    bottleneck: the registered name of the bottleneck (`--registry_help`
+      lists them; default: the preset's, hard_em for latent_transformer_vq,
+      soft_em for latent_transformer_em). Its own arguments are bound in Gin
+      under its name (`soft_em.codebook_size = 4096`) or given here as
+      `bottleneck_args` (a dict, which wins over Gin).
+    bottleneck_args: dict of the bottleneck's arguments (embedding_dim is
+      hidden_size).
     latent_layers: layers of the latent predictor (default num_layers).
     mask_startup_steps: steps over which the decoder input goes from gold
       target embeddings to decompressed latents only.
@@ -72,30 +67,23 @@ class LatentTransformer(keras.Model):
       max_decode_extra) / 2^n_c) latents are decoded.
   """
 
-  default_bottleneck_mode = "hard_em"
-  default_num_samples = 1
+  default_bottleneck = "hard_em"
 
   def __init__(self, vocab_size, hidden_size=512, num_layers=6, num_heads=8, filter_size=2048,
                dropout=0.1, label_smoothing=0.1, compress_steps=3, residual_layers=1,
-               compress_attend_to_source=False, codebook_size=4096, bottleneck_mode=None,
-               num_samples=None, decay=0.999, epsilon=1e-5, beta=0.25,
-               init_codebook_from_batch=True, dead_code_restart_steps=0, latent_layers=None,
-               mask_startup_steps=50000, latent_loss_start_step=10000, latent_loss_weight=1.0,
-               beam_size=1, alpha=0.0, max_decode_extra=10, **kwargs):
+               compress_attend_to_source=False, bottleneck=None, bottleneck_args=None,
+               latent_layers=None, mask_startup_steps=50000, latent_loss_start_step=10000,
+               latent_loss_weight=1.0, beam_size=1, alpha=0.0, max_decode_extra=10, **kwargs):
     super().__init__(**kwargs)
     self.vocab_size, self.hidden_size = vocab_size, hidden_size
     self.label_smoothing = label_smoothing
     self.compress_steps = compress_steps
     self.compress_attend_to_source = compress_attend_to_source
-    self.codebook_size = codebook_size
-    self.end_id = codebook_size  # the latent predictor's END class
     self.mask_startup_steps = mask_startup_steps
     self.latent_loss_start_step = latent_loss_start_step
     self.latent_loss_weight = latent_loss_weight
     self.beam_size, self.alpha = beam_size, alpha
     self.max_decode_extra = max_decode_extra
-    mode = bottleneck_mode or self.default_bottleneck_mode
-    num_samples = num_samples or self.default_num_samples
     latent_layers = latent_layers or num_layers
 
     self.embedding = transformer_model.SharedEmbedding(vocab_size, hidden_size, name="embedding")
@@ -108,21 +96,22 @@ class LatentTransformer(keras.Model):
       self.compress_attention_norm = layers.LayerNorm(epsilon=1e-6)
       self.compress_attention = layers.MultiHeadAttention(hidden_size, num_heads,
                                                           name="compress_attention")
-    self.bottleneck = discretization.VectorQuantizer(
-        codebook_size, mode=mode, num_samples=num_samples, decay=decay, epsilon=epsilon,
-        beta=beta, embedding_dim=hidden_size, init_from_first_batch=init_codebook_from_batch,
-        dead_code_restart_steps=dead_code_restart_steps, name="bottleneck")
+    self.bottleneck = registry.build_bottleneck(
+        bottleneck or self.default_bottleneck, embedding_dim=hidden_size, name="bottleneck",
+        **(bottleneck_args or {}))
+    self.num_codes = self.bottleneck.num_codes
+    self.end_id = self.num_codes  # the latent predictor's END class
     self.decompress = compression.Decompress1D(hidden_size, compress_steps, residual_layers,
                                                dropout=dropout, name="decompress")
     self.decoder = layers.DecoderStack(num_layers, hidden_size, num_heads, filter_size,
                                        dropout, causal=False, cross_attention=True,
                                        name="decoder")
-    self.latent_embedding = keras.layers.Embedding(codebook_size, hidden_size,
+    self.latent_embedding = keras.layers.Embedding(self.num_codes, hidden_size,
                                                    name="latent_embedding")
     self.latent_predictor = layers.DecoderStack(latent_layers, hidden_size, num_heads,
                                                 filter_size, dropout, causal=True,
                                                 cross_attention=True, name="latent_predictor")
-    self.latent_logits = layers.Dense(codebook_size + 1, name="latent_logits")
+    self.latent_logits = layers.Dense(self.num_codes + 1, name="latent_logits")
     self.build()
 
   def build(self, input_shape=None):
@@ -142,8 +131,7 @@ class LatentTransformer(keras.Model):
     return 2 ** self.compress_steps
 
   def _with_positions(self, x, training):
-    x += tf.cast(layers.positional_signal(tf.shape(x)[1], self.hidden_size), x.dtype)
-    return self.input_dropout(x, training=training)
+    return self.input_dropout(layers.add_positions(x), training=training)
 
   def encode_source(self, inputs, training=False):
     """inputs [B, S] -> (memory [B, S, H], mask bool [B, S])."""
@@ -186,12 +174,8 @@ class LatentTransformer(keras.Model):
 
     Position 0 gets a zero vector (the start symbol).
     """
-    x = self.latent_embedding(tf.minimum(codes, self.codebook_size - 1))
-    positions = tf.range(tf.shape(codes)[1]) + start
-    x *= tf.cast(positions > 0, x.dtype)[None, :, None]
-    x += tf.cast(layers.positional_signal(tf.shape(codes)[1], self.hidden_size, start=start),
-                 x.dtype)
-    return self.input_dropout(x, training=training)
+    x = self.latent_embedding(tf.minimum(codes, self.num_codes - 1))
+    return self.input_dropout(layers.shifted_inputs(x, start), training=training)
 
   def gold_rate(self, step):
     """Probability of feeding the gold target at a decoder position: 1 -> 0 linearly."""
@@ -219,13 +203,13 @@ class LatentTransformer(keras.Model):
     logits = logits[:, :tf.shape(targets)[1]]
 
     # Latent predictor: position j predicts latent j, position n_z predicts END.
-    soft = tf.stop_gradient(out.soft_targets)  # [B, L, K]
-    codes = tf.argmax(soft, axis=-1, output_type=tf.int32)
+    soft = tf.stop_gradient(out.soft_targets)  # [B, L, num_codes]
+    codes = out.codes
     num_latents = tf.reduce_sum(tf.cast(latent_mask, tf.int32), axis=1)  # [B]
     length = tf.shape(codes)[1] + 1
     labels = tf.pad(soft * tf.cast(latent_mask, soft.dtype)[..., None], [[0, 0], [0, 1], [0, 1]])
     end = tf.one_hot(num_latents, length)[..., None] * tf.one_hot(self.end_id,
-                                                                  self.codebook_size + 1)
+                                                                  self.num_codes + 1)
     labels += end
     predictor_mask = tf.sequence_mask(num_latents + 1, length)
     x = self._latent_predictor_inputs(tf.pad(codes, [[0, 0], [1, 0]]), training=training)
@@ -298,17 +282,13 @@ class LatentTransformer(keras.Model):
     cache = {"decoder": self.latent_predictor.init_cache(batch_size, steps, memory,
                                                          memory_mask),
              "limit": max_latents + 1}
-    classes = tf.range(self.codebook_size + 1)
 
     def symbols_to_logits(ids, step, cache):
       x = self._latent_predictor_inputs(ids[:, -1:], start=step)
       y, decoder_cache = self.latent_predictor(x, cache=cache["decoder"], step=step)
       logits = tf.cast(self.latent_logits(y[:, 0]), tf.float32)
       # At least one latent; END once the limit is reached.
-      no_end = tf.where(tf.equal(classes, self.end_id), layers.LARGE_NEGATIVE, 0.0)
-      only_end = tf.where(tf.equal(classes, self.end_id), 0.0, layers.LARGE_NEGATIVE)
-      logits += tf.where(tf.equal(step, 0), no_end, 0.0)[None]
-      logits = tf.where((step >= cache["limit"] - 1)[:, None], only_end[None], logits)
+      logits = search.end_at_limit(logits, step, cache["limit"], self.end_id, forbid_before=1)
       return logits, {"decoder": decoder_cache, "limit": cache["limit"]}
 
     initial = tf.fill([batch_size], self.end_id)
@@ -350,13 +330,14 @@ class LatentTransformer(keras.Model):
     """
     memory, memory_mask, codes, count = self.source_latents(inputs, beam_size, alpha,
                                                             max_decode_length)
-    latent_mask = tf.sequence_mask(count, tf.shape(codes)[1])
-    z_q = tf.gather(tf.convert_to_tensor(self.bottleneck.codebook), codes)  # e_{z_i}
-    return self.translate_latents(z_q, latent_mask, memory, memory_mask)
+    return self.translate_codes(codes, count, memory, memory_mask)
 
-  def translate_latents(self, z_q, latent_mask, memory, memory_mask):
-    """The second half of `decode`: decoder inputs z_q [B, L, H] -> ids [B, L * 2^n_c]
-    by one parallel pass, argmax, each row cut after its first EOS."""
+  def translate_codes(self, codes, count, memory, memory_mask):
+    """The second half of `decode`: codes [B, L] (the first count [B] of each row
+    real) -> ids [B, L * 2^n_c] by one parallel pass of the decoder over their
+    embeddings (`bottleneck.embed`), argmax, each row cut after its first EOS."""
+    latent_mask = tf.sequence_mask(count, tf.shape(codes)[1])
+    z_q = self.bottleneck.embed(tf.where(latent_mask, codes, 0))
     logits = self.decode_latents(z_q, latent_mask, memory, memory_mask)
     ids = tf.argmax(logits, axis=-1, output_type=tf.int32)
     ids = tf.where(compression.upsample_mask(latent_mask, self.compress_steps), ids, PAD_ID)
@@ -369,17 +350,18 @@ def cut_at_eos(ids):
   return tf.where(after, PAD_ID, ids)
 
 
+registry.register_model("latent_transformer")(LatentTransformer)
+
+
 @registry.register_model("latent_transformer_vq")
 class LatentTransformerVq(LatentTransformer):
   """Latent Transformer, VQ-VAE bottleneck trained by hard EM (k-means with EMA)."""
 
-  default_bottleneck_mode = "hard_em"
-  default_num_samples = 1
+  default_bottleneck = "hard_em"
 
 
 @registry.register_model("latent_transformer_em")
 class LatentTransformerEm(LatentTransformer):
   """Latent Transformer, VQ bottleneck trained by Monte-Carlo soft EM (§3.2)."""
 
-  default_bottleneck_mode = "soft_em"
-  default_num_samples = 10
+  default_bottleneck = "soft_em"

@@ -95,9 +95,7 @@ class Transformer(keras.Model):
   def encode(self, inputs, training=False):
     """inputs int32 [B, S] -> (memory [B, S, H], padding mask bool [B, S])."""
     mask = layers.padding_mask(inputs, PAD_ID)
-    x = self.embedding(inputs)
-    x += tf.cast(layers.positional_signal(tf.shape(inputs)[1], self.hidden_size), x.dtype)
-    x = self.input_dropout(x, training=training)
+    x = self.input_dropout(layers.add_positions(self.embedding(inputs)), training=training)
     return self.encoder(x, padding_mask=mask, training=training), mask
 
   def _decoder_inputs(self, ids, start=0, training=False):
@@ -105,11 +103,7 @@ class Transformer(keras.Model):
 
     Position 0 (the start symbol) is a zero vector whatever its id.
     """
-    x = self.embedding(ids)
-    positions = tf.range(tf.shape(ids)[1]) + start
-    x *= tf.cast(positions > 0, x.dtype)[None, :, None]
-    x += tf.cast(layers.positional_signal(tf.shape(ids)[1], self.hidden_size, start=start),
-                 x.dtype)
+    x = layers.shifted_inputs(self.embedding(ids), start)
     return self.input_dropout(x, training=training)
 
   def shift_right(self, targets):
@@ -156,25 +150,19 @@ class Transformer(keras.Model):
     without incremental caching) and "limit" int32 [B]: the number of tokens
     a row may decode; at step limit - 1 the row is forced to emit EOS.
     """
-    def force_eos(logits, step, limit):
-      force = (step >= limit - 1)[:, None]
-      eos_only = tf.where(tf.equal(tf.range(self.vocab_size), EOS_ID), 0.0,
-                          layers.LARGE_NEGATIVE)[None, :]
-      return tf.where(force, eos_only, logits)
-
     def cached_fn(ids, step, cache):
       x = self._decoder_inputs(ids[:, -1:], start=step)
       y, decoder_cache = self.decoder(x, cache=cache["decoder"], step=step)
       logits = self.embedding.logits(y[:, 0])
       new_cache = dict(cache)
       new_cache["decoder"] = decoder_cache
-      return force_eos(logits, step, cache["limit"]), new_cache
+      return search.end_at_limit(logits, step, cache["limit"], EOS_ID), new_cache
 
     def uncached_fn(ids, step, cache):
       x = self._decoder_inputs(ids)
       y = self.decoder(x, memory=cache["memory"], memory_padding_mask=cache["memory_mask"])
       logits = self.embedding.logits(y[:, -1])
-      return force_eos(logits, step, cache["limit"]), cache
+      return search.end_at_limit(logits, step, cache["limit"], EOS_ID), cache
 
     return cached_fn if use_cache else uncached_fn
 

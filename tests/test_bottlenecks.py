@@ -1,4 +1,4 @@
-"""Tests of t2t_vqem.layers.discretization against numpy / brute force.
+"""Tests of the paper's equations and the VQ / EM layer against numpy / brute force.
 
 Every expectation here is computed independently of the layer: distances by
 brute force in float64, EMA updates by the paper's / T2T's formulas in numpy,
@@ -12,8 +12,8 @@ import pytest
 import tensorflow as tf
 import keras
 
-from t2t_vqem.layers import discretization as disc
-from t2t_vqem.layers import vq_kernel
+from t2t_vqem.bottlenecks import equations as eq
+from t2t_vqem.bottlenecks import vector_quantizer as vqlib
 
 
 # ----------------------------------------------------------------------------
@@ -61,8 +61,12 @@ def state(layer):
   return {v.name: np.array(v.numpy()) for v in layer.weights}
 
 
+_PATH = {"jit_compile": False}
+
+
 def make_layer(dim, codebook=None, **kwargs):
-  layer = disc.VectorQuantizer(embedding_dim=dim, **kwargs)
+  kwargs.setdefault("jit_compile", _PATH["jit_compile"])
+  layer = vqlib.VectorQuantizer(embedding_dim=dim, **kwargs)
   if codebook is not None:
     layer.codebook.assign(codebook)
     if layer.ema_means_sum is not None:
@@ -84,14 +88,11 @@ def rng():
   return np.random.default_rng(0)
 
 
-@pytest.fixture(params=["fused_kernel", "tf_ops"])
+@pytest.fixture(params=["graph_ops", "xla"])
 def step_path(request, monkeypatch):
-  """Runs a test twice: training steps through the fused CPU kernel
-  (vq_kernel.cc, which must build here) and through TensorFlow ops only."""
-  if request.param == "fused_kernel":
-    assert vq_kernel.available(), vq_kernel._state.get("why")  # pylint: disable=protected-access
-  else:
-    monkeypatch.setattr(disc.VectorQuantizer, "_fused", lambda self: False)
+  """Runs a test twice: layers made by make_layer on each execution path
+  (TensorFlow graph ops, and jit_compile=True)."""
+  monkeypatch.setitem(_PATH, "jit_compile", request.param == "xla")
   return request.param
 
 
@@ -110,8 +111,8 @@ def test_e_step_is_brute_force_argmin(rng, mode, training):
   out = layer(x, training=training)
   d2 = np_sq_dist(x.reshape(-1, 16), before)
   expected = d2.argmin(-1).reshape(4, 25)
-  np.testing.assert_array_equal(out.indices.numpy(), expected)
-  assert out.indices.dtype == tf.int32
+  np.testing.assert_array_equal(out.draws.numpy(), expected)
+  assert out.draws.dtype == tf.int32
   # Forward value: the chosen code (of the codebook before the call), exactly.
   np.testing.assert_array_equal(out.quantized.numpy(), before[expected])
   # Hard modes: soft targets are exact one-hots.
@@ -145,12 +146,12 @@ def test_metrics_match_numpy(rng):
 def test_squared_distances_brute_force_and_clamped(rng):
   cb = rng.standard_normal((50, 32)).astype(np.float32)
   x = rng.standard_normal((20, 32)).astype(np.float32)
-  np.testing.assert_allclose(disc.squared_distances(x, cb).numpy(),
+  np.testing.assert_allclose(eq.squared_distances(x, cb).numpy(),
                              np_sq_dist(x, cb), rtol=1e-4, atol=1e-4)
   # Points equal to codes far from the origin: the expansion cancels
   # catastrophically; the result must still be >= 0 and finite.
   far = (cb + 3e3).astype(np.float32)
-  d2 = disc.squared_distances(far, far).numpy()
+  d2 = eq.squared_distances(far, far).numpy()
   assert np.all(np.isfinite(d2)) and d2.min() >= 0.0
 
 
@@ -176,7 +177,7 @@ def test_ema_update_matches_numpy_over_steps(rng, initial_ema_count):
     bc, bs = np_stats(x, idx[:, None], k)
     count, msum, cb = np_ema(count, msum, bc, bs, decay, eps)
     out = layer(x, training=True)
-    np.testing.assert_array_equal(out.indices.numpy(), idx)
+    np.testing.assert_array_equal(out.draws.numpy(), idx)
   np.testing.assert_allclose(layer.ema_count.numpy(), count, rtol=1e-5)
   np.testing.assert_allclose(layer.ema_means_sum.numpy(), msum, rtol=1e-5,
                              atol=1e-6)
@@ -235,9 +236,9 @@ def test_soft_em_frequencies_match_softmax(temperature, training):
   x = np.tile(point, (5000, 1))
   layer = make_layer(2, codebook=cb, codebook_size=4, mode="soft_em",
                      num_samples=8, temperature=temperature)
-  out = layer(x, training=training)  # training: the fused kernel's draws
-  assert out.indices.shape == (5000, 8)
-  freq = np.bincount(out.indices.numpy().ravel(), minlength=4) / 40000.0
+  out = layer(x, training=training)
+  assert out.draws.shape == (5000, 8)
+  freq = np.bincount(out.draws.numpy().ravel(), minlength=4) / 40000.0
   logits = -np_sq_dist(point[None], cb)[0] / temperature
   p = np.exp(logits - logits.max())
   p /= p.sum()
@@ -256,7 +257,7 @@ def test_soft_em_forward_targets_and_fractional_ema(rng):
   count0 = layer.ema_count.numpy().astype(np.float64)
   msum0 = layer.ema_means_sum.numpy().astype(np.float64)
   out = layer(x, training=True)
-  idx = out.indices.numpy()
+  idx = out.draws.numpy()
   assert idx.shape == (2, 20, s)
   # Eq. 11: forward value = mean of the drawn embeddings.
   np.testing.assert_allclose(out.quantized.numpy(), cb[idx].mean(-2),
@@ -285,7 +286,7 @@ def test_soft_em_forward_targets_and_fractional_ema(rng):
 
 def test_mean_one_hot_many_codes():
   idx = np.array([[[0, 3, 3], [65535, 1, 65535]]], np.int32)
-  got = disc.mean_one_hot(tf.constant(idx), 65536).numpy()
+  got = eq.mean_one_hot(tf.constant(idx), 65536).numpy()
   expected = np.zeros((1, 2, 65536), np.float32)
   for r in range(2):
     for j in idx[0, r]:
@@ -330,7 +331,7 @@ def test_gradients(rng, mode):
     assert any(v is layer.codebook for v in layer.trainable_weights)
     # ||sg(z_e) - e||^2 averaged: d/de_j = sum_{i: z_i = j} 2 (e_j - x_i) / n.
     cb = layer.codebook.numpy()
-    idx = out.indices.numpy().reshape(-1)
+    idx = out.draws.numpy().reshape(-1)
     xf = x.numpy().reshape(-1, dim)
     expected = np.zeros_like(cb)
     for i, j in enumerate(idx):
@@ -388,8 +389,8 @@ def test_mask_equals_update_on_kept_rows(rng, mode, num_blocks):
   for va, vb in zip(a.weights, b.weights):
     np.testing.assert_allclose(va.numpy(), vb.numpy(), rtol=1e-6, atol=1e-7)
     assert np.all(np.isfinite(va.numpy()))
-  np.testing.assert_array_equal(out_a.indices.numpy()[mask],
-                                out_b.indices.numpy())
+  np.testing.assert_array_equal(out_a.draws.numpy()[mask],
+                                out_b.draws.numpy())
   for name in ("loss", "perplexity", "usage"):
     np.testing.assert_allclose(getattr(out_a, name).numpy(),
                                getattr(out_b, name).numpy(), rtol=1e-6)
@@ -442,16 +443,26 @@ def test_cluster_statistics_match_numpy_and_repeat_exactly(rng, num_samples):
   idx = rng.integers(0, k, (b, n, num_samples)).astype(np.int32)
   keep = rng.random(n) < 0.7
   x[:, ~keep] = np.nan  # padding must not leak
-  counts, sums = disc.cluster_statistics(tf.constant(x), tf.constant(idx), k,
-                                         tf.constant(keep))
-  for block in range(b):
-    c, sm = np_stats(x[block][keep], idx[block][keep], k)
-    np.testing.assert_allclose(counts.numpy()[block], c, rtol=1e-6)
-    np.testing.assert_allclose(sums.numpy()[block], sm, rtol=1e-5, atol=1e-6)
-  for _ in range(20):  # a multithreaded scatter would add in varying order
-    again = disc.cluster_statistics(tf.constant(x), tf.constant(idx), k,
-                                    tf.constant(keep))[1]
+  args = tf.constant(x), tf.constant(idx), k, tf.constant(keep)
+  for statistics in (eq.cluster_statistics, eq._fast_cluster_statistics):  # pylint: disable=protected-access
+    counts, sums = statistics(*args)
+    for block in range(b):
+      c, sm = np_stats(x[block][keep], idx[block][keep], k)
+      np.testing.assert_allclose(counts.numpy()[block], c, rtol=1e-6)
+      np.testing.assert_allclose(sums.numpy()[block], sm, rtol=1e-5, atol=1e-6)
+  for _ in range(20):  # the layer's (fast) sums: a scatter would add in varying order
+    again = eq._fast_cluster_statistics(*args)[1]  # pylint: disable=protected-access
     np.testing.assert_array_equal(again.numpy(), sums.numpy())
+
+
+@pytest.mark.parametrize("num_blocks,num_samples", [(1, 1), (1, 5), (3, 4)])
+def test_fast_mean_of_codes_is_the_reference(rng, num_blocks, num_samples):
+  codebook = rng.standard_normal((num_blocks, 9, 4)).astype(np.float32)
+  draws = rng.integers(0, 9, (num_blocks, 30, num_samples)).astype(np.int32)
+  expected = codebook[np.arange(num_blocks)[:, None, None], draws].mean(2)
+  for mean in (eq.mean_of_codes, eq._fast_mean_of_codes):  # pylint: disable=protected-access
+    np.testing.assert_allclose(mean(tf.constant(codebook), tf.constant(draws)).numpy(),
+                               expected, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.usefixtures("step_path")
@@ -464,7 +475,7 @@ def test_mask_soft_em_statistics(rng):
                      decay=0.0, epsilon=0.0)
   cb0 = layer.codebook.numpy().copy()
   out = layer(x, training=True, mask=mask)
-  idx = out.indices.numpy()[mask]
+  idx = out.draws.numpy()[mask]
   bc, bs = np_stats(x[mask], idx, k)
   np.testing.assert_allclose(layer.ema_count.numpy(), bc, rtol=1e-5)
   used = bc > 0
@@ -516,18 +527,26 @@ def test_num_blocks_per_block_codebooks(rng, mode):
   x = rng.standard_normal((3, 5, dim)).astype(np.float32)
   layer = make_layer(dim, codebook_size=k, num_blocks=b, mode=mode,
                      num_samples=s, decay=decay, epsilon=eps)
+  assert layer.num_codes == k ** b
   assert layer.codebook.shape == (b, k, dim // b)
   assert layer.ema_count.shape == (b, k)
   cb = layer.codebook.numpy().astype(np.float64)
   count0 = layer.ema_count.numpy().astype(np.float64)
   msum0 = layer.ema_means_sum.numpy().astype(np.float64)
   out = layer(x, training=True)
-  idx = out.indices.numpy()
+  idx = out.draws.numpy()
   xs = x.reshape(-1, b, dim // b)
   expected_shape = (3, 5, b) + ((s,) if mode == "soft_em" else ())
   assert idx.shape == expected_shape
-  assert out.soft_targets.shape == (3, 5, b, k)
   idx = idx.reshape(15, b, -1)
+  # One code of the product per draw, c = sum_b z_b K^b; soft targets over
+  # the K^b product codes; codes the most frequent product code.
+  combined = (idx * (k ** np.arange(b))[None, :, None]).sum(1)  # [15, S]
+  soft = out.soft_targets.numpy().reshape(15, k ** b)
+  for row in range(15):
+    want = np.bincount(combined[row], minlength=k ** b) / combined.shape[1]
+    np.testing.assert_allclose(soft[row], want, atol=1e-6)
+    assert out.codes.numpy().reshape(15)[row] == np.argmax(want)
   q = np.zeros((15, b, dim // b))
   for blk in range(b):
     if mode == "hard_em":
@@ -552,7 +571,7 @@ def test_num_blocks_per_block_codebooks(rng, mode):
 def test_mixed_float16_policy(rng):
   keras.mixed_precision.set_global_policy("mixed_float16")
   try:
-    layer = disc.VectorQuantizer(64, embedding_dim=16, decay=0.5)
+    layer = make_layer(16, codebook_size=64, decay=0.5)
     x = (rng.standard_normal((8, 10, 16)) * 30).astype(np.float16)
     cb = layer.codebook.numpy()
     out = tf.function(lambda v: layer(v, training=True))(tf.constant(x))
@@ -563,14 +582,14 @@ def test_mixed_float16_policy(rng):
   for v in layer.weights:
     assert v.dtype == "float32"
   expected = np_sq_dist(x.reshape(-1, 16).astype(np.float32), cb).argmin(-1)
-  np.testing.assert_array_equal(out.indices.numpy().reshape(-1), expected)
+  np.testing.assert_array_equal(out.draws.numpy().reshape(-1), expected)
   assert np.all(np.isfinite(layer.codebook.numpy()))
   assert np.isfinite(out.loss.numpy())
 
 
 def test_large_codebook_no_nkd_tensor_no_onehot_matmul(rng):
   k, dim, n = 2**16, 8, 64
-  layer = disc.VectorQuantizer(k, embedding_dim=dim, decay=0.9)
+  layer = vqlib.VectorQuantizer(k, embedding_dim=dim, decay=0.9)
   x = rng.standard_normal((n, dim)).astype(np.float32)
   cb = layer.codebook.numpy().astype(np.float64)
   f = tf.function(lambda v: layer(v, training=True))
@@ -586,7 +605,7 @@ def test_large_codebook_no_nkd_tensor_no_onehot_matmul(rng):
   # float64 brute force via the expansion (N * K * D in float64 is too big).
   d2 = (x.astype(np.float64) ** 2).sum(1)[:, None] - 2 * x @ cb.T + (
       cb ** 2).sum(1)[None]
-  np.testing.assert_array_equal(out.indices.numpy(), d2.argmin(-1))
+  np.testing.assert_array_equal(out.draws.numpy(), d2.argmin(-1))
   assert np.all(np.isfinite(layer.codebook.numpy()))
 
 
@@ -600,7 +619,7 @@ def test_jit_compile_matches(rng):
   cb_before = a.codebook.numpy().copy()
   out_a = a(x, training=True)
   out_b = tf.function(lambda v: b(v, training=True))(x)
-  np.testing.assert_array_equal(out_a.indices.numpy(), out_b.indices.numpy())
+  np.testing.assert_array_equal(out_a.draws.numpy(), out_b.draws.numpy())
   # The loss from the XLA E step's winning score is the commitment loss.
   q = cb_before[np_sq_dist(x, cb_before).argmin(-1)]
   np.testing.assert_allclose(out_b.loss.numpy(), 0.25 * ((x - q) ** 2).mean(),
@@ -612,7 +631,7 @@ def test_jit_compile_matches(rng):
   cb = soft.codebook.numpy().copy()
   out = tf.function(lambda v: soft(v, training=True))(x)
   np.testing.assert_allclose(out.quantized.numpy(),
-                             cb[out.indices.numpy()].mean(-2), rtol=1e-5,
+                             cb[out.draws.numpy()].mean(-2), rtol=1e-5,
                              atol=1e-6)
 
 
@@ -684,11 +703,11 @@ def test_dead_code_restart(rng):
 ])
 def test_bad_constructor_arguments(kwargs, pattern):
   with pytest.raises(ValueError, match=pattern):
-    disc.VectorQuantizer(**kwargs)
+    vqlib.VectorQuantizer(**kwargs)
 
 
 def test_bad_inputs():
-  layer = disc.VectorQuantizer(8, embedding_dim=4)
+  layer = vqlib.VectorQuantizer(8, embedding_dim=4)
   with pytest.raises(ValueError, match="last dimension is 5.*D = 4"):
     layer(np.zeros((2, 5), np.float32))
   with pytest.raises(ValueError, match="rank 1"):
@@ -698,155 +717,40 @@ def test_bad_inputs():
 
 
 def test_config_round_trip():
-  layer = disc.VectorQuantizer(32, mode="soft_em", num_samples=4,
-                               num_blocks=2, embedding_dim=8, decay=0.99)
-  clone = disc.VectorQuantizer.from_config(layer.get_config())
+  layer = vqlib.VectorQuantizer(32, mode="soft_em", num_samples=4,
+                                num_blocks=2, embedding_dim=8, decay=0.99)
+  clone = vqlib.VectorQuantizer.from_config(layer.get_config())
   assert clone.get_config() == layer.get_config()
   assert clone.codebook.shape == (2, 32, 4)
-
-
-# ----------------------------------------------------------------------------
-# 9. Baseline bottlenecks (§5.1.1): Gumbel-softmax, improved semantic hashing
-# ----------------------------------------------------------------------------
-
-
-def np_softmax(z):
-  z = z - z.max(-1, keepdims=True)
-  p = np.exp(z)
-  return p / p.sum(-1, keepdims=True)
-
-
-def test_gumbel_inference_matches_numpy(rng):
-  k, dim = 10, 6
-  layer = disc.GumbelSoftmaxBottleneck(k, embedding_dim=dim, kl_weight=0.1)
-  x = rng.standard_normal((3, 7, dim)).astype(np.float32)
-  mask = rng.random((3, 7)) < 0.7
-  out = layer(x, training=False, mask=mask)
-  logits = x.reshape(-1, dim) @ layer.logits_kernel.numpy() + (
-      layer.logits_bias.numpy())
-  idx = logits.argmax(-1)
-  np.testing.assert_array_equal(out.indices.numpy().reshape(-1), idx)
-  np.testing.assert_allclose(out.quantized.numpy().reshape(-1, dim),
-                             layer.codebook.numpy()[idx], rtol=1e-6)
-  np.testing.assert_array_equal(out.soft_targets.numpy().reshape(-1, k),
-                                np.eye(k)[idx])
-  p = np_softmax(logits.astype(np.float64))
-  kl = (p * np.log(p * k)).sum(-1)
-  keep = mask.reshape(-1)
-  np.testing.assert_allclose(out.loss.numpy(), 0.1 * kl[keep].mean(),
-                             rtol=1e-4)
-  ppl, usage = np_perplexity_usage(
-      np.bincount(idx[keep], minlength=k).astype(np.float64))
-  np.testing.assert_allclose(out.perplexity.numpy(), ppl, rtol=1e-5)
-  np.testing.assert_allclose(out.usage.numpy(), usage)
-
-
-def test_gumbel_training_samples_softmax_straight_through():
-  tf.random.set_seed(6)
-  k, dim = 4, 3
-  layer = disc.GumbelSoftmaxBottleneck(k, embedding_dim=dim, temperature=0.5)
-  layer.logits_kernel.assign(np.zeros((dim, k), np.float32))
-  layer.logits_bias.assign(np.array([0.0, 1.0, -1.0, 0.5], np.float32))
-  x = tf.constant(np.ones((20000, dim), np.float32))
-  w = tf.constant(np.random.default_rng(7).standard_normal(
-      (20000, dim)).astype(np.float32))
-  with tf.GradientTape(persistent=True) as tape:
-    tape.watch(x)
-    out = layer(x, training=True)
-    downstream = tf.reduce_sum(out.quantized * w)
-  idx = out.indices.numpy()
-  # Gumbel-max: the hard samples follow softmax(logits).
-  p = np_softmax(layer.logits_bias.numpy().astype(np.float64))
-  freq = np.bincount(idx, minlength=k) / len(idx)
-  assert np.all(np.abs(freq - p) <= 4 * np.sqrt(p * (1 - p) / len(idx)))
-  # Forward value: the sampled code's embedding; soft targets: its one-hot.
-  np.testing.assert_allclose(out.quantized.numpy(),
-                             layer.codebook.numpy()[idx], rtol=1e-6)
-  np.testing.assert_array_equal(out.soft_targets.numpy(), np.eye(k)[idx])
-  # Straight-through: gradients reach the logits layer and the codebook.
-  for var in (layer.logits_bias, layer.codebook):
-    g = tape.gradient(downstream, var.value)
-    assert g is not None and np.any(tf.convert_to_tensor(g).numpy() != 0)
-
-
-def test_semantic_hashing_inference_matches_numpy(rng):
-  bits, dim = 5, 8
-  layer = disc.ImprovedSemanticHashing(bits, embedding_dim=dim)
-  x = rng.standard_normal((4, 6, dim)).astype(np.float32)
-  out = layer(x, training=False)
-  c = x.reshape(-1, dim) @ layer.bits_kernel.numpy() + layer.bits_bias.numpy()
-  y = np.clip(1.2 / (1 + np.exp(-c)) - 0.1, 0, 1)
-  b = (y > 0.5).astype(np.float32)
-  idx = (b * 2 ** np.arange(bits)).sum(-1).astype(np.int64)
-  np.testing.assert_array_equal(out.indices.numpy().reshape(-1), idx)
-  expected = (b @ layer.embed_on.numpy() + (1 - b) @ layer.embed_off.numpy()
-              + layer.embed_bias.numpy())
-  np.testing.assert_allclose(out.quantized.numpy().reshape(-1, dim), expected,
-                             rtol=1e-5, atol=1e-6)
-  np.testing.assert_array_equal(out.soft_targets.numpy().reshape(-1, 32),
-                                np.eye(32)[idx])
-  assert out.loss.numpy() == 0.0
-  np.testing.assert_array_equal(
-      disc.int_to_bits(out.indices, bits).numpy().reshape(-1, bits), b)
-
-
-def test_semantic_hashing_training_straight_through(rng):
-  tf.random.set_seed(8)
-  bits, dim = 6, 8
-  layer = disc.ImprovedSemanticHashing(bits, embedding_dim=dim, noise_std=0.0,
-                                       discrete_mix=1.0)
-  x = tf.constant(rng.standard_normal((50, dim)).astype(np.float32))
-  with tf.GradientTape() as tape:
-    out = layer(x, training=True)
-    downstream = tf.reduce_sum(out.quantized ** 2)
-  ref = layer(x, training=False)
-  # Without noise and always discrete, training = inference forward.
-  np.testing.assert_allclose(out.quantized.numpy(), ref.quantized.numpy(),
-                             rtol=1e-6)
-  g = tape.gradient(downstream, layer.bits_kernel.value)
-  assert g is not None and np.any(g.numpy() != 0)  # through the binarisation
-  # With noise the bits change for some positions.
-  noisy = disc.ImprovedSemanticHashing(bits, embedding_dim=dim,
-                                       noise_std=1.0)
-  for a, b in zip(noisy.weights, layer.weights):
-    a.assign(b.numpy())
-  assert np.any(noisy(x, training=True).indices.numpy() != (
-      ref.indices.numpy()))
-
-
-def test_baselines_bad_arguments_and_masked_metrics(rng):
-  with pytest.raises(ValueError, match="codebook_size=1"):
-    disc.GumbelSoftmaxBottleneck(1)
-  with pytest.raises(ValueError, match="temperature=-1"):
-    disc.GumbelSoftmaxBottleneck(4, temperature=-1)
-  with pytest.raises(ValueError, match="num_bits=0"):
-    disc.ImprovedSemanticHashing(0)
-  with pytest.raises(ValueError, match="num_bits=30"):
-    disc.ImprovedSemanticHashing(30)
-  layer = disc.ImprovedSemanticHashing(4, embedding_dim=3)
-  with pytest.raises(ValueError, match="last dimension is 5"):
-    layer(np.zeros((2, 5), np.float32))
-  x = rng.standard_normal((10, 3)).astype(np.float32)
-  mask = np.arange(10) < 4
-  out = layer(x, training=False, mask=mask)
-  ref = layer(x[:4], training=False)
-  np.testing.assert_allclose(out.perplexity.numpy(), ref.perplexity.numpy())
-  np.testing.assert_allclose(out.usage.numpy(), ref.usage.numpy())
+  preset = vqlib.SoftEm(16, num_samples=3, embedding_dim=8)
+  clone = vqlib.SoftEm.from_config(preset.get_config())
+  assert (clone.mode, clone.num_samples, clone.codebook_size) == ("soft_em", 3, 16)
 
 
 @pytest.mark.parametrize("mode,num_blocks", [("hard_em", 1), ("soft_em", 1), ("soft_em", 2)])
-def test_nearest_is_the_brute_force_argmin_per_block_without_update(mode, num_blocks):
+def test_encode_is_the_brute_force_argmin_per_block_without_update(mode, num_blocks):
   keras.utils.set_random_seed(11)
-  layer = disc.VectorQuantizer(16, mode=mode, num_samples=3, num_blocks=num_blocks,
-                               embedding_dim=8)
+  layer = vqlib.VectorQuantizer(16, mode=mode, num_samples=3, num_blocks=num_blocks,
+                                embedding_dim=8)
   x = np.random.default_rng(11).normal(size=(2, 3, 5, 8)).astype(np.float32)
   before = layer.codebook.numpy().copy()
-  codes = layer.nearest(x).numpy()
+  codes = layer.encode(x).numpy()
   codebook = before.reshape(num_blocks, 16, 8 // num_blocks)
   blocks = x.reshape(-1, num_blocks, 8 // num_blocks)
   expected = np.stack([((blocks[:, b, None] - codebook[b][None]) ** 2).sum(-1).argmin(1)
                        for b in range(num_blocks)], axis=1)
-  want_shape = (2, 3, 5) + ((num_blocks,) if num_blocks > 1 else ())
-  assert codes.shape == want_shape and codes.dtype == np.int32
-  np.testing.assert_array_equal(codes.reshape(-1, num_blocks), expected)
+  assert codes.shape == (2, 3, 5) and codes.dtype == np.int32
+  # The product code sum_b z_b 16^b.
+  np.testing.assert_array_equal(codes.reshape(-1),
+                                (expected * 16 ** np.arange(num_blocks)).sum(1))
   np.testing.assert_array_equal(layer.codebook.numpy(), before)
+  # embed maps each code back to its codebook rows, block by block.
+  rows = np.concatenate([codebook[b][expected[:, b]] for b in range(num_blocks)], axis=-1)
+  np.testing.assert_allclose(layer.embed(codes).numpy().reshape(-1, 8), rows, rtol=1e-6)
+
+
+def test_soft_em_codes_are_the_most_frequent_draw():
+  draws = np.array([[3, 1, 3, 2], [5, 4, 4, 5], [7, 0, 2, 1]], np.int32)
+  got = vqlib._most_frequent(tf.constant(draws)).numpy()  # pylint: disable=protected-access
+  expected = [np.argmax(np.bincount(row, minlength=8)) for row in draws]  # ties: lowest
+  np.testing.assert_array_equal(got, expected)

@@ -1,0 +1,62 @@
+"""Cross-replica collectives for bottleneck state under a tf.distribute strategy.
+
+Keras 3 mirrored variables do not synchronise an `assign` made in replica
+context, so a bottleneck keeps its replicas identical itself: it all-reduces
+its batch statistics before the M step, and broadcasts every random choice
+(codebook seeding, dead-code restart) from one replica; then every replica
+assigns the same values to its own copy. Collectives never sit inside a
+tf.cond (they may not, inside strategy.run).
+"""
+
+import tensorflow as tf
+
+
+def context():
+  """The replica context when more than one replica runs in sync, else None."""
+  if not tf.distribute.has_strategy():
+    return None
+  ctx = tf.distribute.get_replica_context()
+  if ctx is None or ctx.num_replicas_in_sync == 1:
+    return None
+  return ctx
+
+
+def all_reduce_sum(ctx, tensors):
+  """The sum of `tensors` (a tensor or a nest) over all replicas; as is without ctx."""
+  if ctx is None:
+    return tensors
+  return ctx.all_reduce(tf.distribute.ReduceOp.SUM, tensors)
+
+
+def broadcast_from_first_with_data(ctx, value, has_data):
+  """Every replica gets `value` of the lowest replica whose has_data is True.
+
+  Returns:
+    (value, whether any replica has data), identical on all replicas; two
+    all-reduces, no control flow.
+  """
+  if ctx is None:
+    return value, has_data
+  num = ctx.num_replicas_in_sync
+  rid = tf.cast(ctx.replica_id_in_sync_group, tf.int32)
+  flags = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
+                         tf.one_hot(rid, num) * tf.cast(has_data, tf.float32))
+  first = tf.argmax(flags, output_type=tf.int32)  # 0 if nobody has data
+  value = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
+                         tf.where(tf.equal(rid, first), value, tf.zeros_like(value)))
+  return value, tf.reduce_max(flags) > 0.0
+
+
+def sample_rows(x, keep, num):
+  """`num` random kept rows of x [N, D], without replacement while there are enough.
+
+  Returns:
+    (rows [num, D], has_data scalar bool); rows are 0 when no row is kept.
+  """
+  n_all = tf.shape(x)[0]
+  kept = tf.range(n_all) if keep is None else tf.cast(tf.where(keep)[:, 0], tf.int32)
+  n = tf.size(kept)
+  order = tf.concat([tf.random.shuffle(kept), [n_all]], axis=0)
+  padded = tf.concat([x, tf.zeros_like(x[:1])], axis=0)
+  pick = tf.where(n > 0, tf.range(num) % tf.maximum(n, 1), n)
+  return tf.gather(padded, tf.gather(order, pick)), n > 0
