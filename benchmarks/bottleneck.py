@@ -86,7 +86,7 @@ def gemm_steps(codebook):
 
 
 def _make_steps(k, d, args, snt):
-  """name -> tf.function(x) of one step, and which GEMM each is divided by."""
+  """name -> tf.function(x) of one step."""
   steps = gemm_steps(tf.Variable(tf.random.normal([k, d]), trainable=False))
   build = lambda name, **kw: layer_step(  # noqa: E731
       registry.build_bottleneck(name, embedding_dim=d, **kw))
@@ -141,14 +141,13 @@ def _make_parts(k, d, num_samples):
       return draws, q, eq.commitment_loss(x, q, score)
 
     def stats(x):
-      draws, q, l = loss(x)
+      draws, q, value = loss(x)
       counts, sums = eq._fast_cluster_statistics(x[tf.newaxis], draws, k)  # pylint: disable=protected-access
-      return q, l, eq.perplexity_and_usage(counts)[0], counts, sums
+      return q, value, eq.perplexity_and_usage(counts)[0], counts, sums
 
     def ema(x):
-      q, l, p, counts, sums = stats(x)
-      new = eq.ema_update(ema_count, cb(), counts, sums, 0.999, 1e-5, cb())
-      return [q, l, p] + list(new)
+      *outputs, counts, sums = stats(x)
+      return outputs + list(eq.ema_update(ema_count, cb(), counts, sums, 0.999, 1e-5, cb()))
 
     first = "E step (GEMM, argmax, score)" if mode == "hard_em" else (
         f"E step (GEMM, logits, {num_samples} draws per row)")
