@@ -250,8 +250,9 @@ class Pipeline:
     row = {"model": label, "run_dir": os.path.abspath(run_dir), "checkpoint": ckpt,
            "beam_size": beam_size,
            "n_c": getattr(model, "compress_steps", None),
+           # n_s: the Monte-Carlo draws of a soft EM bottleneck (the paper's column).
            "n_s": (bottleneck.num_samples
-                   if bottleneck is not None and bottleneck.mode == "soft_em" else None),
+                   if getattr(bottleneck, "mode", None) == "soft_em" else None),
            "bleu": bleu, "bleu_signature": signature, "bleu_sentences": len(sources),
            "problem": getattr(problem, "base_problem", problem.name)}
     with open(os.path.join(self.eval_dir, name + ".hyp.txt"), "w", encoding="utf-8") as f:

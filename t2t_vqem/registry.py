@@ -179,19 +179,9 @@ def build_model(name, **kwargs):
 
 
 def model_interface(model):
-  """The interface (a key of MODEL_INTERFACES) that a model's class declares in `interface`.
-
-  A model whose class declares none (written before models declared one) is
-  given the interface its attributes show: a bottleneck and decode_latents
-  make it "latent_translation", an image_shape "image", anything else
-  "translation".
-  """
-  declared = getattr(type(model), "interface", None)
-  if declared is not None:
-    return declared
-  if hasattr(model, "decode_latents") and hasattr(model, "bottleneck"):
-    return "latent_translation"
-  return "image" if hasattr(model, "image_shape") else "translation"
+  """The interface (a key of MODEL_INTERFACES) that a model's class declares in
+  `interface`; "translation" for a class that declares none."""
+  return getattr(type(model), "interface", None) or "translation"
 
 
 def list_problems():

@@ -394,10 +394,19 @@ def test_mask_equals_update_on_kept_rows(rng, mode, num_blocks):
   for name in ("loss", "perplexity", "usage"):
     np.testing.assert_allclose(getattr(out_a, name).numpy(),
                                getattr(out_b, name).numpy(), rtol=1e-6)
-  # A float 0/1 mask means the same.
-  c = make_layer(dim, codebook_size=k, mode=mode, num_blocks=num_blocks)
-  out_c = c(x_padded, training=False, mask=mask.astype(np.float32))
-  assert np.isfinite(out_c.loss.numpy())
+  # A float 0/1 mask means the same as the bool mask: same outputs, same update.
+  c = make_layer(dim, codebook_size=k, mode=mode, num_blocks=num_blocks, decay=0.7)
+  for vb, vc in zip(b.weights, c.weights):
+    vc.assign(vb.numpy())
+  out_bool = b(x_padded, training=True, mask=mask)
+  out_float = c(x_padded, training=True, mask=mask.astype(np.float32))
+  for vb, vc in zip(b.weights, c.weights):
+    np.testing.assert_array_equal(vc.numpy(), vb.numpy())
+  np.testing.assert_array_equal(out_float.draws.numpy()[mask], out_bool.draws.numpy()[mask])
+  np.testing.assert_array_equal(out_float.quantized.numpy()[mask],
+                                out_bool.quantized.numpy()[mask])
+  for name in ("loss", "perplexity", "usage"):
+    assert getattr(out_float, name).numpy() == getattr(out_bool, name).numpy()
 
 
 @pytest.mark.parametrize("mode,num_blocks", [

@@ -158,20 +158,15 @@ def test_model_interface_is_the_declared_one_and_chooses_the_export():
   assert built == (model, "a problem", {"max_input_length": None, "beam_size": 3, "alpha": None})
 
 
-def test_model_interface_of_a_model_that_declares_none_follows_its_attributes():
-  class Translator:
-    def decode(self, inputs):
-      return inputs
+def test_the_built_in_models_declare_their_interfaces():
+  expected = {"transformer": "translation", "latent_transformer": "latent_translation",
+              "latent_transformer_vq": "latent_translation",
+              "latent_transformer_em": "latent_translation", "image_vqvae": "image",
+              "image_vqvae_vq": "image", "image_vqvae_em": "image"}
+  assert {name: registry.model(name).interface for name in expected} == expected
 
-  class Latent(Translator):
-    bottleneck = None
+  class Undeclared:
+    pass
 
-    def decode_latents(self):
-      pass
-
-  class Pictures:
-    image_shape = (32, 32, 3)
-
-  assert [registry.model_interface(m()) for m in (Translator, Latent, Pictures)] == [
-      "translation", "latent_translation", "image"]
+  assert registry.model_interface(Undeclared()) == "translation"
   assert set(registry.MODEL_INTERFACES) == {"translation", "latent_translation", "image"}

@@ -56,6 +56,7 @@ class ImageVqvae(keras.Model):
     prior_loss_weight: weight of the prior's cross entropy in the loss.
   """
 
+  interface = "image"  # what it serves (registry.MODEL_INTERFACES)
   default_bottleneck = "hard_em"
 
   def __init__(self, image_shape=(32, 32, 3), hidden_size=256, compress_steps=2, conv_layers=4,

@@ -67,6 +67,7 @@ class LatentTransformer(keras.Model):
       max_decode_extra) / 2^n_c) latents are decoded.
   """
 
+  interface = "latent_translation"  # what it serves (registry.MODEL_INTERFACES)
   default_bottleneck = "hard_em"
 
   def __init__(self, vocab_size, hidden_size=512, num_layers=6, num_heads=8, filter_size=2048,

@@ -47,6 +47,8 @@ class SharedEmbedding(keras.layers.Layer):
 class Transformer(keras.Model):
   """Autoregressive Transformer (Vaswani et al. 2017): the teacher and speed baseline."""
 
+  interface = "translation"  # what it serves (registry.MODEL_INTERFACES)
+
   def __init__(self, vocab_size, hidden_size=512, num_layers=6, num_heads=8, filter_size=2048,
                dropout=0.1, label_smoothing=0.1, beam_size=1, alpha=0.6, max_decode_extra=50,
                **kwargs):
