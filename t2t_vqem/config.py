@@ -14,7 +14,6 @@ import functools
 import os
 
 import gin
-
 from t2t_vqem import registry
 
 PACKAGE_GIN_DIR = os.path.join(os.path.dirname(__file__), "gin")
@@ -38,8 +37,10 @@ def find_gin_file(name):
   for path in candidates:
     if os.path.isfile(path):
       return path
-  raise UsageError(f"Gin file {name!r} not found as given, in ./gin or in "
-                   f"{PACKAGE_GIN_DIR}; shipped configs: {', '.join(shipped_configs())}")
+  raise UsageError(
+    f"Gin file {name!r} not found as given, in ./gin or in "
+    f"{PACKAGE_GIN_DIR}; shipped configs: {', '.join(shipped_configs())}"
+  )
 
 
 @functools.cache
@@ -141,4 +142,5 @@ def register_everything(user_modules=()):
   import t2t_vqem.pipeline  # noqa: F401,PLC0415  (the Pipeline's Gin parameters)
   import t2t_vqem.problems  # noqa: F401,PLC0415  (registers the problems)
   import t2t_vqem.train.trainer  # noqa: F401,PLC0415  (the Trainer's Gin parameters)
+
   registry.import_modules(user_modules)

@@ -11,8 +11,9 @@ from t2t_vqem import constants
 def decode_function(model, beam_size=None, alpha=None):
   """model.decode compiled once for any [batch, length] int32 input."""
   return tf.function(
-      lambda inputs: model.decode(inputs, beam_size=beam_size, alpha=alpha),
-      input_signature=[tf.TensorSpec([None, None], tf.int32)])
+    lambda inputs: model.decode(inputs, beam_size=beam_size, alpha=alpha),
+    input_signature=[tf.TensorSpec([None, None], tf.int32)],
+  )
 
 
 def encode_texts(vocab, sources):
@@ -25,7 +26,7 @@ def _padded(rows):
   width = max(len(r) for r in rows)
   batch = np.zeros([len(rows), width], np.int32)
   for j, row in enumerate(rows):
-    batch[j, :len(row)] = row
+    batch[j, : len(row)] = row
   return tf.constant(batch)
 
 
@@ -34,7 +35,7 @@ def _in_length_order(function, vocab, encoded, batch_size, progress=None):
   order = np.argsort([len(rows[0]) for rows in encoded], kind="stable")
   texts = [None] * len(encoded)
   for start in range(0, len(order), batch_size):
-    chosen = order[start:start + batch_size]
+    chosen = order[start : start + batch_size]
     columns = zip(*[encoded[i] for i in chosen])
     ids = function(*[_padded(list(column)) for column in columns])
     for j, text in zip(chosen, vocab.detokenize(ids).numpy()):
@@ -44,8 +45,9 @@ def _in_length_order(function, vocab, encoded, batch_size, progress=None):
   return texts
 
 
-def translate(model, vocab, sources, beam_size=None, alpha=None, batch_size=32,
-              decode_fn=None, progress=None):
+def translate(
+  model, vocab, sources, beam_size=None, alpha=None, batch_size=32, decode_fn=None, progress=None
+):
   """Translates Python strings; returns the detokenized hypotheses in order.
 
   Sources are decoded in batches sorted by length (little padding), then put

@@ -79,8 +79,10 @@ def shard_name(index, num_shards):
 def read_info(distill_dir):
   path = os.path.join(distill_dir, INFO)
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path!r} not found: {distill_dir!r} holds no distilled data "
-                            "(run the distillation stage first)")
+    raise FileNotFoundError(
+      f"{path!r} not found: {distill_dir!r} holds no distilled data "
+      "(run the distillation stage first)"
+    )
   with open(path) as f:
     return json.load(f)
 
@@ -100,13 +102,18 @@ def check_vocab(info, vocab_path, where):
   made = info["vocab"]
   if made["sha256"] != found["sha256"]:
     raise DistillMismatchError(
-        f"distilled data in {where!r} was made with vocabulary {made['path']!r} "
-        f"(sha256 {made['sha256'][:12]}), but the vocabulary now is {found['path']!r} "
-        f"(sha256 {found['sha256'][:12]}); distill again with this vocabulary "
-        "(another --output_dir) or use the problem settings and data_dir the teacher used")
+      f"distilled data in {where!r} was made with vocabulary {made['path']!r} "
+      f"(sha256 {made['sha256'][:12]}), but the vocabulary now is {found['path']!r} "
+      f"(sha256 {found['sha256'][:12]}); distill again with this vocabulary "
+      "(another --output_dir) or use the problem settings and data_dir the teacher used"
+    )
   if made["path"] != found["path"]:
-    logging.warning("distilled data in %s was made with vocabulary %s; using %s, which has "
-                    "the same content", where, made["path"], found["path"])
+    logging.warning(
+      "distilled data in %s was made with vocabulary %s; using %s, which has the same content",
+      where,
+      made["path"],
+      found["path"],
+    )
 
 
 def check_teacher(info, teacher, where):
@@ -114,17 +121,19 @@ def check_teacher(info, teacher, where):
   made = info["teacher"]
   if (made["checkpoint"], made["step"]) != (teacher["checkpoint"], teacher["step"]):
     raise DistillMismatchError(
-        f"distilled data in {where!r} was made by teacher checkpoint {made['checkpoint']!r} "
-        f"(step {made['step']}), not by {teacher['checkpoint']!r} (step {teacher['step']}); "
-        f"delete {where!r} to distill again with this teacher, or use another directory")
+      f"distilled data in {where!r} was made by teacher checkpoint {made['checkpoint']!r} "
+      f"(step {made['step']}), not by {teacher['checkpoint']!r} (step {teacher['step']}); "
+      f"delete {where!r} to distill again with this teacher, or use another directory"
+    )
 
 
 def _check_settings(info, expected, where):
   for key in ("format", "problem", "beam_size", "alpha", "num_sources", "shard_size"):
     if info.get(key) != expected[key]:
       raise DistillMismatchError(
-          f"distilled data in {where!r} has {key} = {info.get(key)!r}, not {expected[key]!r} "
-          f"as asked now; delete {where!r} to distill again, or use another directory")
+        f"distilled data in {where!r} has {key} = {info.get(key)!r}, not {expected[key]!r} "
+        f"as asked now; delete {where!r} to distill again, or use another directory"
+      )
 
 
 def _progress_printer(total, start_done):
@@ -134,13 +143,31 @@ def _progress_printer(total, start_done):
     elapsed = time.perf_counter() - started
     rate = (done - start_done) / max(elapsed, 1e-9)
     eta = (total - done) / rate if rate > 0 else float("nan")
-    print(f"\rdistilled {done}/{total} sentences  shard {shard + 1}/{num_shards}  "
-          f"{rate:.1f} sentences/s  ETA {eta:.0f} s   ", end="", file=sys.stderr, flush=True)
+    print(
+      f"\rdistilled {done}/{total} sentences  shard {shard + 1}/{num_shards}  "
+      f"{rate:.1f} sentences/s  ETA {eta:.0f} s   ",
+      end="",
+      file=sys.stderr,
+      flush=True,
+    )
+
   return show
 
 
-def distill(model, vocab, sources, distill_dir, teacher, problem_name, beam_size=4,
-            alpha=None, batch_size=64, shard_size=5000, max_shards=None, progress=True):
+def distill(
+  model,
+  vocab,
+  sources,
+  distill_dir,
+  teacher,
+  problem_name,
+  beam_size=4,
+  alpha=None,
+  batch_size=64,
+  shard_size=5000,
+  max_shards=None,
+  progress=True,
+):
   """Beam-decodes `sources` with the teacher `model` into shards under distill_dir.
 
   Finished shards of an earlier (interrupted) run with the same teacher,
@@ -166,8 +193,14 @@ def distill(model, vocab, sources, distill_dir, teacher, problem_name, beam_size
   if alpha is None:
     alpha = getattr(model, "alpha", None)
   num_shards = max(1, -(-len(sources) // shard_size))
-  expected = {"format": FORMAT_VERSION, "problem": problem_name, "beam_size": beam_size,
-              "alpha": alpha, "num_sources": len(sources), "shard_size": shard_size}
+  expected = {
+    "format": FORMAT_VERSION,
+    "problem": problem_name,
+    "beam_size": beam_size,
+    "alpha": alpha,
+    "num_sources": len(sources),
+    "shard_size": shard_size,
+  }
   os.makedirs(distill_dir, exist_ok=True)
   info_path = os.path.join(distill_dir, INFO)
   if os.path.exists(info_path):
@@ -176,39 +209,65 @@ def distill(model, vocab, sources, distill_dir, teacher, problem_name, beam_size
     check_teacher(info, teacher, distill_dir)
     check_vocab(info, vocab.path, distill_dir)
   else:
-    info = dict(expected, num_shards=num_shards, teacher=teacher,
-                vocab=vocab_record(vocab.path), complete=False)
+    info = dict(
+      expected,
+      num_shards=num_shards,
+      teacher=teacher,
+      vocab=vocab_record(vocab.path),
+      complete=False,
+    )
     _write_atomically(info_path, json.dumps(info, indent=2) + "\n")
 
-  missing = [i for i in range(num_shards)
-             if not os.path.exists(os.path.join(distill_dir, shard_name(i, num_shards)))]
-  done = sum(len(sources[i * shard_size:(i + 1) * shard_size])
-             for i in range(num_shards) if i not in missing)
+  missing = [
+    i
+    for i in range(num_shards)
+    if not os.path.exists(os.path.join(distill_dir, shard_name(i, num_shards)))
+  ]
+  done = sum(
+    len(sources[i * shard_size : (i + 1) * shard_size])
+    for i in range(num_shards)
+    if i not in missing
+  )
   if missing:
-    logging.info("Distilling %d of %d training sources (%d shards) with beam %d into %s",
-                 len(sources) - done, len(sources), len(missing), beam_size, distill_dir)
+    logging.info(
+      "Distilling %d of %d training sources (%d shards) with beam %d into %s",
+      len(sources) - done,
+      len(sources),
+      len(missing),
+      beam_size,
+      distill_dir,
+    )
   show = _progress_printer(len(sources), done) if progress else None
   decode_fn = decode.decode_function(model, beam_size, alpha)
   started = time.perf_counter()
   for count, index in enumerate(missing):
     if max_shards is not None and count >= max_shards:
       break
-    chunk = sources[index * shard_size:(index + 1) * shard_size]
+    chunk = sources[index * shard_size : (index + 1) * shard_size]
     shown = done
-    on_batch = (lambda d, n, shown=shown, index=index: show(shown + d, index, num_shards)) \
-        if show else None
-    targets = decode.translate(model, vocab, chunk, batch_size=batch_size, decode_fn=decode_fn,
-                               progress=on_batch)
+    on_batch = (
+      (lambda d, n, shown=shown, index=index: show(shown + d, index, num_shards)) if show else None
+    )
+    targets = decode.translate(
+      model, vocab, chunk, batch_size=batch_size, decode_fn=decode_fn, progress=on_batch
+    )
     lines = "".join(f"{s}\t{' '.join(t.split())}\n" for s, t in zip(chunk, targets))
     _write_atomically(os.path.join(distill_dir, shard_name(index, num_shards)), lines)
     done += len(chunk)
   if show and missing:
     print(file=sys.stderr)
-  left = [i for i in range(num_shards)
-          if not os.path.exists(os.path.join(distill_dir, shard_name(i, num_shards)))]
+  left = [
+    i
+    for i in range(num_shards)
+    if not os.path.exists(os.path.join(distill_dir, shard_name(i, num_shards)))
+  ]
   if missing:
-    logging.info("Distilled %d sentences in %.1f s; %d shard(s) left", done,
-                 time.perf_counter() - started, len(left))
+    logging.info(
+      "Distilled %d sentences in %.1f s; %d shard(s) left",
+      done,
+      time.perf_counter() - started,
+      len(left),
+    )
   if not left and not info.get("complete"):
     info["complete"] = True
     _write_atomically(info_path, json.dumps(info, indent=2) + "\n")
@@ -223,8 +282,9 @@ def shard_paths(distill_dir):
   missing = [os.path.basename(p) for p in paths if not os.path.exists(p)]
   if missing:
     raise DistillIncompleteError(
-        f"distilled data in {distill_dir!r} is incomplete: {len(missing)} of {num_shards} "
-        f"shards missing (first: {missing[0]}); rerun the distillation to finish it")
+      f"distilled data in {distill_dir!r} is incomplete: {len(missing)} of {num_shards} "
+      f"shards missing (first: {missing[0]}); rerun the distillation to finish it"
+    )
   return paths
 
 

@@ -1,4 +1,4 @@
-"""SavedModel export for serving: text in, translation out; images in, codes out; codes in, images out.
+"""SavedModel export for serving: text in, translation out; images in, codes out, and back.
 
 `export_model(model, problem, export_dir)` writes a SavedModel whose
 signatures do tokenization, decoding and detokenization inside the graph, with
@@ -68,9 +68,9 @@ import json
 import os
 
 from absl import logging
-import gin
 import tensorflow as tf
 
+import gin
 from t2t_vqem import registry
 from t2t_vqem.problems import vocab as vocab_lib
 
@@ -93,13 +93,17 @@ class AssetVocab(tf.Module):
     lines = tf.lookup.TextFileIndex.LINE_NUMBER
     whole = tf.lookup.TextFileIndex.WHOLE_LINE
     self.token_to_id = tf.lookup.StaticHashTable(
-        tf.lookup.TextFileInitializer(self.asset, tf.string, whole, tf.int64, lines,
-                                      vocab_size=self.size),
-        default_value=vocab_lib.UNK_ID)
+      tf.lookup.TextFileInitializer(
+        self.asset, tf.string, whole, tf.int64, lines, vocab_size=self.size
+      ),
+      default_value=vocab_lib.UNK_ID,
+    )
     self.id_to_token = tf.lookup.StaticHashTable(
-        tf.lookup.TextFileInitializer(self.asset, tf.int64, lines, tf.string, whole,
-                                      vocab_size=self.size),
-        default_value=vocab_lib.UNK)
+      tf.lookup.TextFileInitializer(
+        self.asset, tf.int64, lines, tf.string, whole, vocab_size=self.size
+      ),
+      default_value=vocab_lib.UNK,
+    )
     self._wordpiece = vocab_lib.wordpiece_tokenizer(self.token_to_id)
 
   def tokenize(self, text, max_length):
@@ -108,7 +112,7 @@ class AssetVocab(tf.Module):
 
     Each row keeps at most max_length - 1 subwords, then EOS.
     """
-    ids = vocab_lib.wordpiece_ids(self._wordpiece, text)[:, :max_length - 1]
+    ids = vocab_lib.wordpiece_ids(self._wordpiece, text)[:, : max_length - 1]
     eos = tf.fill([ids.nrows(), 1], vocab_lib.EOS_ID)
     ids = tf.concat([ids, tf.RaggedTensor.from_tensor(eos)], axis=1)
     nonempty = tf.strings.length(tf.strings.strip(text)) > 0
@@ -116,8 +120,7 @@ class AssetVocab(tf.Module):
 
   def detokenize(self, ids):
     """Int ids [B, L] (PAD-padded, may contain EOS) -> strings [B], as Vocab.detokenize."""
-    return vocab_lib.join_pieces(
-        ids, lambda flat: self.id_to_token.lookup(tf.cast(flat, tf.int64)))
+    return vocab_lib.join_pieces(ids, lambda flat: self.id_to_token.lookup(tf.cast(flat, tf.int64)))
 
 
 _STRINGS = tf.TensorSpec([None], tf.string)
@@ -171,13 +174,20 @@ class ImageServer(_Server):
     return cls(model)
 
   def signatures(self):
-    return {"serving_default": self.encode, "encode": self.encode, "decode": self.decode,
-            "sample": self.sample}
+    return {
+      "serving_default": self.encode,
+      "encode": self.encode,
+      "decode": self.decode,
+      "sample": self.sample,
+    }
 
   def info(self):
-    return {"image_shape": list(self.model.image_shape),
-            "field_shape": list(self.model.field_shape),
-            "num_codes": self.model.num_codes, "signatures": sorted(self.signatures())}
+    return {
+      "image_shape": list(self.model.image_shape),
+      "field_shape": list(self.model.field_shape),
+      "num_codes": self.model.num_codes,
+      "signatures": sorted(self.signatures()),
+    }
 
   def _encode(self, images):
     empty = tf.zeros((0,) + tuple(self.model.field_shape), tf.int32)
@@ -185,9 +195,12 @@ class ImageServer(_Server):
 
   def _decode(self, codes):
     size = self.model.num_codes
-    checks = [tf.debugging.assert_non_negative(codes, message="decode: codes must be >= 0"),
-              tf.debugging.assert_less(codes, size,
-                                       message=f"decode: codes must be < the number of codes {size}")]
+    checks = [
+      tf.debugging.assert_non_negative(codes, message="decode: codes must be >= 0"),
+      tf.debugging.assert_less(
+        codes, size, message=f"decode: codes must be < the number of codes {size}"
+      ),
+    ]
     with tf.control_dependencies(checks):
       codes = tf.identity(codes)
     empty = tf.zeros((0,) + tuple(self.model.image_shape), tf.uint8)
@@ -198,8 +211,9 @@ class ImageServer(_Server):
     with tf.control_dependencies(checks):
       count = tf.identity(count)
     empty = tf.zeros((0,) + tuple(self.model.image_shape), tf.uint8)
-    return {"images": _if_any_rows(
-        count, lambda: self.model.sample(count, tf.stack([seed, 0])), empty)}
+    return {
+      "images": _if_any_rows(count, lambda: self.model.sample(count, tf.stack([seed, 0])), empty)
+    }
 
 
 class TranslationServer(_Server):
@@ -208,12 +222,12 @@ class TranslationServer(_Server):
   def __init__(self, model, vocab_path, max_input_length, beam_size=None, alpha=None):
     super().__init__(model, "translation_server")
     if max_input_length < 2:
-      raise ValueError(f"max_input_length={max_input_length} must be >= 2 "
-                       "(one subword and EOS)")
+      raise ValueError(f"max_input_length={max_input_length} must be >= 2 (one subword and EOS)")
     self.vocab = AssetVocab(vocab_path)
     if self.vocab.size != model.vocab_size:
-      raise ValueError(f"vocabulary {vocab_path!r} has {self.vocab.size} tokens, "
-                       f"the model {model.vocab_size}")
+      raise ValueError(
+        f"vocabulary {vocab_path!r} has {self.vocab.size} tokens, the model {model.vocab_size}"
+      )
     self.max_input_length = int(max_input_length)
     self.beam_size = model.beam_size if beam_size is None else int(beam_size)
     self.alpha = model.alpha if alpha is None else float(alpha)
@@ -221,16 +235,25 @@ class TranslationServer(_Server):
 
   @classmethod
   def for_problem(cls, model, problem, max_input_length=None, beam_size=None, alpha=None):
-    return cls(model, problem.vocab_path, max_input_length or getattr(problem, "max_length", 256),
-               beam_size=beam_size, alpha=alpha)
+    return cls(
+      model,
+      problem.vocab_path,
+      max_input_length or getattr(problem, "max_length", 256),
+      beam_size=beam_size,
+      alpha=alpha,
+    )
 
   def signatures(self):
     return {"serving_default": self.translate}
 
   def info(self):
-    return {"max_input_length": self.max_input_length, "beam_size": self.beam_size,
-            "alpha": self.alpha, "vocab_size": self.vocab.size,
-            "signatures": sorted(self.signatures())}
+    return {
+      "max_input_length": self.max_input_length,
+      "beam_size": self.beam_size,
+      "alpha": self.alpha,
+      "vocab_size": self.vocab.size,
+      "signatures": sorted(self.signatures()),
+    }
 
   def _translate(self, sources):
     def run():
@@ -248,20 +271,27 @@ class LatentTranslationServer(TranslationServer):
     super().__init__(model, vocab_path, max_input_length, beam_size, alpha)
     self.encode = tf.function(self._encode, input_signature=[_STRINGS, _STRINGS])
     self.translate_with_codes = tf.function(
-        self._translate_with_codes,
-        input_signature=[_STRINGS, tf.TensorSpec([None, None], tf.int32)])
+      self._translate_with_codes, input_signature=[_STRINGS, tf.TensorSpec([None, None], tf.int32)]
+    )
 
   def signatures(self):
-    return {"serving_default": self.translate, "encode": self.encode,
-            "translate_with_codes": self.translate_with_codes}
+    return {
+      "serving_default": self.translate,
+      "encode": self.encode,
+      "translate_with_codes": self.translate_with_codes,
+    }
 
   def info(self):
-    return dict(super().info(), num_codes=self.model.num_codes,
-                compress_steps=self.model.compress_steps)
+    return dict(
+      super().info(), num_codes=self.model.num_codes, compress_steps=self.model.compress_steps
+    )
 
   def _encode(self, sources, targets):
-    checks = [tf.debugging.assert_equal(tf.size(sources), tf.size(targets),
-                                        message="encode: sources and targets differ in number")]
+    checks = [
+      tf.debugging.assert_equal(
+        tf.size(sources), tf.size(targets), message="encode: sources and targets differ in number"
+      )
+    ]
     with tf.control_dependencies(checks):
       sources = tf.identity(sources)
 
@@ -279,13 +309,17 @@ class LatentTranslationServer(TranslationServer):
     model = self.model
     is_code = tf.math.cumsum(tf.cast(codes < 0, tf.int32), axis=1) == 0
     checks = [
-        tf.debugging.assert_equal(
-            tf.size(sources), tf.shape(codes)[0],
-            message="translate_with_codes: sources and codes differ in number"),
-        tf.debugging.assert_less(
-            tf.where(is_code, codes, 0), model.num_codes,
-            message=f"translate_with_codes: codes must be < the number of codes "
-                    f"{model.num_codes}")]
+      tf.debugging.assert_equal(
+        tf.size(sources),
+        tf.shape(codes)[0],
+        message="translate_with_codes: sources and codes differ in number",
+      ),
+      tf.debugging.assert_less(
+        tf.where(is_code, codes, 0),
+        model.num_codes,
+        message=f"translate_with_codes: codes must be < the number of codes {model.num_codes}",
+      ),
+    ]
     with tf.control_dependencies(checks):
       sources, codes = tf.identity(sources), tf.identity(codes)
 
@@ -297,17 +331,21 @@ class LatentTranslationServer(TranslationServer):
       return tf.where(tf.logical_and(nonempty, tf.reduce_any(is_code, axis=1)), texts, "")
 
     rows = tf.size(sources)
-    return {"translations": tf.cond(
-        tf.logical_and(rows > 0, tf.shape(codes)[1] > 0), run,
-        lambda: tf.fill([rows], ""))}
+    return {
+      "translations": tf.cond(
+        tf.logical_and(rows > 0, tf.shape(codes)[1] > 0), run, lambda: tf.fill([rows], "")
+      )
+    }
 
 
 # The serving module class of each model interface (the `interface` a model
 # class declares, t2t_vqem.registry.MODEL_INTERFACES); each has a
 # `for_problem(model, problem, max_input_length, beam_size, alpha)` constructor.
-SERVERS = {"translation": TranslationServer,
-           "latent_translation": LatentTranslationServer,
-           "image": ImageServer}
+SERVERS = {
+  "translation": TranslationServer,
+  "latent_translation": LatentTranslationServer,
+  "image": ImageServer,
+}
 
 
 def register_server(interface, server_class):
@@ -320,16 +358,19 @@ def make_server(model, problem, max_input_length=None, beam_size=None, alpha=Non
   interface = registry.model_interface(model)
   if interface not in SERVERS:
     raise NotImplementedError(
-        f"no serving export for model {type(model).__name__}, whose interface is "
-        f"{interface!r}; interfaces with one: {', '.join(sorted(SERVERS))} (add one with "
-        "t2t_vqem.export.register_server)")
-  return SERVERS[interface].for_problem(model, problem, max_input_length=max_input_length,
-                                        beam_size=beam_size, alpha=alpha)
+      f"no serving export for model {type(model).__name__}, whose interface is "
+      f"{interface!r}; interfaces with one: {', '.join(sorted(SERVERS))} (add one with "
+      "t2t_vqem.export.register_server)"
+    )
+  return SERVERS[interface].for_problem(
+    model, problem, max_input_length=max_input_length, beam_size=beam_size, alpha=alpha
+  )
 
 
 @gin.configurable(denylist=["model", "problem", "export_dir", "extra_info"])
-def export_model(model, problem, export_dir, max_input_length=None, beam_size=None,
-                 alpha=None, extra_info=None):
+def export_model(
+  model, problem, export_dir, max_input_length=None, beam_size=None, alpha=None, extra_info=None
+):
   """Writes a serving SavedModel of `model` (trained on `problem`) to export_dir.
 
   Args:
@@ -350,14 +391,19 @@ def export_model(model, problem, export_dir, max_input_length=None, beam_size=No
   if tf.io.gfile.exists(tmp):
     tf.io.gfile.rmtree(tmp)
   tf.saved_model.save(server, tmp, signatures=signatures)
-  info = dict(server.info(), model=getattr(model, "registered_name", None) or type(model).__name__,
-              problem=getattr(problem, "name", None), **(extra_info or {}))
+  info = dict(
+    server.info(),
+    model=getattr(model, "registered_name", None) or type(model).__name__,
+    problem=getattr(problem, "name", None),
+    **(extra_info or {}),
+  )
   tf.io.gfile.makedirs(os.path.join(tmp, "assets.extra"))
   with tf.io.gfile.GFile(os.path.join(tmp, "assets.extra", EXPORT_INFO), "w") as f:
     f.write(json.dumps(info, indent=2) + "\n")
   if tf.io.gfile.exists(export_dir):
     tf.io.gfile.rmtree(export_dir)
   tf.io.gfile.rename(tmp, export_dir)
-  logging.info("Exported %s with signatures %s to %s", info["model"],
-               ", ".join(sorted(signatures)), export_dir)
+  logging.info(
+    "Exported %s with signatures %s to %s", info["model"], ", ".join(sorted(signatures)), export_dir
+  )
   return server

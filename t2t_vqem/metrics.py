@@ -14,9 +14,10 @@ def corpus_bleu(hypotheses, references):
     to be reported with every number.
   """
   if len(hypotheses) != len(references):
-    raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} references; "
-                     "give exactly one hypothesis per reference")
+    raise ValueError(
+      f"{len(hypotheses)} hypotheses for {len(references)} references; "
+      "give exactly one hypothesis per reference"
+    )
   bleu = sacrebleu.metrics.BLEU()
   score = bleu.corpus_score(list(hypotheses), [list(references)])
   return score.score, str(bleu.get_signature())
-

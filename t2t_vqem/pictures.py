@@ -8,14 +8,15 @@ def grid(rows, border=2):
   """Picture rows [R, N, H, W, C] uint8 -> one uint8 picture, R rows of N, white borders."""
   rows = np.asarray(rows, np.uint8)
   if rows.ndim != 5:
-    raise ValueError(f"grid wants [rows, pictures, height, width, channels]; got shape "
-                     f"{rows.shape}")
+    raise ValueError(
+      f"grid wants [rows, pictures, height, width, channels]; got shape {rows.shape}"
+    )
   r, n, h, w, c = rows.shape
   out = np.full([r * (h + border) + border, n * (w + border) + border, c], 255, np.uint8)
   for i in range(r):
     for j in range(n):
       y, x = border + i * (h + border), border + j * (w + border)
-      out[y:y + h, x:x + w] = rows[i, j]
+      out[y : y + h, x : x + w] = rows[i, j]
   return out
 
 

@@ -29,15 +29,12 @@ import platform
 import time
 
 from absl import logging
-import gin
 import numpy as np
 import tensorflow as tf
 
-from t2t_vqem import config
-from t2t_vqem import constants
-from t2t_vqem import decode
+import gin
+from t2t_vqem import config, constants, decode, metrics
 from t2t_vqem import distill as distill_lib
-from t2t_vqem import metrics
 from t2t_vqem.problems import problem as problem_lib
 from t2t_vqem.train import trainer as trainer_lib
 
@@ -79,23 +76,25 @@ def results_markdown(results):
   """The results as a Markdown table like the paper's Table 1, with its notes."""
   beam = results["teacher_beam_size"]
   lines = [
-      f"| Model | n_c | n_s | BLEU | Latency (ms) | Speedup vs greedy | Speedup vs beam {beam} |",
-      "|---|---|---|---|---|---|---|"]
+    f"| Model | n_c | n_s | BLEU | Latency (ms) | Speedup vs greedy | Speedup vs beam {beam} |",
+    "|---|---|---|---|---|---|---|",
+  ]
   for row in results["rows"]:
     lines.append(
-        f"| {row['model']} | {_cell(row['n_c'], 'd')} | {_cell(row['n_s'], 'd')} "
-        f"| {row['bleu']:.2f} | {row['latency_ms']:.1f} "
-        f"| {row['speedup_vs_greedy']:.2f}x | {row['speedup_vs_beam']:.2f}x |")
+      f"| {row['model']} | {_cell(row['n_c'], 'd')} | {_cell(row['n_s'], 'd')} "
+      f"| {row['bleu']:.2f} | {row['latency_ms']:.1f} "
+      f"| {row['speedup_vs_greedy']:.2f}x | {row['speedup_vs_beam']:.2f}x |"
+    )
   lines += [
-      "",
-      f"BLEU on the {results['bleu_split']} split of {results['problem']} "
-      f"({results['bleu_sentences']} sentences), sacrebleu {results['bleu_signature']}.",
-      f"Latency: median batch-1 decode time over the first {results['latency_sentences']} "
-      f"{results['bleu_split']} sources on {results['machine']}, the three decoders timed "
-      "in turn on each sentence (rotating order); speedups are ratios of these medians.",
-      f"Student trained on the teacher's beam-{results['distill']['beam_size']} outputs for "
-      f"{results['distill']['num_sources']} training sources (teacher step "
-      f"{results['distill']['teacher']['step']}).",
+    "",
+    f"BLEU on the {results['bleu_split']} split of {results['problem']} "
+    f"({results['bleu_sentences']} sentences), sacrebleu {results['bleu_signature']}.",
+    f"Latency: median batch-1 decode time over the first {results['latency_sentences']} "
+    f"{results['bleu_split']} sources on {results['machine']}, the three decoders timed "
+    "in turn on each sentence (rotating order); speedups are ratios of these medians.",
+    f"Student trained on the teacher's beam-{results['distill']['beam_size']} outputs for "
+    f"{results['distill']['num_sources']} training sources (teacher step "
+    f"{results['distill']['teacher']['step']}).",
   ]
   return "\n".join(lines) + "\n"
 
@@ -137,12 +136,27 @@ class Pipeline:
       results go to stage_done.json and results.json).
   """
 
-  def __init__(self, output_dir, data_dir=None, teacher_gin=gin.REQUIRED,
-               student_gin=gin.REQUIRED, shared_gin=(), teacher_dir=None,
-               teacher_checkpoint=None, distill_dir=None, distill_beam_size=4,
-               distill_alpha=None, distill_batch_size=64, distill_shard_size=5000,
-               teacher_beam_size=4, bleu_split=constants.TEST, bleu_sentences=None,
-               latency_sentences=100, decode_batch_size=64, evaluate_dev=True):
+  def __init__(
+    self,
+    output_dir,
+    data_dir=None,
+    teacher_gin=gin.REQUIRED,
+    student_gin=gin.REQUIRED,
+    shared_gin=(),
+    teacher_dir=None,
+    teacher_checkpoint=None,
+    distill_dir=None,
+    distill_beam_size=4,
+    distill_alpha=None,
+    distill_batch_size=64,
+    distill_shard_size=5000,
+    teacher_beam_size=4,
+    bleu_split=constants.TEST,
+    bleu_sentences=None,
+    latency_sentences=100,
+    decode_batch_size=64,
+    evaluate_dev=True,
+  ):
     self.output_dir, self.data_dir = output_dir, data_dir
     self.teacher_gin, self.student_gin = list(teacher_gin), list(student_gin)
     self.shared_gin = list(shared_gin)
@@ -174,9 +188,13 @@ class Pipeline:
       trainer = trainer_lib.Trainer(run_dir, data_dir=self.data_dir)
       trainer.train()
       dev = trainer.evaluate() if self.evaluate_dev else {}
-      result = {"model": trainer.model_name, "problem": trainer.problem_name,
-                "step": trainer.step, "dev": dev,
-                "seconds": round(time.perf_counter() - started, 1)}
+      result = {
+        "model": trainer.model_name,
+        "problem": trainer.problem_name,
+        "step": trainer.step,
+        "dev": dev,
+        "seconds": round(time.perf_counter() - started, 1),
+      }
     _write_json(done, result)
     return result
 
@@ -191,8 +209,9 @@ class Pipeline:
   def distill(self, max_shards=None):
     """Stage 2: the teacher's beam outputs for every training source (resumes)."""
     logging.info("Stage 2/4: distillation into %s", self.distill_dir)
-    problem, model, path = trainer_lib.load_run(self.teacher_dir, self.teacher_checkpoint,
-                                                self.data_dir)
+    problem, model, path = trainer_lib.load_run(
+      self.teacher_dir, self.teacher_checkpoint, self.data_dir
+    )
     self._teacher_problem = problem.name
     teacher = distill_lib.teacher_record(path)
     info_path = os.path.join(self.distill_dir, distill_lib.INFO)
@@ -205,10 +224,18 @@ class Pipeline:
         return info
     sources, _ = problem.sources_and_references(constants.TRAIN)
     return distill_lib.distill(
-        model, problem.vocab, sources, self.distill_dir, teacher, self._teacher_problem,
-        beam_size=self.distill_beam_size, alpha=self.distill_alpha,
-        batch_size=self.distill_batch_size, shard_size=self.distill_shard_size,
-        max_shards=max_shards)
+      model,
+      problem.vocab,
+      sources,
+      self.distill_dir,
+      teacher,
+      self._teacher_problem,
+      beam_size=self.distill_beam_size,
+      alpha=self.distill_alpha,
+      batch_size=self.distill_batch_size,
+      shard_size=self.distill_shard_size,
+      max_shards=max_shards,
+    )
 
   def _student_items(self):
     """The student's config: its own, then translate_distilled on the teacher's problem."""
@@ -217,13 +244,19 @@ class Pipeline:
     teacher_problem = distill_lib.read_info(self.distill_dir)["problem"]
     if student_problem not in (teacher_problem, "translate_distilled"):
       raise ValueError(
-          f"the student config trains on problem {student_problem!r} but the teacher was "
-          f"distilled on {teacher_problem!r}; set Trainer.problem = {teacher_problem!r} in "
-          "Pipeline.student_gin (the pipeline then trains on its distilled version)")
-    return self.student_gin + self.shared_gin + [
+        f"the student config trains on problem {student_problem!r} but the teacher was "
+        f"distilled on {teacher_problem!r}; set Trainer.problem = {teacher_problem!r} in "
+        "Pipeline.student_gin (the pipeline then trains on its distilled version)"
+      )
+    return (
+      self.student_gin
+      + self.shared_gin
+      + [
         "Trainer.problem = 'translate_distilled'",
         f"translate_distilled.base_problem = {teacher_problem!r}",
-        f"translate_distilled.distill_dir = {os.path.abspath(self.distill_dir)!r}"]
+        f"translate_distilled.distill_dir = {os.path.abspath(self.distill_dir)!r}",
+      ]
+    )
 
   def train_student(self):
     logging.info("Stage 3/4: student in %s", self.student_dir)
@@ -243,18 +276,24 @@ class Pipeline:
     problem, model, ckpt, run_dir = loaded
     sources, references = problem.sources_and_references(self.bleu_split, self.bleu_sentences)
     logging.info("Decoding %d %s sentences: %s", len(sources), self.bleu_split, label)
-    hypotheses = decode.translate(model, problem.vocab, sources,
-                                  batch_size=self.decode_batch_size, decode_fn=decode_fn)
+    hypotheses = decode.translate(
+      model, problem.vocab, sources, batch_size=self.decode_batch_size, decode_fn=decode_fn
+    )
     bleu, signature = metrics.corpus_bleu(hypotheses, references)
     bottleneck = getattr(model, "bottleneck", None)
-    row = {"model": label, "run_dir": os.path.abspath(run_dir), "checkpoint": ckpt,
-           "beam_size": beam_size,
-           "n_c": getattr(model, "compress_steps", None),
-           # n_s: the Monte-Carlo draws of a soft EM bottleneck (the paper's column).
-           "n_s": (bottleneck.num_samples
-                   if getattr(bottleneck, "mode", None) == "soft_em" else None),
-           "bleu": bleu, "bleu_signature": signature, "bleu_sentences": len(sources),
-           "problem": getattr(problem, "base_problem", problem.name)}
+    row = {
+      "model": label,
+      "run_dir": os.path.abspath(run_dir),
+      "checkpoint": ckpt,
+      "beam_size": beam_size,
+      "n_c": getattr(model, "compress_steps", None),
+      # n_s: the Monte-Carlo draws of a soft EM bottleneck (the paper's column).
+      "n_s": (bottleneck.num_samples if getattr(bottleneck, "mode", None) == "soft_em" else None),
+      "bleu": bleu,
+      "bleu_signature": signature,
+      "bleu_sentences": len(sources),
+      "problem": getattr(problem, "base_problem", problem.name),
+    }
     with open(os.path.join(self.eval_dir, name + ".hyp.txt"), "w", encoding="utf-8") as f:
       f.write("\n".join(hypotheses) + "\n")
     _write_json(path, row)
@@ -268,11 +307,18 @@ class Pipeline:
     if os.path.exists(path):
       return _read_json(path)
     sources, _ = problem.sources_and_references(self.bleu_split, self.latency_sentences)
-    logging.info("Timing %d sentences at batch 1, the %d decoders in turn", len(sources),
-                 len(decode_fns))
+    logging.info(
+      "Timing %d sentences at batch 1, the %d decoders in turn", len(sources), len(decode_fns)
+    )
     times = decode.batch1_times(decode_fns, problem.vocab, sources)
-    result = {name: {"latency_ms": float(np.median(t)), "latency_mean_ms": float(np.mean(t)),
-                     "latency_sentences": len(t)} for name, t in times.items()}
+    result = {
+      name: {
+        "latency_ms": float(np.median(t)),
+        "latency_mean_ms": float(np.mean(t)),
+        "latency_sentences": len(t),
+      }
+      for name, t in times.items()
+    }
     _write_json(path, result)
     return result
 
@@ -282,12 +328,15 @@ class Pipeline:
     student_model = _read_json(os.path.join(self.student_dir, trainer_lib.RUN_INFO))["model"]
     beam = self.teacher_beam_size
     teacher_run, student_run = self._load(self.teacher_dir), self._load(self.student_dir)
-    specs = [("teacher_greedy", teacher_run, 1, "Transformer (greedy)"),
-             (f"teacher_beam{beam}", teacher_run, beam, f"Transformer (beam {beam})"),
-             ("student", student_run, 1, f"{student_model} + distillation")]
+    specs = [
+      ("teacher_greedy", teacher_run, 1, "Transformer (greedy)"),
+      (f"teacher_beam{beam}", teacher_run, beam, f"Transformer (beam {beam})"),
+      ("student", student_run, 1, f"{student_model} + distillation"),
+    ]
     # One compiled decode function per row, for its BLEU and its latency alike.
-    decode_fns = {name: decode.decode_function(loaded[1], beam_size)
-                  for name, loaded, beam_size, _ in specs}
+    decode_fns = {
+      name: decode.decode_function(loaded[1], beam_size) for name, loaded, beam_size, _ in specs
+    }
     rows = [self._bleu_row(*spec, decode_fns[spec[0]]) for spec in specs]
     latency = self._latencies(decode_fns, teacher_run[0])
     for row, (name, _, _, _) in zip(rows, specs):
@@ -302,12 +351,18 @@ class Pipeline:
     for name, run_dir in (("teacher", self.teacher_dir), ("student", self.student_dir)):
       done = os.path.join(run_dir, STAGE_DONE)
       stages[name] = _read_json(done) if os.path.exists(done) else None
-    results = {"rows": rows, "problem": student["problem"], "bleu_split": self.bleu_split,
-               "bleu_sentences": student["bleu_sentences"],
-               "bleu_signature": student["bleu_signature"],
-               "latency_sentences": student["latency_sentences"],
-               "teacher_beam_size": beam, "machine": _machine(),
-               "distill": info, "stages": stages}
+    results = {
+      "rows": rows,
+      "problem": student["problem"],
+      "bleu_split": self.bleu_split,
+      "bleu_sentences": student["bleu_sentences"],
+      "bleu_signature": student["bleu_signature"],
+      "latency_sentences": student["latency_sentences"],
+      "teacher_beam_size": beam,
+      "machine": _machine(),
+      "distill": info,
+      "stages": stages,
+    }
     _write_json(os.path.join(self.output_dir, RESULTS_JSON), results)
     with open(os.path.join(self.output_dir, RESULTS_MD), "w") as f:
       f.write(results_markdown(results))
@@ -326,7 +381,8 @@ class Pipeline:
       info = self.distill()
       if not info.get("complete"):
         raise distill_lib.DistillIncompleteError(
-            f"distillation in {self.distill_dir!r} did not finish; rerun to continue")
+          f"distillation in {self.distill_dir!r} did not finish; rerun to continue"
+        )
       self.train_student()
       results = self.evaluate()
       logging.info("Pipeline finished in %.1f s", time.perf_counter() - started)

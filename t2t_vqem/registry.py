@@ -39,12 +39,11 @@ _FACTORIES = {}
 # `interface`, and what that promises (a plugin may add its own, with a server:
 # t2t_vqem.export.register_server).
 MODEL_INTERFACES = {
-    "translation": "decode(inputs, beam_size, alpha) -> ids (served by "
-                   "export.TranslationServer)",
-    "latent_translation": "translation's, and reconstruct(inputs, targets): the teacher-forced "
-                          "output, latents from the target encoder (served by "
-                          "export.LatentTranslationServer)",
-    "image": "reconstruct(images) and sample(count, seed) (served by export.ImageServer)",
+  "translation": "decode(inputs, beam_size, alpha) -> ids (served by export.TranslationServer)",
+  "latent_translation": "translation's, and reconstruct(inputs, targets): the teacher-forced "
+  "output, latents from the target encoder (served by "
+  "export.LatentTranslationServer)",
+  "image": "reconstruct(images) and sample(count, seed) (served by export.ImageServer)",
 }
 
 
@@ -91,8 +90,10 @@ def _gin_factory(cls, name, kind):
   Its signature is the class constructor's (see `constructor_parameters`), so
   Gin rejects bindings of parameters the constructor does not have.
   """
+
   def factory(*args, **kwargs):
     return cls(*args, **kwargs)
+
   factory.__signature__ = inspect.Signature(constructor_parameters(cls))
   factory.__name__ = name
   factory.__doc__ = cls.__doc__
@@ -104,12 +105,14 @@ def _register(table, kind, name=None):
     key = name or default_name(cls)
     if key in table:
       raise RegistryError(
-          f"{kind} name {key!r} is already registered to "
-          f"{table[key].__module__}.{table[key].__qualname__}; choose another name")
+        f"{kind} name {key!r} is already registered to "
+        f"{table[key].__module__}.{table[key].__qualname__}; choose another name"
+      )
     table[key] = cls
     _FACTORIES[(kind, key)] = _gin_factory(cls, key, kind)
     cls.registered_name = key
     return cls
+
   return decorator
 
 
@@ -141,7 +144,8 @@ def _lookup(table, kind, name):
   close = difflib.get_close_matches(str(name), known, n=1)
   hint = f" Did you mean {close[0]!r}?" if close else ""
   raise RegistryError(
-      f"unknown {kind} {name!r}; registered {kind}s: {', '.join(known) or '(none)'}.{hint}")
+    f"unknown {kind} {name!r}; registered {kind}s: {', '.join(known) or '(none)'}.{hint}"
+  )
 
 
 def problem(name):
@@ -210,8 +214,7 @@ def help_string():
   """Every registered problem, model and bottleneck, one per line with its summary;
   a bottleneck also with its arguments."""
   lines = []
-  for kind, table in (("Problems", _PROBLEMS), ("Models", _MODELS),
-                      ("Bottlenecks", _BOTTLENECKS)):
+  for kind, table in (("Problems", _PROBLEMS), ("Models", _MODELS), ("Bottlenecks", _BOTTLENECKS)):
     lines.append(f"{kind}:")
     for key in sorted(table):
       doc = (inspect.getdoc(table[key]) or "").split("\n")[0]
@@ -237,5 +240,5 @@ def import_modules(module_names):
       importlib.import_module(module)
     except Exception as e:  # any failure is reported on one line, by name
       raise RegistryError(
-          f"cannot import user module {name!r} given to --import: "
-          f"{type(e).__name__}: {e}") from None
+        f"cannot import user module {name!r} given to --import: {type(e).__name__}: {e}"
+      ) from None

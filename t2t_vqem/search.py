@@ -59,8 +59,9 @@ def end_at_limit(logits, step, limit, eos_id, forbid_before=None):
   return tf.where((step >= limit - 1)[:, None], tf.where(is_eos, 0.0, -INF), logits)
 
 
-def greedy_search(symbols_to_logits_fn, initial_ids, cache, max_length, eos_id=EOS_ID,
-                  pad_id=PAD_ID):
+def greedy_search(
+  symbols_to_logits_fn, initial_ids, cache, max_length, eos_id=EOS_ID, pad_id=PAD_ID
+):
   """Greedy decoding: at each step the argmax token.
 
   Args:
@@ -94,10 +95,20 @@ def greedy_search(symbols_to_logits_fn, initial_ids, cache, max_length, eos_id=E
     ids = tf.concat([ids, next_ids[:, None]], axis=1)
     return step + 1, ids, finished, scores, new_cache
 
-  loop_vars = (tf.constant(0), initial_ids[:, None], tf.zeros([batch_size], tf.bool),
-               tf.zeros([batch_size], tf.float32), cache)
-  invariants = (tf.TensorShape([]), tf.TensorShape([None, None]), tf.TensorShape([None]),
-                tf.TensorShape([None]), _cache_invariants(cache))
+  loop_vars = (
+    tf.constant(0),
+    initial_ids[:, None],
+    tf.zeros([batch_size], tf.bool),
+    tf.zeros([batch_size], tf.float32),
+    cache,
+  )
+  invariants = (
+    tf.TensorShape([]),
+    tf.TensorShape([None, None]),
+    tf.TensorShape([None]),
+    tf.TensorShape([None]),
+    _cache_invariants(cache),
+  )
   _, ids, _, scores, _ = tf.while_loop(cond, body, loop_vars, shape_invariants=invariants)
   return ids[:, 1:], scores
 
@@ -121,8 +132,16 @@ def _gather_beams(tensor, flat_index):
   return tf.gather(tensor, flat_index, axis=0)
 
 
-def beam_search(symbols_to_logits_fn, initial_ids, cache, beam_size, max_length, alpha=0.6,
-                eos_id=EOS_ID, pad_id=PAD_ID):
+def beam_search(
+  symbols_to_logits_fn,
+  initial_ids,
+  cache,
+  beam_size,
+  max_length,
+  alpha=0.6,
+  eos_id=EOS_ID,
+  pad_id=PAD_ID,
+):
   """Beam search with the GNMT length penalty, as in Tensor2Tensor.
 
   A hypothesis of n tokens (EOS included) with log-probability logp scores
@@ -165,22 +184,21 @@ def beam_search(symbols_to_logits_fn, initial_ids, cache, beam_size, max_length,
   alive_seq = tf.tile(initial_ids[:, None, None], [1, k, 1])  # [B, K, 1]
   # Only beam 0 is live at the start, so the first step expands one hypothesis.
   alive_log_probs = tf.tile(
-      tf.concat([[0.0], tf.fill([k - 1], -INF)], axis=0)[None], [batch_size, 1])
+    tf.concat([[0.0], tf.fill([k - 1], -INF)], axis=0)[None], [batch_size, 1]
+  )
   finished_seq = tf.zeros_like(alive_seq)
   finished_scores = tf.fill([batch_size, k], -INF)
   finished_flags = tf.zeros([batch_size, k], tf.bool)
   batch_pos = tf.range(batch_size)[:, None]  # [B, 1]
 
-  def cond(step, alive_seq, alive_log_probs, finished_seq, finished_scores, finished_flags,
-           cache):
+  def cond(step, alive_seq, alive_log_probs, finished_seq, finished_scores, finished_flags, cache):
     del alive_seq, finished_seq, cache
     best_alive_bound = alive_log_probs[:, 0] / length_penalty(max_length, alpha)
     worst_finished = tf.reduce_min(tf.where(finished_flags, finished_scores, -INF), axis=1)
     bound_met = tf.reduce_all(worst_finished > best_alive_bound)
     return tf.logical_and(step < max_length, tf.logical_not(bound_met))
 
-  def body(step, alive_seq, alive_log_probs, finished_seq, finished_scores, finished_flags,
-           cache):
+  def body(step, alive_seq, alive_log_probs, finished_seq, finished_scores, finished_flags, cache):
     length = tf.shape(alive_seq)[2]
     flat_ids = tf.reshape(alive_seq, [batch_size * k, length])
     logits, new_cache = symbols_to_logits_fn(flat_ids, step, cache)
@@ -195,8 +213,9 @@ def beam_search(symbols_to_logits_fn, initial_ids, cache, beam_size, max_length,
     top_log_probs = top_scores * penalty
     top_parent = top_index // vocab_size
     top_token = top_index % vocab_size
-    top_seq = tf.concat([tf.gather(alive_seq, top_parent, axis=1, batch_dims=1),
-                         top_token[:, :, None]], axis=2)  # [B, 2K, t + 2]
+    top_seq = tf.concat(
+      [tf.gather(alive_seq, top_parent, axis=1, batch_dims=1), top_token[:, :, None]], axis=2
+    )  # [B, 2K, t + 2]
     # An EOS extension of a dead beam (log-probability ~ -INF, possible when the
     # vocabulary has fewer than 2K tokens) is not a hypothesis.
     top_is_eos = tf.logical_and(tf.equal(top_token, eos_id), top_log_probs > -INF / 2)
@@ -204,7 +223,8 @@ def beam_search(symbols_to_logits_fn, initial_ids, cache, beam_size, max_length,
     # New alive beams: the K best extensions that did not end in EOS.
     # (EOS ones are excluded outright; among the 2K at most K end in EOS.)
     _, alive_pick = tf.math.top_k(
-        tf.where(tf.equal(top_token, eos_id), float("-inf"), top_log_probs), k=k)
+      tf.where(tf.equal(top_token, eos_id), float("-inf"), top_log_probs), k=k
+    )
     new_alive_seq = tf.gather(top_seq, alive_pick, axis=1, batch_dims=1)
     new_alive_log_probs = tf.gather(top_log_probs, alive_pick, axis=1, batch_dims=1)
     parent = tf.gather(top_parent, alive_pick, axis=1, batch_dims=1)  # [B, K]
@@ -220,16 +240,37 @@ def beam_search(symbols_to_logits_fn, initial_ids, cache, beam_size, max_length,
     new_finished_seq = tf.gather(all_seq, finished_pick, axis=1, batch_dims=1)
     new_finished_flags = tf.gather(all_flags, finished_pick, axis=1, batch_dims=1)
 
-    return (step + 1, new_alive_seq, new_alive_log_probs, new_finished_seq,
-            new_finished_scores, new_finished_flags, new_cache)
+    return (
+      step + 1,
+      new_alive_seq,
+      new_alive_log_probs,
+      new_finished_seq,
+      new_finished_scores,
+      new_finished_flags,
+      new_cache,
+    )
 
-  loop_vars = (tf.constant(0), alive_seq, alive_log_probs, finished_seq, finished_scores,
-               finished_flags, cache)
-  invariants = (tf.TensorShape([]), tf.TensorShape([None, k, None]), tf.TensorShape([None, k]),
-                tf.TensorShape([None, k, None]), tf.TensorShape([None, k]),
-                tf.TensorShape([None, k]), _cache_invariants(cache))
-  (step, alive_seq, alive_log_probs, finished_seq, finished_scores, finished_flags,
-   _) = tf.while_loop(cond, body, loop_vars, shape_invariants=invariants)
+  loop_vars = (
+    tf.constant(0),
+    alive_seq,
+    alive_log_probs,
+    finished_seq,
+    finished_scores,
+    finished_flags,
+    cache,
+  )
+  invariants = (
+    tf.TensorShape([]),
+    tf.TensorShape([None, k, None]),
+    tf.TensorShape([None, k]),
+    tf.TensorShape([None, k, None]),
+    tf.TensorShape([None, k]),
+    tf.TensorShape([None, k]),
+    _cache_invariants(cache),
+  )
+  (step, alive_seq, alive_log_probs, finished_seq, finished_scores, finished_flags, _) = (
+    tf.while_loop(cond, body, loop_vars, shape_invariants=invariants)
+  )
 
   # Examples without any finished hypothesis fall back to their alive beams.
   any_finished = tf.reduce_any(finished_flags, axis=1)

@@ -13,8 +13,7 @@ import tensorflow as tf  # noqa: E402
 
 _cpu = tf.config.list_physical_devices("CPU")[0]
 if len(tf.config.get_logical_device_configuration(_cpu) or []) < 2:
-  tf.config.set_logical_device_configuration(
-      _cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+  tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 import t2t_vqem.models  # noqa: E402,F401  (registers the built-in models)
 import t2t_vqem.problems  # noqa: E402,F401  (registers the built-in problems)

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from t2t_vqem.bottlenecks import gumbel
-from t2t_vqem.bottlenecks import semhash
+from t2t_vqem.bottlenecks import gumbel, semhash
 
 
 def np_softmax(z):
@@ -66,8 +65,9 @@ def test_gumbel_inference_and_t2t_loss_match_numpy(rng):
   ppl, usage = np_perplexity_usage(np.bincount(idx[keep], minlength=k).astype(np.float64))
   np.testing.assert_allclose(out.perplexity.numpy(), ppl, rtol=1e-5)
   np.testing.assert_allclose(out.usage.numpy(), usage)
-  np.testing.assert_allclose(layer.embed(out.codes).numpy()[mask], out.quantized.numpy()[mask],
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    layer.embed(out.codes).numpy()[mask], out.quantized.numpy()[mask], rtol=1e-6
+  )
   np.testing.assert_array_equal(layer.encode(x).numpy(), idx.reshape(3, 7))
 
 
@@ -75,10 +75,12 @@ def test_gumbel_schedules_are_t2ts():
   layer = gumbel.GumbelSoftmax(8, temperature_warmup_steps=1000, embedding_dim=4)
   for step in (0, 100, 500, 1000, 5000):
     progress = min(step / 1000, 1.0)
-    np.testing.assert_allclose(layer.temperature(step).numpy(),
-                               1.2 - (progress * 0.99 + 0.01), rtol=1e-6)
-    np.testing.assert_allclose(layer.noise_scale(step).numpy(),
-                               0.5 * 0.01 ** (max(200 - step, 0) / 200), rtol=1e-5)
+    np.testing.assert_allclose(
+      layer.temperature(step).numpy(), 1.2 - (progress * 0.99 + 0.01), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+      layer.noise_scale(step).numpy(), 0.5 * 0.01 ** (max(200 - step, 0) / 200), rtol=1e-5
+    )
 
 
 def test_gumbel_training_is_a_soft_sample_of_the_softmax():
@@ -92,8 +94,9 @@ def test_gumbel_training_is_a_soft_sample_of_the_softmax():
   x = tf.constant(np.ones((n, dim), np.float32))
   with tf.GradientTape() as tape:
     out = layer(x, training=True)
-    downstream = tf.reduce_sum(out.quantized * np.random.default_rng(7).standard_normal(
-        (n, dim)).astype(np.float32))
+    downstream = tf.reduce_sum(
+      out.quantized * np.random.default_rng(7).standard_normal((n, dim)).astype(np.float32)
+    )
   assert layer.step.numpy() == 11.0  # a training call counts a step
   codes = out.codes.numpy()
   # argmax of log p + 0.5 g: Gumbel-max of softmax(2 log p), i.e. of p^2.
@@ -101,8 +104,9 @@ def test_gumbel_training_is_a_soft_sample_of_the_softmax():
   freq = np.bincount(codes, minlength=k) / n
   assert np.all(np.abs(freq - p2) <= 4 * np.sqrt(p2 * (1 - p2) / n)), (freq, p2)
   # The decoder input is y W + b with y a point of the simplex, not a one-hot.
-  y = np.linalg.lstsq(layer.codebook.numpy().T,
-                      (out.quantized.numpy() - layer.codebook_bias.numpy()).T, rcond=None)[0].T
+  y = np.linalg.lstsq(
+    layer.codebook.numpy().T, (out.quantized.numpy() - layer.codebook_bias.numpy()).T, rcond=None
+  )[0].T
   np.testing.assert_allclose(y.sum(-1), 1.0, atol=1e-3)
   assert np.mean(y.max(-1) < 0.999) > 0.01
   g = tape.gradient(downstream, layer.logits_layer.bias.value)
@@ -113,8 +117,9 @@ def test_gumbel_straight_through_option_feeds_the_hard_sample():
   layer = gumbel.GumbelSoftmax(6, embedding_dim=4, straight_through=True)
   x = tf.constant(np.random.default_rng(1).standard_normal((50, 4)).astype(np.float32))
   out = layer(x, training=True)
-  np.testing.assert_allclose(out.quantized.numpy(), layer.embed(out.codes).numpy(), rtol=1e-5,
-                             atol=1e-6)
+  np.testing.assert_allclose(
+    out.quantized.numpy(), layer.embed(out.codes).numpy(), rtol=1e-5, atol=1e-6
+  )
 
 
 # -- improved semantic hashing --------------------------------------------------------
@@ -133,33 +138,37 @@ def test_semhash_inference_matches_numpy(rng):
   b = (np_satsig(dense(layer.bits_layer, x.reshape(-1, dim))) > 0.5).astype(np.float32)
   idx = (b * 2 ** np.arange(bits)).sum(-1).astype(np.int64)
   np.testing.assert_array_equal(out.codes.numpy().reshape(-1), idx)
-  np.testing.assert_allclose(out.quantized.numpy().reshape(-1, dim), np_semhash_embed(layer, b),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    out.quantized.numpy().reshape(-1, dim), np_semhash_embed(layer, b), rtol=1e-5, atol=1e-5
+  )
   np.testing.assert_array_equal(out.soft_targets.numpy().reshape(-1, 32), np.eye(32)[idx])
   assert out.loss.numpy() == 0.0 and layer.num_codes == 32
   np.testing.assert_array_equal(semhash.int_to_bits(out.codes, bits).numpy().reshape(-1, bits), b)
-  np.testing.assert_allclose(layer.embed(out.codes).numpy(), out.quantized.numpy(), rtol=1e-5,
-                             atol=1e-6)
+  np.testing.assert_allclose(
+    layer.embed(out.codes).numpy(), out.quantized.numpy(), rtol=1e-5, atol=1e-6
+  )
   np.testing.assert_array_equal(layer.encode(x).numpy(), out.codes.numpy())
 
 
 def test_semhash_discrete_probability_is_t2ts():
   layer = semhash.SemanticHashing(4, discrete_mix=0.5, startup_steps=100, embedding_dim=3)
   for step in (0, 50, 200, 1000):
-    np.testing.assert_allclose(layer.discrete_probability(step).numpy(),
-                               0.5 * 0.01 ** (max(200 - step, 0) / 200), rtol=1e-5)
+    np.testing.assert_allclose(
+      layer.discrete_probability(step).numpy(), 0.5 * 0.01 ** (max(200 - step, 0) / 200), rtol=1e-5
+    )
 
 
 def test_semhash_training_mixes_per_example_with_straight_through(rng):
   tf.random.set_seed(8)
   bits, dim = 6, 8
-  layer = semhash.SemanticHashing(bits, embedding_dim=dim, noise_std=0.0, discrete_mix=0.5,
-                                  startup_steps=1)
+  layer = semhash.SemanticHashing(
+    bits, embedding_dim=dim, noise_std=0.0, discrete_mix=0.5, startup_steps=1
+  )
   layer.step.assign(100.0)  # past the ramp: discrete with probability 0.5
   x = tf.constant(rng.standard_normal((400, 5, dim)).astype(np.float32))
   with tf.GradientTape() as tape:
     out = layer(x, training=True)
-    downstream = tf.reduce_sum(out.quantized ** 2)
+    downstream = tf.reduce_sum(out.quantized**2)
   y = np_satsig(dense(layer.bits_layer, x.numpy().reshape(-1, dim)))
   soft = np_semhash_embed(layer, y).reshape(400, 5, dim)
   hard = np_semhash_embed(layer, (y > 0.5).astype(np.float64)).reshape(400, 5, dim)

@@ -7,26 +7,25 @@ import subprocess
 import sys
 import textwrap
 
-import gin
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (the exported vocabulary's tf.text ops)
-
-from t2t_vqem import decode
-from t2t_vqem import export as export_lib
-from t2t_vqem import registry
-from t2t_vqem.train import trainer as trainer_lib
 from test_trainer import TINY
+
+import gin
+from t2t_vqem import decode, registry
+from t2t_vqem import export as export_lib
+from t2t_vqem.train import trainer as trainer_lib
 
 # name, arguments: every registered bottleneck, and product quantization.
 BOTTLENECKS = [
-    ("hard_em", {"codebook_size": 16, "init_from_first_batch": True}),
-    ("soft_em", {"codebook_size": 16, "num_samples": 3, "init_from_first_batch": True}),
-    ("vq", {"codebook_size": 16}),
-    ("gumbel_softmax", {"codebook_size": 16, "temperature_warmup_steps": 20}),
-    ("semhash", {"num_bits": 4, "startup_steps": 5}),
-    ("hard_em", {"codebook_size": 4, "num_blocks": 2}),
+  ("hard_em", {"codebook_size": 16, "init_from_first_batch": True}),
+  ("soft_em", {"codebook_size": 16, "num_samples": 3, "init_from_first_batch": True}),
+  ("vq", {"codebook_size": 16}),
+  ("gumbel_softmax", {"codebook_size": 16, "temperature_warmup_steps": 20}),
+  ("semhash", {"num_bits": 4, "startup_steps": 5}),
+  ("hard_em", {"codebook_size": 4, "num_blocks": 2}),
 ]
 IDS = [f"{name}-blocks{args.get('num_blocks', 1)}" for name, args in BOTTLENECKS]
 SOURCES = ["The dog sleeps.", "A man reads a book."]
@@ -78,8 +77,10 @@ def data_dir(tmp_path_factory):
 def _train(tmp_path, data_dir, config, name, args, steps=3):
   gin.clear_config()
   model = "latent_transformer" if "latent_transformer" in config else "image_vqvae"
-  gin.parse_config(config + f"\n{model}.bottleneck = {name!r}\n{model}.bottleneck_args = {args!r}\n"
-                   f"Trainer.train_steps = {steps}\n")
+  gin.parse_config(
+    config + f"\n{model}.bottleneck = {name!r}\n{model}.bottleneck_args = {args!r}\n"
+    f"Trainer.train_steps = {steps}\n"
+  )
   trainer = trainer_lib.Trainer(str(tmp_path / "run"), data_dir=data_dir)
   before = [np.array(v) for v in trainer.model.trainable_weights]
   trainer.train()
@@ -93,8 +94,9 @@ def _train(tmp_path, data_dir, config, name, args, steps=3):
 
 
 @pytest.mark.parametrize("name,args", BOTTLENECKS, ids=IDS)
-def test_latent_transformer_trains_decodes_and_exports_with_any_bottleneck(tmp_path, data_dir, name,
-                                                                          args):
+def test_latent_transformer_trains_decodes_and_exports_with_any_bottleneck(
+  tmp_path, data_dir, name, args
+):
   trainer = _train(tmp_path, data_dir, TINY + LATENT, name, args)
   model, vocab = trainer.model, trainer.vocab
   assert model.num_codes == model.bottleneck.num_codes
@@ -106,20 +108,23 @@ def test_latent_transformer_trains_decodes_and_exports_with_any_bottleneck(tmp_p
   got = served.signatures["serving_default"](sources=tf.constant(SOURCES))["translations"]
   assert [t.decode() for t in got.numpy()] == translations
   # encode: the bottleneck's codes of the compressed targets, as the model computes them.
-  codes = served.signatures["encode"](sources=tf.constant(SOURCES),
-                                      targets=tf.constant(translations))["codes"].numpy()
+  codes = served.signatures["encode"](
+    sources=tf.constant(SOURCES), targets=tf.constant(translations)
+  )["codes"].numpy()
   want = server.encode(tf.constant(SOURCES), tf.constant(translations))["codes"].numpy()
   np.testing.assert_array_equal(codes, want)
   assert ((codes >= -1) & (codes < model.num_codes)).all()
   # translate_with_codes decodes through bottleneck.embed, as model.translate_codes does.
   given = np.where(codes < 0, 0, codes)[:, :1]
-  out = served.signatures["translate_with_codes"](sources=tf.constant(SOURCES),
-                                                  codes=tf.constant(given, tf.int32))
+  out = served.signatures["translate_with_codes"](
+    sources=tf.constant(SOURCES), codes=tf.constant(given, tf.int32)
+  )
   rows = decode.encode_texts(vocab, SOURCES)
   inputs = tf.constant([r + [0] * (max(map(len, rows)) - len(r)) for r in rows], tf.int32)
   memory, memory_mask = model.encode_source(inputs)
-  ids = model.translate_codes(tf.constant(given), tf.ones([len(SOURCES)], tf.int32), memory,
-                              memory_mask)
+  ids = model.translate_codes(
+    tf.constant(given), tf.ones([len(SOURCES)], tf.int32), memory, memory_mask
+  )
   want = [t.decode() for t in vocab.detokenize(ids).numpy()]
   assert [t.decode() for t in out["translations"].numpy()] == want
 
@@ -131,16 +136,19 @@ def test_image_vqvae_trains_decodes_and_exports_with_any_bottleneck(tmp_path, da
   images = next(iter(trainer.problem.batches("test", 4)))["targets"]
   codes = model.encode(images)
   assert codes.shape == (4,) + model.field_shape
-  np.testing.assert_array_equal(codes.numpy(), model.bottleneck.encode(
-      model.encode_continuous(images)).numpy())
+  np.testing.assert_array_equal(
+    codes.numpy(), model.bottleneck.encode(model.encode_continuous(images)).numpy()
+  )
   pictures = model.decode(codes)
   export_dir = str(tmp_path / "export")
   export_lib.export_model(model, trainer.problem, export_dir)
   served = tf.saved_model.load(export_dir)
-  np.testing.assert_array_equal(served.signatures["encode"](images=images)["codes"].numpy(),
-                                codes.numpy())
-  np.testing.assert_array_equal(served.signatures["decode"](codes=codes)["images"].numpy(),
-                                pictures.numpy())
+  np.testing.assert_array_equal(
+    served.signatures["encode"](images=images)["codes"].numpy(), codes.numpy()
+  )
+  np.testing.assert_array_equal(
+    served.signatures["decode"](codes=codes)["images"].numpy(), pictures.numpy()
+  )
 
 
 TOY = '''
@@ -184,21 +192,46 @@ class ToySign(base.Bottleneck):
 def test_a_user_module_registers_a_bottleneck_found_by_import_and_trained(tmp_path):
   (tmp_path / "toy_bottleneck.py").write_text(TOY)
   config = tmp_path / "toy.gin"
-  config.write_text(TINY + LATENT + textwrap.dedent("""
+  config.write_text(
+    TINY
+    + LATENT
+    + textwrap.dedent("""
       latent_transformer.bottleneck = 'toy_sign'
       toy_sign.scale = 0.5
       Trainer.train_steps = 2
-      """))
+      """)
+  )
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-  helped = subprocess.run([sys.executable, "-m", "t2t_vqem.cli.trainer", "--registry_help",
-                           f"--import={tmp_path / 'toy_bottleneck.py'}"],
-                          capture_output=True, text=True, timeout=300, env=env)
+  helped = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "t2t_vqem.cli.trainer",
+      "--registry_help",
+      f"--import={tmp_path / 'toy_bottleneck.py'}",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env=env,
+  )
   assert helped.returncode == 0, helped.stderr[-2000:]
   assert "toy_sign" in helped.stdout and "scale=1.0" in helped.stdout
-  run = subprocess.run([sys.executable, "-m", "t2t_vqem.cli.trainer", f"--gin_file={config}",
-                        f"--import={tmp_path / 'toy_bottleneck.py'}",
-                        f"--output_dir={tmp_path / 'run'}", f"--data_dir={tmp_path / 'data'}"],
-                       capture_output=True, text=True, timeout=600, env=env)
+  run = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "t2t_vqem.cli.trainer",
+      f"--gin_file={config}",
+      f"--import={tmp_path / 'toy_bottleneck.py'}",
+      f"--output_dir={tmp_path / 'run'}",
+      f"--data_dir={tmp_path / 'data'}",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=600,
+    env=env,
+  )
   assert run.returncode == 0, run.stderr[-3000:]
   operative = (tmp_path / "run" / "operative_config.gin").read_text()
   assert "toy_sign.scale = 0.5" in operative

@@ -7,14 +7,13 @@ test_discretization_replicas.py (they must configure devices before TF starts).
 No module-level TF ops here, for the same reason.
 """
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
 
 from t2t_vqem.bottlenecks import equations as eq
 from t2t_vqem.bottlenecks import vector_quantizer as vqlib
-
 
 # ----------------------------------------------------------------------------
 # numpy references
@@ -45,9 +44,9 @@ def np_stats(x, idx, k, weights=None):
   counts = np.zeros(k)
   sums = np.zeros((k, x.shape[1]))
   for i in range(n):
-    for l in range(s):
-      counts[idx[i, l]] += w[i] / s
-      sums[idx[i, l]] += w[i] / s * x[i]
+    for draw in range(s):
+      counts[idx[i, draw]] += w[i] / s
+      sums[idx[i, draw]] += w[i] / s * x[i]
   return counts, sums
 
 
@@ -70,8 +69,7 @@ def make_layer(dim, codebook=None, **kwargs):
   if codebook is not None:
     layer.codebook.assign(codebook)
     if layer.ema_means_sum is not None:
-      layer.ema_means_sum.assign(
-          np.asarray(layer.ema_count.numpy())[..., None] * codebook)
+      layer.ema_means_sum.assign(np.asarray(layer.ema_count.numpy())[..., None] * codebook)
   return layer
 
 
@@ -79,8 +77,7 @@ def clustered_data(rng, n, centers, scale=0.05):
   """Points around given centers (well separated: no argmin near-ties)."""
   centers = np.asarray(centers, np.float32)
   labels = rng.integers(0, len(centers), n)
-  return (centers[labels] + scale * rng.standard_normal(
-      (n, centers.shape[1]))).astype(np.float32)
+  return (centers[labels] + scale * rng.standard_normal((n, centers.shape[1]))).astype(np.float32)
 
 
 @pytest.fixture
@@ -116,8 +113,7 @@ def test_e_step_is_brute_force_argmin(rng, mode, training):
   # Forward value: the chosen code (of the codebook before the call), exactly.
   np.testing.assert_array_equal(out.quantized.numpy(), before[expected])
   # Hard modes: soft targets are exact one-hots.
-  np.testing.assert_array_equal(out.soft_targets.numpy(),
-                                np.eye(64, dtype=np.float32)[expected])
+  np.testing.assert_array_equal(out.soft_targets.numpy(), np.eye(64, dtype=np.float32)[expected])
   assert out.quantized.shape == x.shape
 
 
@@ -128,8 +124,7 @@ def test_loss_is_beta_times_commitment(rng):
   cb = layer.codebook.numpy().copy()
   out = layer(x, training=False)
   q = cb[np_sq_dist(x, cb).argmin(-1)]
-  np.testing.assert_allclose(out.loss.numpy(),
-                             0.7 * ((x - q) ** 2).mean(), rtol=1e-5)
+  np.testing.assert_allclose(out.loss.numpy(), 0.7 * ((x - q) ** 2).mean(), rtol=1e-5)
 
 
 def test_metrics_match_numpy(rng):
@@ -146,8 +141,9 @@ def test_metrics_match_numpy(rng):
 def test_squared_distances_brute_force_and_clamped(rng):
   cb = rng.standard_normal((50, 32)).astype(np.float32)
   x = rng.standard_normal((20, 32)).astype(np.float32)
-  np.testing.assert_allclose(eq.squared_distances(x, cb).numpy(),
-                             np_sq_dist(x, cb), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(
+    eq.squared_distances(x, cb).numpy(), np_sq_dist(x, cb), rtol=1e-4, atol=1e-4
+  )
   # Points equal to codes far from the origin: the expansion cancels
   # catastrophically; the result must still be >= 0 and finite.
   far = (cb + 3e3).astype(np.float32)
@@ -165,8 +161,9 @@ def test_squared_distances_brute_force_and_clamped(rng):
 def test_ema_update_matches_numpy_over_steps(rng, initial_ema_count):
   """Independent numpy simulation of E step + EMA over several batches."""
   k, dim, decay, eps = 16, 6, 0.8, 1e-3
-  layer = make_layer(dim, codebook_size=k, decay=decay, epsilon=eps,
-                     initial_ema_count=initial_ema_count)
+  layer = make_layer(
+    dim, codebook_size=k, decay=decay, epsilon=eps, initial_ema_count=initial_ema_count
+  )
   cb = layer.codebook.numpy().astype(np.float64)
   count = layer.ema_count.numpy().astype(np.float64)
   msum = layer.ema_means_sum.numpy().astype(np.float64)
@@ -179,8 +176,7 @@ def test_ema_update_matches_numpy_over_steps(rng, initial_ema_count):
     out = layer(x, training=True)
     np.testing.assert_array_equal(out.draws.numpy(), idx)
   np.testing.assert_allclose(layer.ema_count.numpy(), count, rtol=1e-5)
-  np.testing.assert_allclose(layer.ema_means_sum.numpy(), msum, rtol=1e-5,
-                             atol=1e-6)
+  np.testing.assert_allclose(layer.ema_means_sum.numpy(), msum, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(layer.codebook.numpy(), cb, rtol=1e-4, atol=1e-5)
 
 
@@ -196,17 +192,14 @@ def test_decay_zero_sets_used_codes_to_cluster_means(rng):
     layer(x, training=True)
     new = layer.codebook.numpy()
     for j in np.unique(idx):
-      np.testing.assert_allclose(new[j], x[idx == j].mean(0), rtol=rtol,
-                                 atol=1e-6)
-    np.testing.assert_allclose(layer.ema_count.numpy(),
-                               np.bincount(idx, minlength=k))
+      np.testing.assert_allclose(new[j], x[idx == j].mean(0), rtol=rtol, atol=1e-6)
+    np.testing.assert_allclose(layer.ema_count.numpy(), np.bincount(idx, minlength=k))
 
 
 def test_repeated_steps_converge_to_kmeans_fixed_point(rng):
   centers = rng.standard_normal((5, 3)) * 4
   x = clustered_data(rng, 300, centers, scale=0.5)
-  layer = make_layer(3, codebook_size=5, decay=0.5, epsilon=1e-5,
-                     codebook=x[:5].copy())
+  layer = make_layer(3, codebook_size=5, decay=0.5, epsilon=1e-5, codebook=x[:5].copy())
   step = tf.function(lambda v: layer(v, training=True))
   for _ in range(150):
     step(x)
@@ -216,8 +209,9 @@ def test_repeated_steps_converge_to_kmeans_fixed_point(rng):
   for j in np.unique(idx):
     np.testing.assert_allclose(cb[j], x[idx == j].mean(0), atol=1e-3)
   # And one numpy Lloyd step changes nothing.
-  idx2 = np_sq_dist(x, np.stack([x[idx == j].mean(0) if (idx == j).any()
-                                 else cb[j] for j in range(5)])).argmin(-1)
+  idx2 = np_sq_dist(
+    x, np.stack([x[idx == j].mean(0) if (idx == j).any() else cb[j] for j in range(5)])
+  ).argmin(-1)
   np.testing.assert_array_equal(idx, idx2)
 
 
@@ -234,8 +228,9 @@ def test_soft_em_frequencies_match_softmax(temperature, training):
   cb = np.array([[0, 0], [1, 0], [0, 1], [1, 1.5]], np.float32)
   point = np.array([0.3, 0.2], np.float32)
   x = np.tile(point, (5000, 1))
-  layer = make_layer(2, codebook=cb, codebook_size=4, mode="soft_em",
-                     num_samples=8, temperature=temperature)
+  layer = make_layer(
+    2, codebook=cb, codebook_size=4, mode="soft_em", num_samples=8, temperature=temperature
+  )
   out = layer(x, training=training)
   assert out.draws.shape == (5000, 8)
   freq = np.bincount(out.draws.numpy().ravel(), minlength=4) / 40000.0
@@ -252,33 +247,30 @@ def test_soft_em_forward_targets_and_fractional_ema(rng):
   k, dim, s, decay, eps = 6, 3, 5, 0.9, 1e-5
   cb = rng.standard_normal((k, dim)).astype(np.float32) * 0.5
   x = rng.standard_normal((2, 20, dim)).astype(np.float32) * 0.5
-  layer = make_layer(dim, codebook=cb, codebook_size=k, mode="soft_em",
-                     num_samples=s, decay=decay, epsilon=eps)
+  layer = make_layer(
+    dim, codebook=cb, codebook_size=k, mode="soft_em", num_samples=s, decay=decay, epsilon=eps
+  )
   count0 = layer.ema_count.numpy().astype(np.float64)
   msum0 = layer.ema_means_sum.numpy().astype(np.float64)
   out = layer(x, training=True)
   idx = out.draws.numpy()
   assert idx.shape == (2, 20, s)
   # Eq. 11: forward value = mean of the drawn embeddings.
-  np.testing.assert_allclose(out.quantized.numpy(), cb[idx].mean(-2),
-                             rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(out.quantized.numpy(), cb[idx].mean(-2), rtol=1e-6, atol=1e-6)
   # Soft targets: mean of the sampled one-hots; they sum to 1.
   expected_targets = np.eye(k)[idx].mean(-2)
-  np.testing.assert_allclose(out.soft_targets.numpy(), expected_targets,
-                             atol=1e-6)
+  np.testing.assert_allclose(out.soft_targets.numpy(), expected_targets, atol=1e-6)
   np.testing.assert_allclose(out.soft_targets.numpy().sum(-1), 1.0, rtol=1e-6)
   # M step with fractional counts, then EMA.
   bc, bs = np_stats(x.reshape(-1, dim), idx.reshape(-1, s), k)
   count, msum, new_cb = np_ema(count0, msum0, bc, bs, decay, eps)
   np.testing.assert_allclose(layer.ema_count.numpy(), count, rtol=1e-5)
-  np.testing.assert_allclose(layer.ema_means_sum.numpy(), msum, rtol=1e-5,
-                             atol=1e-6)
-  np.testing.assert_allclose(layer.codebook.numpy(), new_cb, rtol=1e-4,
-                             atol=1e-6)
+  np.testing.assert_allclose(layer.ema_means_sum.numpy(), msum, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(layer.codebook.numpy(), new_cb, rtol=1e-4, atol=1e-6)
   # Commitment loss is against the mean of the draws.
   np.testing.assert_allclose(
-      out.loss.numpy(), 0.25 * ((x - cb[idx].mean(-2)) ** 2).mean(),
-      rtol=1e-5)
+    out.loss.numpy(), 0.25 * ((x - cb[idx].mean(-2)) ** 2).mean(), rtol=1e-5
+  )
   ppl, usage = np_perplexity_usage(bc)
   np.testing.assert_allclose(out.perplexity.numpy(), ppl, rtol=1e-5)
   np.testing.assert_allclose(out.usage.numpy(), usage)
@@ -306,8 +298,7 @@ def test_gradients(rng, mode):
   k, dim, beta = 8, 4, 0.3
   x = tf.constant(rng.standard_normal((3, 7, dim)).astype(np.float32))
   w = rng.standard_normal((3, 7, dim)).astype(np.float32)
-  layer = make_layer(dim, codebook_size=k, mode=mode, num_samples=3,
-                     beta=beta)
+  layer = make_layer(dim, codebook_size=k, mode=mode, num_samples=3, beta=beta)
   cb_var = layer.codebook.value
   with tf.GradientTape(persistent=True) as tape:
     tape.watch(x)
@@ -315,16 +306,14 @@ def test_gradients(rng, mode):
     out = layer(x, training=True)
     downstream = tf.reduce_sum(out.quantized * w)
   # Straight-through: the downstream gradient reaches x unchanged.
-  np.testing.assert_allclose(tape.gradient(downstream, x).numpy(), w,
-                             rtol=1e-6)
+  np.testing.assert_allclose(tape.gradient(downstream, x).numpy(), w, rtol=1e-6)
   g_cb = tape.gradient(downstream, cb_var)
   assert g_cb is None or not np.any(tf.convert_to_tensor(g_cb).numpy())
   # Commitment loss reaches x: d/dx beta * mean((x - sg(q))^2).
   q = out.quantized.numpy()
   n_el = x.numpy().size
   g_x = tape.gradient(out.loss, x).numpy()
-  np.testing.assert_allclose(g_x, 2 * beta * (x.numpy() - q) / n_el,
-                             rtol=1e-4, atol=1e-7)
+  np.testing.assert_allclose(g_x, 2 * beta * (x.numpy() - q) / n_el, rtol=1e-4, atol=1e-7)
   g_cb = tape.gradient(out.loss, cb_var)
   if mode == "vq":
     assert layer.codebook.trainable
@@ -336,8 +325,7 @@ def test_gradients(rng, mode):
     expected = np.zeros_like(cb)
     for i, j in enumerate(idx):
       expected[j] += 2 * (cb[j] - xf[i]) / n_el
-    np.testing.assert_allclose(tf.convert_to_tensor(g_cb).numpy(), expected,
-                               rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(tf.convert_to_tensor(g_cb).numpy(), expected, rtol=1e-4, atol=1e-7)
   else:
     assert g_cb is None or not np.any(tf.convert_to_tensor(g_cb).numpy())
     assert not layer.trainable_weights
@@ -378,10 +366,8 @@ def test_mask_equals_update_on_kept_rows(rng, mode, num_blocks):
   mask = rng.random((4, 10)) < 0.6
   x_padded = x.copy()
   x_padded[~mask] = np.nan  # padding must not leak anywhere
-  a = make_layer(dim, codebook_size=k, mode=mode, num_blocks=num_blocks,
-                 decay=0.7)
-  b = make_layer(dim, codebook_size=k, mode=mode, num_blocks=num_blocks,
-                 decay=0.7)
+  a = make_layer(dim, codebook_size=k, mode=mode, num_blocks=num_blocks, decay=0.7)
+  b = make_layer(dim, codebook_size=k, mode=mode, num_blocks=num_blocks, decay=0.7)
   for va, vb in zip(a.weights, b.weights):
     vb.assign(va.numpy())
   out_a = a(x_padded, training=True, mask=mask)
@@ -389,11 +375,11 @@ def test_mask_equals_update_on_kept_rows(rng, mode, num_blocks):
   for va, vb in zip(a.weights, b.weights):
     np.testing.assert_allclose(va.numpy(), vb.numpy(), rtol=1e-6, atol=1e-7)
     assert np.all(np.isfinite(va.numpy()))
-  np.testing.assert_array_equal(out_a.draws.numpy()[mask],
-                                out_b.draws.numpy())
+  np.testing.assert_array_equal(out_a.draws.numpy()[mask], out_b.draws.numpy())
   for name in ("loss", "perplexity", "usage"):
-    np.testing.assert_allclose(getattr(out_a, name).numpy(),
-                               getattr(out_b, name).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+      getattr(out_a, name).numpy(), getattr(out_b, name).numpy(), rtol=1e-6
+    )
   # A float 0/1 mask means the same as the bool mask: same outputs, same update.
   c = make_layer(dim, codebook_size=k, mode=mode, num_blocks=num_blocks, decay=0.7)
   for vb, vc in zip(b.weights, c.weights):
@@ -403,14 +389,14 @@ def test_mask_equals_update_on_kept_rows(rng, mode, num_blocks):
   for vb, vc in zip(b.weights, c.weights):
     np.testing.assert_array_equal(vc.numpy(), vb.numpy())
   np.testing.assert_array_equal(out_float.draws.numpy()[mask], out_bool.draws.numpy()[mask])
-  np.testing.assert_array_equal(out_float.quantized.numpy()[mask],
-                                out_bool.quantized.numpy()[mask])
+  np.testing.assert_array_equal(out_float.quantized.numpy()[mask], out_bool.quantized.numpy()[mask])
   for name in ("loss", "perplexity", "usage"):
     assert getattr(out_float, name).numpy() == getattr(out_bool, name).numpy()
 
 
-@pytest.mark.parametrize("mode,num_blocks", [
-    ("hard_em", 1), ("hard_em", 2), ("soft_em", 1), ("vq", 2)])
+@pytest.mark.parametrize(
+  "mode,num_blocks", [("hard_em", 1), ("hard_em", 2), ("soft_em", 1), ("vq", 2)]
+)
 @pytest.mark.usefixtures("step_path")
 def test_masked_loss_and_gradient_in_graph(rng, mode, num_blocks):
   """Loss value and gradients under a mask, traced in a tf.function.
@@ -424,8 +410,9 @@ def test_masked_loss_and_gradient_in_graph(rng, mode, num_blocks):
   mask = rng.random((5, 7)) < 0.6
   x_padded = x.copy()
   x_padded[~mask] = np.inf
-  layer = make_layer(dim, codebook_size=k, mode=mode, num_samples=3,
-                     beta=beta, num_blocks=num_blocks)
+  layer = make_layer(
+    dim, codebook_size=k, mode=mode, num_samples=3, beta=beta, num_blocks=num_blocks
+  )
 
   @tf.function
   def run(v):
@@ -470,8 +457,9 @@ def test_fast_mean_of_codes_is_the_reference(rng, num_blocks, num_samples):
   draws = rng.integers(0, 9, (num_blocks, 30, num_samples)).astype(np.int32)
   expected = codebook[np.arange(num_blocks)[:, None, None], draws].mean(2)
   for mean in (eq.mean_of_codes, eq._fast_mean_of_codes):  # pylint: disable=protected-access
-    np.testing.assert_allclose(mean(tf.constant(codebook), tf.constant(draws)).numpy(),
-                               expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+      mean(tf.constant(codebook), tf.constant(draws)).numpy(), expected, rtol=1e-6, atol=1e-6
+    )
 
 
 @pytest.mark.usefixtures("step_path")
@@ -480,16 +468,16 @@ def test_mask_soft_em_statistics(rng):
   k, dim, s = 5, 3, 4
   x = rng.standard_normal((6, 9, dim)).astype(np.float32)
   mask = rng.random((6, 9)) < 0.5
-  layer = make_layer(dim, codebook_size=k, mode="soft_em", num_samples=s,
-                     decay=0.0, epsilon=0.0)
+  layer = make_layer(dim, codebook_size=k, mode="soft_em", num_samples=s, decay=0.0, epsilon=0.0)
   cb0 = layer.codebook.numpy().copy()
   out = layer(x, training=True, mask=mask)
   idx = out.draws.numpy()[mask]
   bc, bs = np_stats(x[mask], idx, k)
   np.testing.assert_allclose(layer.ema_count.numpy(), bc, rtol=1e-5)
   used = bc > 0
-  np.testing.assert_allclose(layer.codebook.numpy()[used],
-                             bs[used] / bc[used, None], rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(
+    layer.codebook.numpy()[used], bs[used] / bc[used, None], rtol=1e-4, atol=1e-6
+  )
   np.testing.assert_allclose(layer.codebook.numpy()[~used], cb0[~used])
   ppl, usage = np_perplexity_usage(bc)
   np.testing.assert_allclose(out.perplexity.numpy(), ppl, rtol=1e-5)
@@ -510,9 +498,15 @@ def test_all_masked_batch_changes_nothing(rng):
 @pytest.mark.parametrize("mode", ["hard_em", "soft_em", "vq"])
 def test_no_update_when_not_training(rng, mode):
   x = rng.standard_normal((50, 4)).astype(np.float32)
-  layer = make_layer(4, codebook_size=8, mode=mode, num_samples=2,
-                     decay=0.0, init_from_first_batch=True,
-                     dead_code_restart_steps=1)
+  layer = make_layer(
+    4,
+    codebook_size=8,
+    mode=mode,
+    num_samples=2,
+    decay=0.0,
+    init_from_first_batch=True,
+    dead_code_restart_steps=1,
+  )
   before = state(layer)
   f = tf.function(lambda v: layer(v, training=False))
   for _ in range(3):
@@ -534,9 +528,10 @@ def test_num_blocks_per_block_codebooks(rng, mode):
   tf.random.set_seed(5)
   b, k, dim, decay, eps, s = 4, 16, 12, 0.9, 1e-5, 3
   x = rng.standard_normal((3, 5, dim)).astype(np.float32)
-  layer = make_layer(dim, codebook_size=k, num_blocks=b, mode=mode,
-                     num_samples=s, decay=decay, epsilon=eps)
-  assert layer.num_codes == k ** b
+  layer = make_layer(
+    dim, codebook_size=k, num_blocks=b, mode=mode, num_samples=s, decay=decay, epsilon=eps
+  )
+  assert layer.num_codes == k**b
   assert layer.codebook.shape == (b, k, dim // b)
   assert layer.ema_count.shape == (b, k)
   cb = layer.codebook.numpy().astype(np.float64)
@@ -551,24 +546,21 @@ def test_num_blocks_per_block_codebooks(rng, mode):
   # One code of the product per draw, c = sum_b z_b K^b; soft targets over
   # the K^b product codes; codes the most frequent product code.
   combined = (idx * (k ** np.arange(b))[None, :, None]).sum(1)  # [15, S]
-  soft = out.soft_targets.numpy().reshape(15, k ** b)
+  soft = out.soft_targets.numpy().reshape(15, k**b)
   for row in range(15):
-    want = np.bincount(combined[row], minlength=k ** b) / combined.shape[1]
+    want = np.bincount(combined[row], minlength=k**b) / combined.shape[1]
     np.testing.assert_allclose(soft[row], want, atol=1e-6)
     assert out.codes.numpy().reshape(15)[row] == np.argmax(want)
   q = np.zeros((15, b, dim // b))
   for blk in range(b):
     if mode == "hard_em":
-      np.testing.assert_array_equal(
-          idx[:, blk, 0], np_sq_dist(xs[:, blk], cb[blk]).argmin(-1))
+      np.testing.assert_array_equal(idx[:, blk, 0], np_sq_dist(xs[:, blk], cb[blk]).argmin(-1))
     q[:, blk] = cb[blk][idx[:, blk]].mean(1)
     bc, bs = np_stats(xs[:, blk], idx[:, blk], k)
     count, msum, new_cb = np_ema(count0[blk], msum0[blk], bc, bs, decay, eps)
     np.testing.assert_allclose(layer.ema_count.numpy()[blk], count, rtol=1e-5)
-    np.testing.assert_allclose(layer.codebook.numpy()[blk], new_cb,
-                               rtol=1e-4, atol=1e-6)
-  np.testing.assert_allclose(out.quantized.numpy(), q.reshape(3, 5, dim),
-                             rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(layer.codebook.numpy()[blk], new_cb, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(out.quantized.numpy(), q.reshape(3, 5, dim), rtol=1e-6, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------
@@ -612,8 +604,7 @@ def test_large_codebook_no_nkd_tensor_no_onehot_matmul(rng):
         assert not (t.shape.rank and t.shape[-1] == k), (op.name, t.shape)
   out = f(x)
   # float64 brute force via the expansion (N * K * D in float64 is too big).
-  d2 = (x.astype(np.float64) ** 2).sum(1)[:, None] - 2 * x @ cb.T + (
-      cb ** 2).sum(1)[None]
+  d2 = (x.astype(np.float64) ** 2).sum(1)[:, None] - 2 * x @ cb.T + (cb**2).sum(1)[None]
   np.testing.assert_array_equal(out.draws.numpy(), d2.argmin(-1))
   assert np.all(np.isfinite(layer.codebook.numpy()))
 
@@ -631,17 +622,14 @@ def test_jit_compile_matches(rng):
   np.testing.assert_array_equal(out_a.draws.numpy(), out_b.draws.numpy())
   # The loss from the XLA E step's winning score is the commitment loss.
   q = cb_before[np_sq_dist(x, cb_before).argmin(-1)]
-  np.testing.assert_allclose(out_b.loss.numpy(), 0.25 * ((x - q) ** 2).mean(),
-                             rtol=1e-5)
-  np.testing.assert_allclose(a.codebook.numpy(), b.codebook.numpy(),
-                             rtol=1e-5, atol=1e-6)
-  soft = make_layer(8, codebook_size=32, mode="soft_em", num_samples=6,
-                    jit_compile=True)
+  np.testing.assert_allclose(out_b.loss.numpy(), 0.25 * ((x - q) ** 2).mean(), rtol=1e-5)
+  np.testing.assert_allclose(a.codebook.numpy(), b.codebook.numpy(), rtol=1e-5, atol=1e-6)
+  soft = make_layer(8, codebook_size=32, mode="soft_em", num_samples=6, jit_compile=True)
   cb = soft.codebook.numpy().copy()
   out = tf.function(lambda v: soft(v, training=True))(x)
-  np.testing.assert_allclose(out.quantized.numpy(),
-                             cb[out.draws.numpy()].mean(-2), rtol=1e-5,
-                             atol=1e-6)
+  np.testing.assert_allclose(
+    out.quantized.numpy(), cb[out.draws.numpy()].mean(-2), rtol=1e-5, atol=1e-6
+  )
 
 
 # ----------------------------------------------------------------------------
@@ -655,15 +643,13 @@ def _is_row_of(code, rows):
 
 def test_init_from_first_batch(rng):
   x = rng.standard_normal((100, 4)).astype(np.float32)
-  layer = make_layer(4, codebook_size=16, decay=1.0,
-                     init_from_first_batch=True)
+  layer = make_layer(4, codebook_size=16, decay=1.0, init_from_first_batch=True)
   out = layer(x, training=True)
   cb = layer.codebook.numpy()
   # decay 1 leaves the freshly seeded codebook unchanged (EMA no-op).
   assert all(_is_row_of(c, x) for c in cb)
   assert len(np.unique(cb, axis=0)) == 16  # 100 rows >= 16: no repeats
-  np.testing.assert_allclose(out.quantized.numpy(),
-                             cb[np_sq_dist(x, cb).argmin(-1)], rtol=1e-6)
+  np.testing.assert_allclose(out.quantized.numpy(), cb[np_sq_dist(x, cb).argmin(-1)], rtol=1e-6)
   # Only the first training batch seeds.
   layer(x + 100.0, training=True)
   np.testing.assert_allclose(layer.codebook.numpy(), cb, rtol=1e-5)
@@ -672,8 +658,7 @@ def test_init_from_first_batch(rng):
 def test_dead_code_restart(rng):
   k, dim, window = 8, 3, 3
   x_centers = np.eye(3, dtype=np.float32) * 5
-  cb = np.concatenate([x_centers, 50 + rng.standard_normal((5, dim))]
-                      ).astype(np.float32)
+  cb = np.concatenate([x_centers, 50 + rng.standard_normal((5, dim))]).astype(np.float32)
   kwargs = dict(codebook_size=k, decay=0.9, codebook=cb)
   on = make_layer(dim, dead_code_restart_steps=window, **kwargs)
   off = make_layer(dim, **kwargs)
@@ -701,7 +686,9 @@ def test_dead_code_restart(rng):
 # ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kwargs, pattern", [
+@pytest.mark.parametrize(
+  "kwargs, pattern",
+  [
     (dict(codebook_size=1), "codebook_size=1"),
     (dict(codebook_size=8, mode="kmeans"), "mode='kmeans'.*hard_em"),
     (dict(codebook_size=8, num_samples=0), "num_samples=0"),
@@ -709,7 +696,8 @@ def test_dead_code_restart(rng):
     (dict(codebook_size=8, decay=1.5), "decay=1.5"),
     (dict(codebook_size=8, temperature=0.0), "temperature=0.0"),
     (dict(codebook_size=8, embedding_dim=10, num_blocks=4), "num_blocks=4"),
-])
+  ],
+)
 def test_bad_constructor_arguments(kwargs, pattern):
   with pytest.raises(ValueError, match=pattern):
     vqlib.VectorQuantizer(**kwargs)
@@ -726,8 +714,9 @@ def test_bad_inputs():
 
 
 def test_config_round_trip():
-  layer = vqlib.VectorQuantizer(32, mode="soft_em", num_samples=4,
-                                num_blocks=2, embedding_dim=8, decay=0.99)
+  layer = vqlib.VectorQuantizer(
+    32, mode="soft_em", num_samples=4, num_blocks=2, embedding_dim=8, decay=0.99
+  )
   clone = vqlib.VectorQuantizer.from_config(layer.get_config())
   assert clone.get_config() == layer.get_config()
   assert clone.codebook.shape == (2, 32, 4)
@@ -739,19 +728,21 @@ def test_config_round_trip():
 @pytest.mark.parametrize("mode,num_blocks", [("hard_em", 1), ("soft_em", 1), ("soft_em", 2)])
 def test_encode_is_the_brute_force_argmin_per_block_without_update(mode, num_blocks):
   keras.utils.set_random_seed(11)
-  layer = vqlib.VectorQuantizer(16, mode=mode, num_samples=3, num_blocks=num_blocks,
-                                embedding_dim=8)
+  layer = vqlib.VectorQuantizer(
+    16, mode=mode, num_samples=3, num_blocks=num_blocks, embedding_dim=8
+  )
   x = np.random.default_rng(11).normal(size=(2, 3, 5, 8)).astype(np.float32)
   before = layer.codebook.numpy().copy()
   codes = layer.encode(x).numpy()
   codebook = before.reshape(num_blocks, 16, 8 // num_blocks)
   blocks = x.reshape(-1, num_blocks, 8 // num_blocks)
-  expected = np.stack([((blocks[:, b, None] - codebook[b][None]) ** 2).sum(-1).argmin(1)
-                       for b in range(num_blocks)], axis=1)
+  expected = np.stack(
+    [((blocks[:, b, None] - codebook[b][None]) ** 2).sum(-1).argmin(1) for b in range(num_blocks)],
+    axis=1,
+  )
   assert codes.shape == (2, 3, 5) and codes.dtype == np.int32
   # The product code sum_b z_b 16^b.
-  np.testing.assert_array_equal(codes.reshape(-1),
-                                (expected * 16 ** np.arange(num_blocks)).sum(1))
+  np.testing.assert_array_equal(codes.reshape(-1), (expected * 16 ** np.arange(num_blocks)).sum(1))
   np.testing.assert_array_equal(layer.codebook.numpy(), before)
   # embed maps each code back to its codebook rows, block by block.
   rows = np.concatenate([codebook[b][expected[:, b]] for b in range(num_blocks)], axis=-1)

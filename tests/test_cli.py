@@ -9,10 +9,16 @@ import pytest
 
 SHARED_FLAGS = ("--gin_file", "--gin_param", "--import", "--data_dir")
 OWN_FLAGS = {
-    "trainer": ("--output_dir", "registry_help"),  # a bool flag shows as --[no]registry_help
-    "decoder": ("--output_dir", "--checkpoint", "--split", "--decode_from_file",
-                "--beam_size", "--max_sentences"),
-    "exporter": ("--output_dir", "--checkpoint", "--export_dir", "--max_input_length"),
+  "trainer": ("--output_dir", "registry_help"),  # a bool flag shows as --[no]registry_help
+  "decoder": (
+    "--output_dir",
+    "--checkpoint",
+    "--split",
+    "--decode_from_file",
+    "--beam_size",
+    "--max_sentences",
+  ),
+  "exporter": ("--output_dir", "--checkpoint", "--export_dir", "--max_input_length"),
 }
 
 

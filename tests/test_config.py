@@ -6,18 +6,33 @@ import subprocess
 import sys
 import textwrap
 
-import gin
 import pytest
 
+import gin
 from t2t_vqem import config
 
 config.register_everything()
 
 # Every flag the entry points define (t2t_vqem/cli/*).
-TOOL_FLAGS = {"gin_file", "gin_param", "import", "data_dir", "output_dir", "registry_help",
-              "checkpoint", "split", "decode_from_file", "reference_file", "decode_to_file",
-              "beam_size", "alpha", "batch_size", "max_sentences", "export_dir",
-              "max_input_length"}
+TOOL_FLAGS = {
+  "gin_file",
+  "gin_param",
+  "import",
+  "data_dir",
+  "output_dir",
+  "registry_help",
+  "checkpoint",
+  "split",
+  "decode_from_file",
+  "reference_file",
+  "decode_to_file",
+  "beam_size",
+  "alpha",
+  "batch_size",
+  "max_sentences",
+  "export_dir",
+  "max_input_length",
+}
 
 
 def teardown_function():
@@ -36,23 +51,27 @@ def test_library_modules_define_no_flags_and_import_no_cli():
       print(sorted(set(flags.FLAGS) - before))
       print(sorted(m for m in sys.modules if m.startswith("t2t_vqem.cli")))
   """)
-  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=300)
+  result = subprocess.run(
+    [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+  )
   assert result.returncode == 0, result.stderr
   new_flags, cli_modules = result.stdout.strip().splitlines()[-2:]
   assert new_flags == "[]", f"library imports defined flags {new_flags}"
   assert cli_modules == "[]", f"library imports the CLI: {cli_modules}"
   # The tool flags do exist once the CLI is imported: the check above can fail.
   from absl import flags  # noqa: PLC0415
+
   import t2t_vqem.cli.common  # noqa: F401,PLC0415
+
   assert {"gin_file", "gin_param", "import", "data_dir"} <= set(flags.FLAGS) & TOOL_FLAGS
 
 
 def test_user_gin_file_includes_a_shipped_config_and_overrides_it(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)  # nothing to find in the working directory
   user = tmp_path / "mine.gin"
-  user.write_text("include 'latent_transformer_em_quickstart.gin'\n"
-                  "latent_transformer_em.hidden_size = 96\n")
+  user.write_text(
+    "include 'latent_transformer_em_quickstart.gin'\nlatent_transformer_em.hidden_size = 96\n"
+  )
   config.parse_gin([str(user)], [], finalize=False)
   assert gin.query_parameter("Trainer.model") == "latent_transformer_em"
   assert gin.query_parameter("latent_transformer_em.hidden_size") == 96

@@ -4,13 +4,13 @@ import re
 import subprocess
 import sys
 
-import gin
-import tensorflow as tf
 import sacrebleu
+import tensorflow as tf
+from test_trainer import TINY
 
+import gin
 from t2t_vqem import decode, registry
 from t2t_vqem.train import trainer as trainer_lib
-from test_trainer import TINY
 
 
 def test_decoder_writes_hypotheses_and_prints_sacrebleu(tmp_path):
@@ -22,14 +22,27 @@ def test_decoder_writes_hypotheses_and_prints_sacrebleu(tmp_path):
 
   out = tmp_path / "hyp.txt"
   result = subprocess.run(
-      [sys.executable, "-m", "t2t_vqem.cli.decoder", f"--output_dir={tmp_path / 'run'}",
-       f"--data_dir={data_dir}", "--split=dev", "--max_sentences=6", "--beam_size=2",
-       f"--decode_to_file={out}"], capture_output=True, text=True, timeout=300)
+    [
+      sys.executable,
+      "-m",
+      "t2t_vqem.cli.decoder",
+      f"--output_dir={tmp_path / 'run'}",
+      f"--data_dir={data_dir}",
+      "--split=dev",
+      "--max_sentences=6",
+      "--beam_size=2",
+      f"--decode_to_file={out}",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode == 0, result.stderr
   hypotheses = out.read_text(encoding="utf-8").splitlines()
   assert len(hypotheses) == 6
-  problem = registry.build_problem("translate_grammar_ende", data_dir=data_dir,
-                                   num_train=300, num_eval=20, vocab_size=300)
+  problem = registry.build_problem(
+    "translate_grammar_ende", data_dir=data_dir, num_train=300, num_eval=20, vocab_size=300
+  )
   _, references = problem.sources_and_references("dev", 6)
   expected = sacrebleu.metrics.BLEU().corpus_score(hypotheses, [references]).score
   printed = re.search(r"BLEU = ([0-9.]+)  \((nrefs:1\|.*)\)", result.stdout)
@@ -39,17 +52,30 @@ def test_decoder_writes_hypotheses_and_prints_sacrebleu(tmp_path):
   sources = tmp_path / "src.txt"
   sources.write_text("The dog sleeps.\nA man reads a book.\n", encoding="utf-8")
   result = subprocess.run(
-      [sys.executable, "-m", "t2t_vqem.cli.decoder", f"--output_dir={tmp_path / 'run'}",
-       f"--data_dir={data_dir}", f"--decode_from_file={sources}",
-       f"--decode_to_file={out}"], capture_output=True, text=True, timeout=300)
+    [
+      sys.executable,
+      "-m",
+      "t2t_vqem.cli.decoder",
+      f"--output_dir={tmp_path / 'run'}",
+      f"--data_dir={data_dir}",
+      f"--decode_from_file={sources}",
+      f"--decode_to_file={out}",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode == 0, result.stderr
   assert len(out.read_text(encoding="utf-8").splitlines()) == 2
 
 
 def test_decoder_refuses_a_directory_that_is_not_a_run(tmp_path):
-  result = subprocess.run([sys.executable, "-m", "t2t_vqem.cli.decoder",
-                           f"--output_dir={tmp_path}"], capture_output=True, text=True,
-                          timeout=300)
+  result = subprocess.run(
+    [sys.executable, "-m", "t2t_vqem.cli.decoder", f"--output_dir={tmp_path}"],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode == 1 and "Traceback" not in result.stderr
   assert "a training run?" in result.stderr
 
@@ -58,8 +84,9 @@ class _WordsVocab:
   """A stand-in vocabulary: one id (3) per whitespace-separated word."""
 
   def tokenize(self, texts):
-    return tf.ragged.constant([[3] * len(t.split()) for t in texts.numpy().astype(str)],
-                              dtype=tf.int32)
+    return tf.ragged.constant(
+      [[3] * len(t.split()) for t in texts.numpy().astype(str)], dtype=tf.int32
+    )
 
 
 def test_batch1_times_decodes_every_sentence_with_every_decoder_in_rotating_order():
@@ -69,11 +96,13 @@ def test_batch1_times_decodes_every_sentence_with_every_decoder_in_rotating_orde
     def fn(batch):
       calls.append((name, batch.numpy().tolist()))
       return batch
+
     return fn
 
   sources = ["a", "a b", "a b c"]
-  times = decode.batch1_times({"x": recorder("x"), "y": recorder("y")}, _WordsVocab(),
-                              sources, warmup=1)
+  times = decode.batch1_times(
+    {"x": recorder("x"), "y": recorder("y")}, _WordsVocab(), sources, warmup=1
+  )
   assert {name: len(t) for name, t in times.items()} == {"x": 3, "y": 3}
   assert all(ms >= 0 for t in times.values() for ms in t)
   warm, timed = calls[:2], calls[2:]

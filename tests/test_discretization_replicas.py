@@ -26,7 +26,8 @@ def _split_cpu(count):
   if len(tf.config.get_logical_device_configuration(cpus[0]) or []) != count:
     try:
       tf.config.set_logical_device_configuration(
-          cpus[0], [tf.config.LogicalDeviceConfiguration()] * count)
+        cpus[0], [tf.config.LogicalDeviceConfiguration()] * count
+      )
     except RuntimeError:  # TF already initialised in this process
       pass
   return len(tf.config.list_logical_devices("CPU")) == count
@@ -41,22 +42,44 @@ import pytest  # noqa: E402
 from t2t_vqem.bottlenecks import vector_quantizer as vqlib  # noqa: E402
 
 needs_replicas = pytest.mark.skipif(
-    not ENOUGH_CPUS, reason=f"TF initialised before the CPU could be split into "
-    f"{NUM_REPLICAS} logical devices")
+  not ENOUGH_CPUS,
+  reason=f"TF initialised before the CPU could be split into {NUM_REPLICAS} logical devices",
+)
 
 
 @pytest.mark.skipif(NUM_REPLICAS != 2, reason="the rerun itself")
 def test_three_replicas_in_own_process():
   """This file's tests again on 3 replicas, in a fresh interpreter (clean environment:
   no inherited TF or Python settings, no conftest.py, so the split is this module's)."""
-  env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
-         "LANG": "C.UTF-8", "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
-         REPLICAS_ENV: "3"}
+  env = {
+    "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+    "HOME": os.environ.get("HOME", "/tmp"),
+    "LANG": "C.UTF-8",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "CUDA_VISIBLE_DEVICES": "",
+    REPLICAS_ENV: "3",
+  }
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   result = subprocess.run(
-      [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--noconftest",
-       "-k", "not three_replicas and not xla", os.path.abspath(__file__)],
-      capture_output=True, text=True, check=False, cwd=root, env=env, timeout=600)
+    [
+      sys.executable,
+      "-m",
+      "pytest",
+      "-q",
+      "-p",
+      "no:cacheprovider",
+      "--noconftest",
+      "-k",
+      "not three_replicas and not xla",
+      os.path.abspath(__file__),
+    ],
+    capture_output=True,
+    text=True,
+    check=False,
+    cwd=root,
+    env=env,
+    timeout=600,
+  )
   output = result.stdout[-5000:] + result.stderr[-5000:]
   assert result.returncode == 0, output
   summary = result.stdout.strip().splitlines()[-1]
@@ -80,9 +103,12 @@ def _strategy():
   cross-device implementation.
   """
   if not _STRATEGY:
-    _STRATEGY.append(tf.distribute.MirroredStrategy(
+    _STRATEGY.append(
+      tf.distribute.MirroredStrategy(
         [f"CPU:{i}" for i in range(NUM_REPLICAS)],
-        cross_device_ops=tf.distribute.ReductionToOneDevice()))
+        cross_device_ops=tf.distribute.ReductionToOneDevice(),
+      )
+    )
   return _STRATEGY[0]
 
 
@@ -102,7 +128,8 @@ def _identical(variable):
 
 def _per_replica(strategy, parts):
   return strategy.experimental_distribute_values_from_function(
-      lambda ctx: tf.constant(parts[ctx.replica_id_in_sync_group]))
+    lambda ctx: tf.constant(parts[ctx.replica_id_in_sync_group])
+  )
 
 
 def _np_sq_dist(x, codebook):
@@ -117,8 +144,14 @@ def _np_sq_dist(x, codebook):
 def test_hard_em_replicas_equal_global_batch(num_blocks, jit_compile):
   rng = np.random.default_rng(0)
   k, dim, steps = 16, 8, 4
-  kwargs = dict(codebook_size=k, embedding_dim=dim, decay=0.8,
-                epsilon=1e-5, num_blocks=num_blocks, jit_compile=jit_compile)
+  kwargs = dict(
+    codebook_size=k,
+    embedding_dim=dim,
+    decay=0.8,
+    epsilon=1e-5,
+    num_blocks=num_blocks,
+    jit_compile=jit_compile,
+  )
   strategy = _strategy()
   with strategy.scope():
     dist_layer = vqlib.VectorQuantizer(**kwargs)
@@ -128,28 +161,24 @@ def test_hard_em_replicas_equal_global_batch(num_blocks, jit_compile):
 
   @tf.function
   def dist_step(x, mask):
-    out = strategy.run(lambda v, m: dist_layer(v, training=True, mask=m),
-                       args=(x, mask))
+    out = strategy.run(lambda v, m: dist_layer(v, training=True, mask=m), args=(x, mask))
     return out
 
-  single_step = tf.function(
-      lambda x, m: single(x, training=True, mask=m))
+  single_step = tf.function(lambda x, m: single(x, training=True, mask=m))
   for _ in range(steps):
-    parts = [rng.standard_normal((3, 10, dim)).astype(np.float32)
-             for _ in range(NUM_REPLICAS)]
+    parts = [rng.standard_normal((3, 10, dim)).astype(np.float32) for _ in range(NUM_REPLICAS)]
     masks = [rng.random((3, 10)) < 0.7 for _ in range(NUM_REPLICAS)]
-    out = dist_step(_per_replica(strategy, parts),
-                    _per_replica(strategy, masks))
+    out = dist_step(_per_replica(strategy, parts), _per_replica(strategy, masks))
     ref = single_step(np.concatenate(parts), np.concatenate(masks))
     # The E step of each replica is the global E step on its rows.
     idx = np.concatenate([t.numpy() for t in out.draws.values])
     np.testing.assert_array_equal(idx, ref.draws.numpy())
     # Metrics are over the global batch.
     for r in range(NUM_REPLICAS):
-      np.testing.assert_allclose(out.perplexity.values[r].numpy(),
-                                 ref.perplexity.numpy(), rtol=1e-5)
-      np.testing.assert_allclose(out.usage.values[r].numpy(),
-                                 ref.usage.numpy(), rtol=1e-6)
+      np.testing.assert_allclose(
+        out.perplexity.values[r].numpy(), ref.perplexity.numpy(), rtol=1e-5
+      )
+      np.testing.assert_allclose(out.usage.values[r].numpy(), ref.usage.numpy(), rtol=1e-6)
   for var_d, var_s in zip(dist_layer.weights, single.weights):
     comps = _components(var_d)
     assert len(comps) == NUM_REPLICAS
@@ -164,16 +193,21 @@ def test_soft_em_replicas_consistent_and_fractional_ema(jit_compile):
   k, dim, s, decay, eps = 8, 4, 3, 0.5, 1e-5
   strategy = _strategy()
   with strategy.scope():
-    layer = vqlib.VectorQuantizer(k, mode="soft_em", num_samples=s,
-                                 embedding_dim=dim, decay=decay,
-                                 epsilon=eps, jit_compile=jit_compile)
+    layer = vqlib.VectorQuantizer(
+      k,
+      mode="soft_em",
+      num_samples=s,
+      embedding_dim=dim,
+      decay=decay,
+      epsilon=eps,
+      jit_compile=jit_compile,
+    )
   count = _components(layer.ema_count)[0].astype(np.float64)
   msum = _components(layer.ema_means_sum)[0].astype(np.float64)
-  parts = [rng.standard_normal((12, dim)).astype(np.float32) * 0.3
-           for _ in range(NUM_REPLICAS)]
-  out = tf.function(lambda x: strategy.run(
-      lambda v: layer(v, training=True), args=(x,)))(
-          _per_replica(strategy, parts))
+  parts = [rng.standard_normal((12, dim)).astype(np.float32) * 0.3 for _ in range(NUM_REPLICAS)]
+  out = tf.function(lambda x: strategy.run(lambda v: layer(v, training=True), args=(x,)))(
+    _per_replica(strategy, parts)
+  )
   idx = np.concatenate([t.numpy() for t in out.draws.values])
   x = np.concatenate(parts)
   bc = np.zeros(k)
@@ -186,9 +220,11 @@ def test_soft_em_replicas_consistent_and_fractional_ema(jit_compile):
   msum = decay * msum + (1 - decay) * bs
   n = count.sum()
   codebook = msum / ((count + eps) / (n + k * eps) * n)[:, None]
-  for var, expected in [(layer.ema_count, count),
-                        (layer.ema_means_sum, msum),
-                        (layer.codebook, codebook)]:
+  for var, expected in [
+    (layer.ema_count, count),
+    (layer.ema_means_sum, msum),
+    (layer.codebook, codebook),
+  ]:
     np.testing.assert_allclose(_identical(var), expected, rtol=1e-5, atol=1e-6)
 
 
@@ -227,10 +263,11 @@ def test_codebook_seeding_follows_the_single_device_run(with_data):
   parts = [np.full((k + 2, dim), 1e3, np.float32) for _ in range(NUM_REPLICAS)]  # padding
   masks = [np.zeros(k + 2, bool) for _ in range(NUM_REPLICAS)]
   kept = (rng.standard_normal((k, dim)) * 3).astype(np.float32)
-  parts[owner][1:k + 1] = kept  # rows 0 and k + 1 stay padding
-  masks[owner][1:k + 1] = True
-  step = tf.function(lambda x, m: strategy.run(
-      lambda v, mm: dist_layer(v, training=True, mask=mm), args=(x, m)))
+  parts[owner][1 : k + 1] = kept  # rows 0 and k + 1 stay padding
+  masks[owner][1 : k + 1] = True
+  step = tf.function(
+    lambda x, m: strategy.run(lambda v, mm: dist_layer(v, training=True, mask=mm), args=(x, m))
+  )
   step(_per_replica(strategy, parts), _per_replica(strategy, masks))
   single(np.concatenate(parts), training=True, mask=np.concatenate(masks))
   for layer_codebook in (_identical(dist_layer.codebook), single.codebook.numpy()):
@@ -247,8 +284,9 @@ def test_codebook_seeding_follows_the_single_device_run(with_data):
   masks = [rng.random(6) < 0.7 for _ in range(NUM_REPLICAS)]
   step(_per_replica(strategy, parts), _per_replica(strategy, masks))
   single(np.concatenate(parts), training=True, mask=np.concatenate(masks))
-  np.testing.assert_allclose(_identical(dist_layer.codebook)[order], single.codebook.numpy(),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    _identical(dist_layer.codebook)[order], single.codebook.numpy(), rtol=1e-5, atol=1e-6
+  )
 
 
 @needs_replicas
@@ -260,14 +298,20 @@ def test_dead_code_restart_follows_the_single_device_run():
   re-seeds which code is a random choice, so that is all the two runs share there."""
   rng = np.random.default_rng(2)
   k, dim, patience, decay = 8, 3, 2, 0.9
-  kwargs = dict(codebook_size=k, embedding_dim=dim, decay=decay, init_from_first_batch=True,
-                dead_code_restart_steps=patience)
+  kwargs = dict(
+    codebook_size=k,
+    embedding_dim=dim,
+    decay=decay,
+    init_from_first_batch=True,
+    dead_code_restart_steps=patience,
+  )
   strategy = _strategy()
   with strategy.scope():
     dist_layer = vqlib.VectorQuantizer(**kwargs)
   single = vqlib.VectorQuantizer(**kwargs)
-  dist_step = tf.function(lambda x, m: strategy.run(
-      lambda v, mm: dist_layer(v, training=True, mask=mm), args=(x, m)))
+  dist_step = tf.function(
+    lambda x, m: strategy.run(lambda v, mm: dist_layer(v, training=True, mask=mm), args=(x, m))
+  )
   single_step = tf.function(lambda x, m: single(x, training=True, mask=m))
   restarted_any = 0
   for t in range(5):
@@ -275,8 +319,9 @@ def test_dead_code_restart_follows_the_single_device_run():
     # keeps exactly 4 of each, so 4 codes start near -10. Then only +10 is fed: those
     # go unused, and are restarted after `patience` steps.
     centres = np.where(np.arange(12) < 6, 10.0, -10.0 if t == 0 else 10.0)[:, None]
-    parts = [(centres + rng.standard_normal((12, dim))).astype(np.float32)
-             for _ in range(NUM_REPLICAS)]
+    parts = [
+      (centres + rng.standard_normal((12, dim))).astype(np.float32) for _ in range(NUM_REPLICAS)
+    ]
     # 9 kept rows per replica: at least K, so the K candidates are distinct rows.
     masks = [np.isin(np.arange(12), rng.permutation(12)[:9]) for _ in range(NUM_REPLICAS)]
     if t == 0:
@@ -306,8 +351,12 @@ def test_dead_code_restart_follows_the_single_device_run():
       np.testing.assert_allclose(value(layer.ema_count)[dead], 1.0)
       np.testing.assert_allclose(value(layer.ema_means_sum)[dead], codebook[dead], rtol=1e-6)
     for name in ("codebook", "ema_count", "ema_means_sum"):
-      np.testing.assert_allclose(_identical(getattr(dist_layer, name))[~dead],
-                                 getattr(single, name).numpy()[~dead], rtol=1e-5, atol=1e-6)
+      np.testing.assert_allclose(
+        _identical(getattr(dist_layer, name))[~dead],
+        getattr(single, name).numpy()[~dead],
+        rtol=1e-5,
+        atol=1e-6,
+      )
   assert restarted_any >= 4
   assert (_identical(dist_layer.codebook).mean(-1) > 0).all()  # none is left near -10
 
@@ -340,6 +389,7 @@ def test_vq_mode_follows_the_single_device_run():
       grads = tape.gradient(loss, dist_layer.trainable_weights)
       dist_opt.apply_gradients(zip(grads, dist_layer.trainable_weights))
       return out.loss, out.perplexity
+
     return strategy.run(fn, args=(x,))
 
   @tf.function
@@ -354,8 +404,9 @@ def test_vq_mode_follows_the_single_device_run():
     parts = [rng.standard_normal((10, 4)).astype(np.float32) for _ in range(NUM_REPLICAS)]
     losses, perplexities = dist_step(_per_replica(strategy, parts))
     ref_loss, ref_perplexity = single_step(np.concatenate(parts))
-    np.testing.assert_allclose(np.mean([v.numpy() for v in losses.values]), ref_loss.numpy(),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+      np.mean([v.numpy() for v in losses.values]), ref_loss.numpy(), rtol=1e-5
+    )
     for perplexity in perplexities.values:  # over the global batch
       np.testing.assert_allclose(perplexity.numpy(), ref_perplexity.numpy(), rtol=1e-5)
   codebook = _identical(dist_layer.codebook)

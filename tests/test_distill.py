@@ -9,11 +9,11 @@ import hashlib
 import json
 import os
 
-import gin
 import pytest
 import sacrebleu
 import tensorflow as tf
 
+import gin
 from t2t_vqem import distill as distill_lib
 from t2t_vqem import pipeline as pipeline_lib
 from t2t_vqem import registry
@@ -24,49 +24,52 @@ from t2t_vqem.train import trainer as trainer_lib
 NUM_TRAIN = 150
 SHARD_SIZE = 64  # 3 shards, the last one partial
 PROBLEM = [
-    "translate_grammar_ende.num_train = 150",
-    "translate_grammar_ende.num_eval = 12",
-    "translate_grammar_ende.vocab_size = 300",
+  "translate_grammar_ende.num_train = 150",
+  "translate_grammar_ende.num_eval = 12",
+  "translate_grammar_ende.vocab_size = 300",
 ]
 TEACHER = [
-    "Trainer.model = 'transformer'",
-    "Trainer.problem = 'translate_grammar_ende'",
-    "Trainer.train_steps = 2",
-    "Trainer.batch_tokens = 256",
-    "Trainer.eval_every = 0",
-    "Trainer.eval_bleu_examples = 0",
-    "Trainer.log_every = 1",
-    "transformer.hidden_size = 16",
-    "transformer.num_layers = 1",
-    "transformer.num_heads = 2",
-    "transformer.filter_size = 32",
-    "transformer.dropout = 0.0",
-    "transformer.max_decode_extra = 4",
-    "make_optimizer.warmup_steps = 2",
+  "Trainer.model = 'transformer'",
+  "Trainer.problem = 'translate_grammar_ende'",
+  "Trainer.train_steps = 2",
+  "Trainer.batch_tokens = 256",
+  "Trainer.eval_every = 0",
+  "Trainer.eval_bleu_examples = 0",
+  "Trainer.log_every = 1",
+  "transformer.hidden_size = 16",
+  "transformer.num_layers = 1",
+  "transformer.num_heads = 2",
+  "transformer.filter_size = 32",
+  "transformer.dropout = 0.0",
+  "transformer.max_decode_extra = 4",
+  "make_optimizer.warmup_steps = 2",
 ]
 # The pipeline's teacher trains long enough to get some words right (BLEU > 0).
-PIPELINE_TEACHER = ["Trainer.train_steps = 150", "make_optimizer.learning_rate = 0.02",
-                    "make_optimizer.warmup_steps = 10"]
+PIPELINE_TEACHER = [
+  "Trainer.train_steps = 150",
+  "make_optimizer.learning_rate = 0.02",
+  "make_optimizer.warmup_steps = 10",
+]
 STUDENT = [
-    "Trainer.model = 'latent_transformer_em'",
-    "Trainer.problem = 'translate_grammar_ende'",
-    "Trainer.train_steps = 2",
-    "Trainer.batch_tokens = 256",
-    "Trainer.eval_every = 0",
-    "Trainer.eval_bleu_examples = 4",
-    "Trainer.log_every = 1",
-    "latent_transformer_em.hidden_size = 16",
-    "latent_transformer_em.num_layers = 1",
-    "latent_transformer_em.num_heads = 2",
-    "latent_transformer_em.filter_size = 32",
-    "latent_transformer_em.dropout = 0.0",
-    "soft_em.codebook_size = 16",
-    "soft_em.init_from_first_batch = True",
-    "latent_transformer_em.compress_steps = 2",
-    "soft_em.num_samples = 3",
-    "latent_transformer_em.mask_startup_steps = 0",
-    "latent_transformer_em.latent_loss_start_step = 0",
-    "make_optimizer.warmup_steps = 2",
+  "Trainer.model = 'latent_transformer_em'",
+  "Trainer.problem = 'translate_grammar_ende'",
+  "Trainer.train_steps = 2",
+  "Trainer.batch_tokens = 256",
+  "Trainer.eval_every = 0",
+  "Trainer.eval_bleu_examples = 4",
+  "Trainer.log_every = 1",
+  "latent_transformer_em.hidden_size = 16",
+  "latent_transformer_em.num_layers = 1",
+  "latent_transformer_em.num_heads = 2",
+  "latent_transformer_em.filter_size = 32",
+  "latent_transformer_em.dropout = 0.0",
+  "soft_em.codebook_size = 16",
+  "soft_em.init_from_first_batch = True",
+  "latent_transformer_em.compress_steps = 2",
+  "soft_em.num_samples = 3",
+  "latent_transformer_em.mask_startup_steps = 0",
+  "latent_transformer_em.latent_loss_start_step = 0",
+  "make_optimizer.warmup_steps = 2",
 ]
 
 
@@ -92,15 +95,26 @@ def teardown_function():
 
 def grammar_sources():
   """The training sources, read from the grammar itself (not through the problem)."""
-  return [s for s, _ in grammar.generate_pairs("train", seed=1234, num_train=NUM_TRAIN,
-                                               num_eval=12)]
+  return [
+    s for s, _ in grammar.generate_pairs("train", seed=1234, num_train=NUM_TRAIN, num_eval=12)
+  ]
 
 
 def run_distill(teacher, out_dir, **kwargs):
   _, model, vocab, record = teacher
-  return distill_lib.distill(model, vocab, grammar_sources(), str(out_dir), record,
-                             "translate_grammar_ende", beam_size=2, batch_size=32,
-                             shard_size=SHARD_SIZE, progress=False, **kwargs)
+  return distill_lib.distill(
+    model,
+    vocab,
+    grammar_sources(),
+    str(out_dir),
+    record,
+    "translate_grammar_ende",
+    beam_size=2,
+    batch_size=32,
+    shard_size=SHARD_SIZE,
+    progress=False,
+    **kwargs,
+  )
 
 
 def search_outputs(model, vocab, sources, beam_size):
@@ -114,8 +128,11 @@ def search_outputs(model, vocab, sources, beam_size):
 
 
 def read_dir(path):
-  return {name: (path / name).read_text() for name in sorted(os.listdir(path))
-          if name.startswith("shard-")}
+  return {
+    name: (path / name).read_text()
+    for name in sorted(os.listdir(path))
+    if name.startswith("shard-")
+  }
 
 
 def test_one_target_per_training_source_and_info(tmp_path, teacher, data_dir):
@@ -145,8 +162,12 @@ def test_one_target_per_training_source_and_info(tmp_path, teacher, data_dir):
   # The problem wrapper serves them as training pairs, and the gold dev split.
   gin.clear_config()
   gin.parse_config("\n".join(PROBLEM))
-  problem = registry.build_problem("translate_distilled", base_problem="translate_grammar_ende",
-                                   distill_dir=str(tmp_path), data_dir=data_dir)
+  problem = registry.build_problem(
+    "translate_distilled",
+    base_problem="translate_grammar_ende",
+    distill_dir=str(tmp_path),
+    data_dir=data_dir,
+  )
   assert problem.vocab_path == vocab.path
   served = [(s.decode(), t.decode()) for s, t in problem.text_pairs("train").as_numpy_iterator()]
   assert served == pairs
@@ -180,15 +201,27 @@ def test_other_teacher_or_vocab_is_refused(tmp_path, teacher, data_dir):
   run_dir, model, vocab, record = teacher
   other = dict(record, step=record["step"] + 1)
   with pytest.raises(distill_lib.DistillMismatchError, match="made by teacher checkpoint"):
-    distill_lib.distill(model, vocab, grammar_sources(), str(tmp_path), other,
-                        "translate_grammar_ende", beam_size=2, shard_size=SHARD_SIZE,
-                        progress=False)
+    distill_lib.distill(
+      model,
+      vocab,
+      grammar_sources(),
+      str(tmp_path),
+      other,
+      "translate_grammar_ende",
+      beam_size=2,
+      shard_size=SHARD_SIZE,
+      progress=False,
+    )
   run_distill(teacher, tmp_path)
   # A student whose problem has another vocabulary (another vocab_size) is refused.
   gin.clear_config()
   gin.parse_config("\n".join(PROBLEM[:2] + ["translate_grammar_ende.vocab_size = 200"]))
-  problem = registry.build_problem("translate_distilled", base_problem="translate_grammar_ende",
-                                   distill_dir=str(tmp_path), data_dir=data_dir)
+  problem = registry.build_problem(
+    "translate_distilled",
+    base_problem="translate_grammar_ende",
+    distill_dir=str(tmp_path),
+    data_dir=data_dir,
+  )
   with pytest.raises(distill_lib.DistillMismatchError, match="made with vocabulary"):
     problem.text_pairs("train")
 
@@ -197,9 +230,16 @@ def test_pipeline_end_to_end_and_resume(tmp_path, data_dir):
   out = tmp_path / "run"
   teacher_gin = TEACHER + PIPELINE_TEACHER
   pipeline = pipeline_lib.Pipeline(
-      str(out), data_dir=data_dir, teacher_gin=teacher_gin, student_gin=STUDENT,
-      shared_gin=PROBLEM, distill_shard_size=100, bleu_sentences=6, latency_sentences=2,
-      evaluate_dev=True)
+    str(out),
+    data_dir=data_dir,
+    teacher_gin=teacher_gin,
+    student_gin=STUDENT,
+    shared_gin=PROBLEM,
+    distill_shard_size=100,
+    bleu_sentences=6,
+    latency_sentences=2,
+    evaluate_dev=True,
+  )
   # Interrupted in the distillation stage: the teacher is kept, distillation resumes.
   pipeline.train_teacher()
   assert not pipeline.distill(max_shards=1)["complete"]
@@ -208,8 +248,11 @@ def test_pipeline_end_to_end_and_resume(tmp_path, data_dir):
   saved = json.loads((out / "results.json").read_text())
   assert saved == json.loads(json.dumps(results))
   names = [row["model"] for row in saved["rows"]]
-  assert names == ["Transformer (greedy)", "Transformer (beam 4)",
-                   "latent_transformer_em + distillation"]
+  assert names == [
+    "Transformer (greedy)",
+    "Transformer (beam 4)",
+    "latent_transformer_em + distillation",
+  ]
   for row in saved["rows"]:
     assert 0.0 <= row["bleu"] <= 100.0 and row["latency_ms"] > 0
     assert row["bleu_sentences"] == 6 and row["latency_sentences"] == 2
@@ -231,20 +274,27 @@ def test_pipeline_end_to_end_and_resume(tmp_path, data_dir):
   # ... and the teacher rows' outputs are its greedy and beam-4 translations.
   problem, teacher_model, _ = trainer_lib.load_run(str(out / "teacher"), data_dir=data_dir)
   for name, beam_size in (("teacher_greedy", 1), ("teacher_beam4", 4)):
-    assert outputs[name] == search_outputs(teacher_model, problem.vocab,
-                                           [s for s, _ in gold_test], beam_size=beam_size)
+    assert outputs[name] == search_outputs(
+      teacher_model, problem.vocab, [s for s, _ in gold_test], beam_size=beam_size
+    )
   assert saved["rows"][0]["speedup_vs_greedy"] == pytest.approx(1.0)
   assert student["speedup_vs_beam"] == pytest.approx(
-      saved["rows"][1]["latency_ms"] / student["latency_ms"])
+    saved["rows"][1]["latency_ms"] / student["latency_ms"]
+  )
   assert len(distill_lib.read_pairs(str(out / "distill"))) == NUM_TRAIN
-  assert json.loads((out / "student" / "run_info.json").read_text())["problem"] == \
-      "translate_distilled"
+  assert (
+    json.loads((out / "student" / "run_info.json").read_text())["problem"] == "translate_distilled"
+  )
   table = (out / "results.md").read_text()
   assert "| Model | n_c | n_s | BLEU |" in table
   assert all(f"| {name} |" in table for name in names)
   # Rerunning a finished pipeline does nothing but print the table.
-  assert pipeline_lib.Pipeline(str(out), data_dir=data_dir, teacher_gin=teacher_gin,
-                               student_gin=STUDENT, shared_gin=PROBLEM).run() == saved
+  assert (
+    pipeline_lib.Pipeline(
+      str(out), data_dir=data_dir, teacher_gin=teacher_gin, student_gin=STUDENT, shared_gin=PROBLEM
+    ).run()
+    == saved
+  )
 
 
 def test_pipeline_config_is_recognised_and_restored():
@@ -260,27 +310,34 @@ def test_pipeline_config_is_recognised_and_restored():
   assert pipeline_lib.is_configured()
 
 
-@pytest.mark.parametrize("name", ["em_distill.gin", "em_distill_quickstart.gin",
-                                  "vq_distill.gin"])
+@pytest.mark.parametrize("name", ["em_distill.gin", "em_distill_quickstart.gin", "vq_distill.gin"])
 def test_shipped_pipeline_configs_name_valid_stages(name):
   from t2t_vqem.cli import common  # noqa: PLC0415
+
   gin.clear_config()
   common.parse_gin([name], [], finalize=False)
   assert pipeline_lib.is_configured()
   stages = {}
   for stage in ("teacher", "student"):
     items = gin.query_parameter(f"Pipeline.{stage}_gin")
-    with pipeline_lib.stage_config(list(items) + list(gin.query_parameter("Pipeline.shared_gin")
-                                                      if _bound("Pipeline.shared_gin") else [])):
+    with pipeline_lib.stage_config(
+      list(items)
+      + list(gin.query_parameter("Pipeline.shared_gin") if _bound("Pipeline.shared_gin") else [])
+    ):
       stages[stage] = (gin.query_parameter("Trainer.model"), gin.query_parameter("Trainer.problem"))
       if name == "em_distill.gin":  # the paper's WMT14 setup (§5.1)
-        expected = ({"transformer.hidden_size": 512, "transformer.num_layers": 6}
-                    if stage == "teacher" else
-                    {"latent_transformer_em.hidden_size": 512,
-                     "soft_em.codebook_size": 2 ** 12,
-                     "latent_transformer_em.compress_steps": 3,
-                     "soft_em.num_samples": 10,
-                     "soft_em.decay": 0.999, "soft_em.beta": 0.25})
+        expected = (
+          {"transformer.hidden_size": 512, "transformer.num_layers": 6}
+          if stage == "teacher"
+          else {
+            "latent_transformer_em.hidden_size": 512,
+            "soft_em.codebook_size": 2**12,
+            "latent_transformer_em.compress_steps": 3,
+            "soft_em.num_samples": 10,
+            "soft_em.decay": 0.999,
+            "soft_em.beta": 0.25,
+          }
+        )
         assert {k: gin.query_parameter(k) for k in expected} == expected
   assert stages["teacher"][0] == "transformer"
   assert stages["student"][0] in ("latent_transformer_em", "latent_transformer_vq")

@@ -9,18 +9,18 @@ import shutil
 import subprocess
 import sys
 
-import gin
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import gin
 from t2t_vqem import decode
 from t2t_vqem.train import trainer as trainer_lib
 
 SOURCES = ["The dog sleeps.", "A man reads a book.", "The woman sees the old dog."]
 TARGETS = ["Der Hund schläft.", "Ein Mann liest ein Buch.", "Die Frau sieht den alten Hund."]
 LONG = "The dog sleeps and the cat sees the man . " * 60  # far beyond 64 subwords
-LONGER = LONG + "A woman reads a book."                       # same first 64 subwords
+LONGER = LONG + "A woman reads a book."  # same first 64 subwords
 MAX_INPUT_LENGTH = 64  # translate_tsv.max_length below
 STEPS = 250  # both tiny models reproduce TARGETS exactly from about 150 steps on
 
@@ -93,9 +93,14 @@ print(json.dumps({"signatures": sorted(served.signatures), "results": results,
 
 
 def serve(export_dir, requests):
-  result = subprocess.run([sys.executable, "-c", SERVE, export_dir], input=json.dumps(requests),
-                          capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  result = subprocess.run(
+    [sys.executable, "-c", SERVE, export_dir],
+    input=json.dumps(requests),
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -110,8 +115,10 @@ def train_and_export(tmp, config, steps, export_at_end):
   tsv = tmp / "pairs.tsv"
   tsv.write_text("".join(f"{s}\t{t}\n" for s, t in zip(SOURCES, TARGETS)), encoding="utf-8")
   gin.clear_config()
-  gin.parse_config(KNOWN_PAIRS.format(tsv=tsv) + config + f"\nTrainer.train_steps = {steps}\n"
-                   f"Trainer.export_at_end = {export_at_end}\n")
+  gin.parse_config(
+    KNOWN_PAIRS.format(tsv=tsv) + config + f"\nTrainer.train_steps = {steps}\n"
+    f"Trainer.export_at_end = {export_at_end}\n"
+  )
   trainer = trainer_lib.Trainer(str(tmp / "run"), data_dir=str(tmp / "data"))
   trainer.train()
   # The model has learnt the pairs: its own greedy translations are the targets.
@@ -132,25 +139,30 @@ def texts(tensor):
 
 @pytest.fixture(scope="module")
 def transformer_export(tmp_path_factory):
-  return train_and_export(tmp_path_factory.mktemp("transformer"), TRANSFORMER, steps=STEPS,
-                          export_at_end=True)
+  return train_and_export(
+    tmp_path_factory.mktemp("transformer"), TRANSFORMER, steps=STEPS, export_at_end=True
+  )
 
 
 @pytest.fixture(scope="module")
 def latent_export(tmp_path_factory):
-  return train_and_export(tmp_path_factory.mktemp("latent"), LATENT, steps=STEPS,
-                          export_at_end=False)
+  return train_and_export(
+    tmp_path_factory.mktemp("latent"), LATENT, steps=STEPS, export_at_end=False
+  )
 
 
 def test_transformer_export_serves_the_known_translations(transformer_export):
   _, _, export_dir = transformer_export
-  out = serve(export_dir, [
+  out = serve(
+    export_dir,
+    [
       ["serving_default", {"sources": SOURCES}],
       ["serving_default", {"sources": SOURCES[::-1]}],
       ["serving_default", {"sources": ["", "   ", SOURCES[0]]}],
       ["serving_default", {"sources": [LONG, LONGER]}],
       ["serving_default", {"sources": []}],
-  ])
+    ],
+  )
   assert out["t2t_vqem_loaded"] == []
   assert out["signatures"] == ["serving_default"]
   translations, backwards, empty, long, none = [r["translations"] for r in out["results"]]
@@ -171,7 +183,7 @@ def test_latent_export_translates_encodes_and_decodes_codes(latent_export):
   assert codes.dtype == np.int32
   assert codes.shape == (3, max(-(-n // 2) for n in target_lengths))  # ceil(T / 2^n_c)
   for row, n in zip(codes, target_lengths):
-    assert (row[:-(-n // 2)] >= 0).all() and (row[-(-n // 2):] == -1).all()
+    assert (row[: -(-n // 2)] >= 0).all() and (row[-(-n // 2) :] == -1).all()
   assert (codes < model.num_codes).all()
   # Each code is the nearest codebook entry (numpy) of its compressed target position.
   inputs = tf.ragged.constant(decode.encode_texts(trainer.vocab, SOURCES)).to_tensor()
@@ -196,10 +208,13 @@ def test_latent_export_translates_encodes_and_decodes_codes(latent_export):
     return tf.where(tf.sequence_mask(count, tf.shape(found)[1]), found, -1)
 
   predicted = predicted_codes(inputs)
-  assert texts(server.translate_with_codes(tf.constant(SOURCES), predicted)["translations"]) \
-      == TARGETS
+  assert (
+    texts(server.translate_with_codes(tf.constant(SOURCES), predicted)["translations"]) == TARGETS
+  )
 
-  out = serve(export_dir, [
+  out = serve(
+    export_dir,
+    [
       ["serving_default", {"sources": SOURCES}],
       ["encode", {"sources": SOURCES, "targets": TARGETS}],
       ["translate_with_codes", {"sources": SOURCES, "codes": codes.tolist()}],
@@ -209,7 +224,8 @@ def test_latent_export_translates_encodes_and_decodes_codes(latent_export):
       ["translate_with_codes", {"sources": SOURCES[:1], "codes": [[model.num_codes]]}],
       ["translate_with_codes", {"sources": SOURCES[:2], "codes": [[0]]}],
       ["encode", {"sources": SOURCES[:2], "targets": TARGETS[:1]}],
-  ])
+    ],
+  )
   assert out["t2t_vqem_loaded"] == []
   assert out["signatures"] == ["encode", "serving_default", "translate_with_codes"]
   results = out["results"]
@@ -227,8 +243,9 @@ def test_saved_model_cli_lists_the_signatures(latent_export):
   cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
   if not os.path.exists(cli):
     pytest.skip("saved_model_cli is not installed next to this python")
-  result = subprocess.run([cli, "show", "--dir", latent_export[2], "--all"],
-                          capture_output=True, text=True, timeout=300)
+  result = subprocess.run(
+    [cli, "show", "--dir", latent_export[2], "--all"], capture_output=True, text=True, timeout=300
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   for name in ("serving_default", "encode", "translate_with_codes"):
     assert f"signature_def['{name}']" in result.stdout
@@ -240,18 +257,31 @@ def test_exporter_cli(transformer_export, tmp_path):
   run = trainer.output_dir
   data_dir = os.path.dirname(trainer.problem.problem_dir)
   result = subprocess.run(
-      [sys.executable, "-m", "t2t_vqem.cli.exporter", f"--output_dir={run}",
-       f"--data_dir={data_dir}", f"--export_dir={tmp_path / 'cli'}", "--max_input_length=8"],
-      capture_output=True, text=True, timeout=300)
+    [
+      sys.executable,
+      "-m",
+      "t2t_vqem.cli.exporter",
+      f"--output_dir={run}",
+      f"--data_dir={data_dir}",
+      f"--export_dir={tmp_path / 'cli'}",
+      "--max_input_length=8",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   assert "serving_default" in result.stdout
   info = json.loads((tmp_path / "cli" / "assets.extra" / "export_info.json").read_text())
   assert info["max_input_length"] == 8 and info["checkpoint"].endswith(f"ckpt-{STEPS}")
   assert (tmp_path / "cli" / "assets" / os.path.basename(trainer.problem.vocab_path)).is_file()
 
-  result = subprocess.run([sys.executable, "-m", "t2t_vqem.cli.exporter",
-                           f"--output_dir={tmp_path}"], capture_output=True, text=True,
-                          timeout=300)
+  result = subprocess.run(
+    [sys.executable, "-m", "t2t_vqem.cli.exporter", f"--output_dir={tmp_path}"],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode == 1 and "Traceback" not in result.stderr
   assert "a training run?" in result.stderr
 
@@ -312,19 +342,24 @@ def test_image_export_encodes_decodes_and_samples_without_t2t_vqem(tmp_path):
   bad_codes = codes.numpy().copy()
   bad_codes[0, 0, 0, 0] = 16
   requests = [
-      ["encode", {"images": [images.numpy().tolist(), "uint8"]}],
-      ["decode", {"codes": [codes.numpy().tolist(), "int32"]}],
-      ["sample", {"count": [2, "int32"], "seed": [7, "int32"]}],
-      ["sample", {"count": [2, "int32"], "seed": [7, "int32"]}],
-      ["decode", {"codes": [bad_codes.tolist(), "int32"]}],
-      ["sample", {"count": [-1, "int32"], "seed": [7, "int32"]}],
-      ["encode", {"images": [np.zeros([0, 32, 32, 3]).tolist(), "uint8"]}],
-      ["encode", {"images": [np.zeros([1, 16, 16, 3]).tolist(), "uint8"]}],
-      ["encode", {"images": [np.zeros([1, 32, 32, 3]).tolist(), "float32"]}],
+    ["encode", {"images": [images.numpy().tolist(), "uint8"]}],
+    ["decode", {"codes": [codes.numpy().tolist(), "int32"]}],
+    ["sample", {"count": [2, "int32"], "seed": [7, "int32"]}],
+    ["sample", {"count": [2, "int32"], "seed": [7, "int32"]}],
+    ["decode", {"codes": [bad_codes.tolist(), "int32"]}],
+    ["sample", {"count": [-1, "int32"], "seed": [7, "int32"]}],
+    ["encode", {"images": [np.zeros([0, 32, 32, 3]).tolist(), "uint8"]}],
+    ["encode", {"images": [np.zeros([1, 16, 16, 3]).tolist(), "uint8"]}],
+    ["encode", {"images": [np.zeros([1, 32, 32, 3]).tolist(), "float32"]}],
   ]
-  result = subprocess.run([sys.executable, "-c", SERVE_IMAGES, str(tmp_path / "run" / "export")],
-                          input=json.dumps(requests), capture_output=True, text=True,
-                          timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  result = subprocess.run(
+    [sys.executable, "-c", SERVE_IMAGES, str(tmp_path / "run" / "export")],
+    input=json.dumps(requests),
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   served = json.loads(result.stdout.strip().splitlines()[-1])
   assert served["signatures"] == ["decode", "encode", "sample", "serving_default"]

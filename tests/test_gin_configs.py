@@ -2,11 +2,10 @@
 
 import pathlib
 
-import gin
 import pytest
 
-from t2t_vqem import config
-from t2t_vqem import registry
+import gin
+from t2t_vqem import config, registry
 
 config.register_everything()
 CONFIGS = sorted(p.name for p in pathlib.Path(config.PACKAGE_GIN_DIR).glob("*.gin"))
@@ -18,8 +17,10 @@ def test_shipped_config_parses_and_names_registered_things(name):
   try:
     config.parse_gin([name], [], finalize=False)
     try:
-      model, problem = (gin.query_parameter("Trainer.model"),
-                        gin.query_parameter("Trainer.problem"))
+      model, problem = (
+        gin.query_parameter("Trainer.model"),
+        gin.query_parameter("Trainer.problem"),
+      )
     except ValueError:
       return  # a pipeline config names its stages' configs instead
     registry.model(model)

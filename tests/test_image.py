@@ -2,13 +2,13 @@
 
 import math
 
-import gin
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+import gin
 from t2t_vqem import pictures, registry
 from t2t_vqem.layers import compression
 from t2t_vqem.layers import transformer as layers
@@ -16,10 +16,18 @@ from t2t_vqem.models import image_vqvae
 from t2t_vqem.problems import shapes
 from t2t_vqem.train import trainer as trainer_lib
 
-TINY = dict(hidden_size=16, latents_per_position=2, latent_dim=8,
-            bottleneck_args={"codebook_size": 16, "init_from_first_batch": True},
-            prior_hidden_size=16, prior_layers=2, prior_heads=2, prior_filter_size=32,
-            prior_block_length=16, prior_dropout=0.0)
+TINY = dict(
+  hidden_size=16,
+  latents_per_position=2,
+  latent_dim=8,
+  bottleneck_args={"codebook_size": 16, "init_from_first_batch": True},
+  prior_hidden_size=16,
+  prior_layers=2,
+  prior_heads=2,
+  prior_filter_size=32,
+  prior_block_length=16,
+  prior_dropout=0.0,
+)
 
 
 def _images(count, seed=0):
@@ -30,14 +38,15 @@ def _images(count, seed=0):
 
 
 def test_embedded_shapes_are_deterministic_and_splits_disjoint(tmp_path):
-  problem = registry.build_problem("image_shapes", data_dir=str(tmp_path), num_train=300,
-                                   num_eval=40)
+  problem = registry.build_problem(
+    "image_shapes", data_dir=str(tmp_path), num_train=300, num_eval=40
+  )
   train = np.stack([f["targets"] for f in problem.examples("train").as_numpy_iterator()])
   assert train.shape == (300, 32, 32, 3) and train.dtype == np.uint8
-  again = registry.build_problem("image_shapes", data_dir=str(tmp_path), num_train=300,
-                                 num_eval=40)
+  again = registry.build_problem("image_shapes", data_dir=str(tmp_path), num_train=300, num_eval=40)
   np.testing.assert_array_equal(
-      train, np.stack([f["targets"] for f in again.examples("train").as_numpy_iterator()]))
+    train, np.stack([f["targets"] for f in again.examples("train").as_numpy_iterator()])
+  )
   seen = {row.tobytes() for row in train}
   for split in ("dev", "test"):
     rows = [f["targets"] for f in problem.examples(split).as_numpy_iterator()]
@@ -60,8 +69,9 @@ def test_drop_seen_removes_pictures_already_in_train():
 
 
 def test_image_batches_split_evenly_and_keep_the_eval_remainder(tmp_path):
-  problem = registry.build_problem("image_shapes", data_dir=str(tmp_path), num_train=50,
-                                   num_eval=10)
+  problem = registry.build_problem(
+    "image_shapes", data_dir=str(tmp_path), num_train=50, num_eval=10
+  )
   train = next(iter(problem.batches("train", 7, shuffle=True, repeat=True, num_replicas=2)))
   assert train["targets"].shape == (6, 32, 32, 3)  # rounded down to a multiple of 2
   sizes = [b["targets"].shape[0] for b in problem.batches("dev", 4)]
@@ -120,8 +130,7 @@ def test_encode_is_the_brute_force_nearest_code():
   z_e = model.encode_continuous(images).numpy().reshape(-1, 8)
   codebook = model.bottleneck.codebook.numpy()
   distances = ((z_e[:, None, :] - codebook[None]) ** 2).sum(-1)
-  np.testing.assert_array_equal(model.encode(images).numpy().reshape(-1),
-                                distances.argmin(1))
+  np.testing.assert_array_equal(model.encode(images).numpy().reshape(-1), distances.argmin(1))
 
 
 def test_local_causal_bias_is_the_local_window():
@@ -194,15 +203,16 @@ def test_loss_terms_match_numpy_likelihoods():
   # The §5.2 bound by hand: (l_r n_x + l_p n_z) / n_x * log2(e), n_x = 32*32*3, n_z = 8*8*2.
   expected = (l_r * 3072 + l_p * 128) / 3072 / math.log(2)
   assert mean(extra["bits_per_dim"]) == pytest.approx(expected, rel=1e-4)
-  assert mean(extra["bits_per_dim_reconstruction"]) + mean(extra["bits_per_dim_prior"]) == \
-      pytest.approx(expected, rel=1e-4)
+  assert mean(extra["bits_per_dim_reconstruction"]) + mean(
+    extra["bits_per_dim_prior"]
+  ) == pytest.approx(expected, rel=1e-4)
 
 
 def test_picture_grid_layout():
   rows = np.arange(2 * 3 * 4 * 5 * 3).reshape(2, 3, 4, 5, 3).astype(np.uint8)
   grid = pictures.grid(rows, border=1)
   assert grid.shape == (2 * 5 + 1, 3 * 6 + 1, 3)
-  np.testing.assert_array_equal(grid[1 + 5:1 + 5 + 4, 1 + 2 * 6:1 + 2 * 6 + 5], rows[1, 2])
+  np.testing.assert_array_equal(grid[1 + 5 : 1 + 5 + 4, 1 + 2 * 6 : 1 + 2 * 6 + 5], rows[1, 2])
   assert (grid[0] == 255).all() and (grid[:, 0] == 255).all()
   with pytest.raises(ValueError, match="rows, pictures"):
     pictures.grid(rows[0])
@@ -237,10 +247,12 @@ make_optimizer.warmup_steps = 10
   after = trainer.evaluate("test")
   gin.clear_config()
   assert before["bits_per_dim"] == pytest.approx(
-      before["bits_per_dim_reconstruction"] + before["bits_per_dim_prior"], rel=1e-5)
+    before["bits_per_dim_reconstruction"] + before["bits_per_dim_prior"], rel=1e-5
+  )
   assert after["bits_per_dim"] < before["bits_per_dim"] - 0.3, (before, after)
   assert after["usage"] * 16 > 1
-  picture = tf.io.decode_png(tf.io.read_file(
-      str(tmp_path / "run" / "pictures" / "reconstructions-60.png"))).numpy()
+  picture = tf.io.decode_png(
+    tf.io.read_file(str(tmp_path / "run" / "pictures" / "reconstructions-60.png"))
+  ).numpy()
   assert picture.shape == (2 * 34 + 2, 3 * 34 + 2, 3)  # originals over reconstructions
   assert (tmp_path / "run" / "pictures" / "samples-60.png").exists()

@@ -1,20 +1,27 @@
 """Latent Transformer: compress/decompress shapes and masks, batched == batch-1 decode,
 overfitting to exact reconstruction, hard and soft EM training on the embedded problem."""
 
-import gin
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import gin
 from t2t_vqem.layers import compression
 from t2t_vqem.models import latent_transformer
 from t2t_vqem.train import trainer as trainer_lib
 
-TINY = dict(hidden_size=32, num_layers=1, num_heads=2, filter_size=64, dropout=0.0,
-            bottleneck_args={"codebook_size": 16, "init_from_first_batch": True},
-            compress_steps=2, mask_startup_steps=0,
-            latent_loss_start_step=0)
+TINY = dict(
+  hidden_size=32,
+  num_layers=1,
+  num_heads=2,
+  filter_size=64,
+  dropout=0.0,
+  bottleneck_args={"codebook_size": 16, "init_from_first_batch": True},
+  compress_steps=2,
+  mask_startup_steps=0,
+  latent_loss_start_step=0,
+)
 
 
 @pytest.mark.parametrize("length", [1, 5, 8, 13])
@@ -35,13 +42,15 @@ def test_compress_decompress_shapes_and_padding_invariance(length):
   assert z.shape == (1, padded_length // 8, hidden)
   assert latent_mask.numpy().sum() == -(-length // 8)
   # The same sequence inside a batch padded to 24 more positions gives the same latents.
-  batch = tf.concat([tf.pad(alone, [[0, 0], [0, 24], [0, 0]]),
-                     tf.random.normal([1, padded_length + 24, hidden])], 0)
-  batch_mask = tf.concat([tf.pad(mask, [[0, 0], [0, 24]]),
-                          tf.ones([1, padded_length + 24], tf.bool)], 0)
+  batch = tf.concat(
+    [tf.pad(alone, [[0, 0], [0, 24], [0, 0]]), tf.random.normal([1, padded_length + 24, hidden])], 0
+  )
+  batch_mask = tf.concat(
+    [tf.pad(mask, [[0, 0], [0, 24]]), tf.ones([1, padded_length + 24], tf.bool)], 0
+  )
   z_batch = compress(batch, padding_mask=batch_mask)
-  np.testing.assert_allclose(z_batch[0, :z.shape[1]], z[0], atol=1e-5)
-  assert not np.any(z_batch[0, z.shape[1]:].numpy())
+  np.testing.assert_allclose(z_batch[0, : z.shape[1]], z[0], atol=1e-5)
+  assert not np.any(z_batch[0, z.shape[1] :].numpy())
   y = decompress(z, padding_mask=latent_mask)
   assert y.shape == (1, padded_length, hidden)
   up = compression.upsample_mask(latent_mask, steps).numpy()[0]
@@ -81,7 +90,8 @@ def _overfit(model, features, steps):
 def overfit_model():
   keras.utils.set_random_seed(1)
   model = latent_transformer.LatentTransformerVq(
-      vocab_size=12, **dict(TINY, bottleneck_args=dict(TINY["bottleneck_args"], decay=0.9)))
+    vocab_size=12, **dict(TINY, bottleneck_args=dict(TINY["bottleneck_args"], decay=0.9))
+  )
   features = _pairs(6, 9, 12)
   _overfit(model, features, 400)
   return model, features
@@ -91,8 +101,8 @@ def test_tiny_model_overfits_to_exact_reconstruction(overfit_model):
   model, features = overfit_model
   reconstructed = model.reconstruct(features["inputs"], features["targets"]).numpy()
   targets = features["targets"].numpy()
-  np.testing.assert_array_equal(reconstructed[:, :targets.shape[1]], targets)
-  assert not reconstructed[:, targets.shape[1]:].any()
+  np.testing.assert_array_equal(reconstructed[:, : targets.shape[1]], targets)
+  assert not reconstructed[:, targets.shape[1] :].any()
 
 
 @pytest.mark.parametrize("beam_size", [1, 3])
@@ -101,10 +111,11 @@ def test_batched_decode_equals_batch_one(overfit_model, beam_size):
   inputs = features["inputs"].numpy()
   batched = model.decode(inputs, beam_size=beam_size).numpy()
   for row, source in enumerate(inputs):
-    alone = model.decode(source[None, :int((source > 0).sum())], beam_size=beam_size).numpy()[0]
+    alone = model.decode(source[None, : int((source > 0).sum())], beam_size=beam_size).numpy()[0]
     width = max(len(alone), batched.shape[1])
-    np.testing.assert_array_equal(np.pad(alone, (0, width - len(alone))),
-                                  np.pad(batched[row], (0, width - batched.shape[1])))
+    np.testing.assert_array_equal(
+      np.pad(alone, (0, width - len(alone))), np.pad(batched[row], (0, width - batched.shape[1]))
+    )
   # Every decoded row is a sequence of tokens ending with EOS then PAD.
   for row in batched:
     n = int((row > 0).sum())
@@ -113,7 +124,8 @@ def test_batched_decode_equals_batch_one(overfit_model, beam_size):
 
 def test_schedule_gold_rate_and_latent_loss_start():
   model = latent_transformer.LatentTransformerEm(
-      vocab_size=12, **dict(TINY, mask_startup_steps=100, latent_loss_start_step=50))
+    vocab_size=12, **dict(TINY, mask_startup_steps=100, latent_loss_start_step=50)
+  )
   assert [float(model.gold_rate(s)) for s in (0, 50, 100, 200)] == [1.0, 0.5, 0.0, 0.0]
   features = _pairs(3, 6, 12)
   before, _ = model.loss_terms(features, training=False, step=49)
@@ -148,8 +160,12 @@ make_optimizer.warmup_steps = 50
 @pytest.mark.parametrize("model", ["latent_transformer_vq", "latent_transformer_em"])
 def test_hard_and_soft_em_train_on_the_embedded_problem(tmp_path_factory, model):
   gin.clear_config()
-  sizes = "\n".join(f"{model}.{k} = {v!r}" for k, v in
-                    dict(TINY, bottleneck_args={"codebook_size": 64, "init_from_first_batch": True}).items())
+  sizes = "\n".join(
+    f"{model}.{k} = {v!r}"
+    for k, v in dict(
+      TINY, bottleneck_args={"codebook_size": 64, "init_from_first_batch": True}
+    ).items()
+  )
   gin.parse_config(TRAIN + f"Trainer.model = '{model}'\n{sizes}\n")
   data_dir = str(tmp_path_factory.getbasetemp() / "data")
   trainer = trainer_lib.Trainer(str(tmp_path_factory.mktemp(model)), data_dir=data_dir)
@@ -187,7 +203,7 @@ def test_latent_count_limit_binds_per_row(beam_size):
   rng = np.random.RandomState(4)
   inputs = np.zeros([len(lengths), lengths.max()], np.int32)
   for row, n in enumerate(lengths):
-    inputs[row, :n - 1] = rng.randint(3, 12, size=n - 1)
+    inputs[row, : n - 1] = rng.randint(3, 12, size=n - 1)
     inputs[row, n - 1] = 1  # EOS
   expected = np.ceil((lengths + extra) / factor).astype(int)  # [1 1 2 3 3 4]
   _, _, codes, count = model.source_latents(inputs, beam_size=beam_size)
@@ -197,13 +213,12 @@ def test_latent_count_limit_binds_per_row(beam_size):
   for row, n in enumerate(expected):
     assert (codes[row, :n] < model.num_codes).all() and not codes[row, n:].any()
   # A given max_decode_length binds every row alike: ceil(10 / 4) = 3 latents.
-  _, _, codes, count = model.source_latents(inputs, beam_size=beam_size,
-                                            max_decode_length=10)
+  _, _, codes, count = model.source_latents(inputs, beam_size=beam_size, max_decode_length=10)
   np.testing.assert_array_equal(count.numpy(), [3] * len(lengths))
   # decode() gives each row at most its latents' 2^n_c tokens per latent.
   ids = model.decode(inputs, beam_size=beam_size).numpy()
   for row, n in enumerate(expected):
-    assert not ids[row, n * factor:].any()
+    assert not ids[row, n * factor :].any()
 
 
 def test_batched_decode_equals_batch_one_when_the_length_limit_binds():
@@ -213,7 +228,8 @@ def test_batched_decode_equals_batch_one_when_the_length_limit_binds():
   inputs = _pairs(4, 12, 12, seed=5)["inputs"].numpy()
   batched = model.decode(inputs).numpy()
   for row, source in enumerate(inputs):
-    alone = model.decode(source[None, :int((source > 0).sum())]).numpy()[0]
+    alone = model.decode(source[None, : int((source > 0).sum())]).numpy()[0]
     width = max(len(alone), batched.shape[1])
-    np.testing.assert_array_equal(np.pad(alone, (0, width - len(alone))),
-                                  np.pad(batched[row], (0, width - batched.shape[1])))
+    np.testing.assert_array_equal(
+      np.pad(alone, (0, width - len(alone))), np.pad(batched[row], (0, width - batched.shape[1]))
+    )

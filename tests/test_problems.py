@@ -9,10 +9,14 @@ from t2t_vqem import registry
 from t2t_vqem.problems import problem as problem_lib
 from t2t_vqem.problems import vocab as vocab_lib
 
-PAIRS = [("the dog sleeps .", "der Hund schläft ."),
-         ("the cat sees the dog .", "die Katze sieht den Hund ."),
-         ("a man reads a long book because he is tired .",
-          "ein Mann liest ein langes Buch , weil er müde ist .")]
+PAIRS = [
+  ("the dog sleeps .", "der Hund schläft ."),
+  ("the cat sees the dog .", "die Katze sieht den Hund ."),
+  (
+    "a man reads a long book because he is tired .",
+    "ein Mann liest ein langes Buch , weil er müde ist .",
+  ),
+]
 
 
 def _write_tsv(path, pairs):
@@ -21,11 +25,14 @@ def _write_tsv(path, pairs):
 
 
 def _tsv_problem(tmp_path, **kwargs):
-  paths = {f"{split}_path": _write_tsv(tmp_path / f"{split}.tsv", PAIRS * n)
-           for split, n in (("train", 20), ("dev", 1), ("test", 1))}
+  paths = {
+    f"{split}_path": _write_tsv(tmp_path / f"{split}.tsv", PAIRS * n)
+    for split, n in (("train", 20), ("dev", 1), ("test", 1))
+  }
   paths.update(kwargs)
-  return registry.build_problem("translate_tsv", data_dir=str(tmp_path / "data"),
-                                vocab_size=300, **paths)
+  return registry.build_problem(
+    "translate_tsv", data_dir=str(tmp_path / "data"), vocab_size=300, **paths
+  )
 
 
 def test_tsv_pairs_and_examples_end_with_eos(tmp_path):
@@ -59,8 +66,9 @@ def test_tsv_missing_and_empty_files(tmp_path):
 
 
 def test_batches_respect_token_budget_and_replicas(tmp_path):
-  problem = registry.build_problem("translate_grammar_ende", data_dir=str(tmp_path),
-                                   num_train=2000, num_eval=200, vocab_size=500)
+  problem = registry.build_problem(
+    "translate_grammar_ende", data_dir=str(tmp_path), num_train=2000, num_eval=200, vocab_size=500
+  )
   budget, seen = 256, 0
   for batch in problem.batches("dev", budget, num_replicas=2).as_numpy_iterator():
     inputs, targets = batch["inputs"], batch["targets"]
@@ -76,8 +84,12 @@ def test_batches_respect_token_budget_and_replicas(tmp_path):
       assert row[n - 1] == vocab_lib.EOS_ID and not row[n:].any()
   expected = sum(1 for f in problem.examples("dev").as_numpy_iterator())
   assert seen == expected
-  full = [b["inputs"].shape[0] for b in problem.batches(
-      "train", budget, repeat=True, num_replicas=2).take(30).as_numpy_iterator()]
+  full = [
+    b["inputs"].shape[0]
+    for b in problem.batches("train", budget, repeat=True, num_replicas=2)
+    .take(30)
+    .as_numpy_iterator()
+  ]
   assert all(n % 2 == 0 for n in full)
 
 
@@ -88,8 +100,9 @@ def test_bucket_boundaries_are_increasing_and_below_max():
 
 
 def test_wmt_through_tfds_mock_data_translates_english_to_german(tmp_path):
-  problem = registry.build_problem("translate_ende_wmt", data_dir=str(tmp_path),
-                                   vocab_size=200, download=False)
+  problem = registry.build_problem(
+    "translate_ende_wmt", data_dir=str(tmp_path), vocab_size=200, download=False
+  )
   with tfds.testing.mock_data(num_examples=12):
     pairs = list(problem.text_pairs("test").as_numpy_iterator())
     raw = list(tfds.load("wmt14_translate/de-en", split="test").as_numpy_iterator())
@@ -104,9 +117,13 @@ def test_wmt_through_tfds_mock_data_translates_english_to_german(tmp_path):
 
 
 def _grammar_problem(tmp_path_factory):
-  return registry.build_problem("translate_grammar_ende",
-                                data_dir=str(tmp_path_factory.getbasetemp() / "data"),
-                                num_train=300, num_eval=20, vocab_size=300)
+  return registry.build_problem(
+    "translate_grammar_ende",
+    data_dir=str(tmp_path_factory.getbasetemp() / "data"),
+    num_train=300,
+    num_eval=20,
+    vocab_size=300,
+  )
 
 
 def test_text_problem_counts_target_tokens_and_batches_by_tokens(tmp_path_factory):
@@ -121,8 +138,7 @@ def test_text_problem_counts_target_tokens_and_batches_by_tokens(tmp_path_factor
 
 
 def test_image_problem_counts_pictures_and_batches_by_pictures(tmp_path):
-  problem = registry.build_problem("image_shapes", data_dir=str(tmp_path), num_train=10,
-                                   num_eval=5)
+  problem = registry.build_problem("image_shapes", data_dir=str(tmp_path), num_train=10, num_eval=5)
   assert problem.item_unit == "images" and problem.reports_test_results
   assert problem.batch_amount(batch_tokens=512, batch_size=8) == 8
   assert problem.dummy_features()["targets"].shape == (1, 32, 32, 3)

@@ -4,21 +4,23 @@ import subprocess
 import sys
 import textwrap
 
-import gin
 import pytest
 
+import gin
 from t2t_vqem import registry
 
 
 def test_default_name_is_snake_case_of_the_class():
   class TranslateFooBarXY:
     pass
+
   assert registry.default_name(TranslateFooBarXY) == "translate_foo_bar_xy"
 
 
 def test_builtin_names_are_registered():
   assert {"translate_ende_wmt", "translate_tsv", "translate_grammar_ende"} <= set(
-      registry.list_problems())
+    registry.list_problems()
+  )
   assert "transformer" in registry.list_models()
 
 
@@ -27,7 +29,9 @@ def test_duplicate_name_is_an_error():
   class First:
     def __init__(self, data_dir=None):
       pass
+
   with pytest.raises(registry.RegistryError, match="already registered"):
+
     @registry.register_problem("test_dup_problem")
     class Second:
       def __init__(self, data_dir=None):
@@ -47,6 +51,7 @@ def test_registered_class_is_gin_configurable_by_name():
   class GinModel:
     def __init__(self, vocab_size, width=3):
       self.vocab_size, self.width = vocab_size, width
+
   with gin.unlock_config():
     gin.parse_config("test_gin_model.width = 7")
   try:
@@ -59,14 +64,16 @@ def test_registered_class_is_gin_configurable_by_name():
 
 
 def test_import_module_registers_a_user_problem(tmp_path):
-  (tmp_path / "my_plugin.py").write_text(textwrap.dedent("""
+  (tmp_path / "my_plugin.py").write_text(
+    textwrap.dedent("""
       from t2t_vqem import registry
       @registry.register_problem
       class MyPluginProblem:
         '''A user's problem.'''
         def __init__(self, data_dir=None):
           pass
-  """))
+  """)
+  )
   registry.import_modules([str(tmp_path / "my_plugin.py")])
   assert "my_plugin_problem" in registry.list_problems()
   assert "my_plugin_problem" in registry.help_string()
@@ -79,14 +86,18 @@ def test_import_of_a_broken_module_is_a_one_line_error(tmp_path):
 
 
 def _trainer(*args):
-  return subprocess.run([sys.executable, "-m", "t2t_vqem.cli.trainer", *args],
-                        capture_output=True, text=True, timeout=300)
+  return subprocess.run(
+    [sys.executable, "-m", "t2t_vqem.cli.trainer", *args],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
 
 
 def test_cli_registry_help_lists_problems_and_models_including_plugins(tmp_path):
   (tmp_path / "plug.py").write_text(
-      "from t2t_vqem import registry\n"
-      "@registry.register_model\nclass PlugModel:\n  '''Plugged.'''\n")
+    "from t2t_vqem import registry\n@registry.register_model\nclass PlugModel:\n  '''Plugged.'''\n"
+  )
   result = _trainer("--registry_help", f"--import={tmp_path / 'plug.py'}")
   assert result.returncode == 0, result.stderr
   for name in ("transformer", "translate_ende_wmt", "translate_grammar_ende", "plug_model"):
@@ -103,13 +114,20 @@ def test_cli_errors_are_one_line(tmp_path):
   assert result.returncode == 1 and "Traceback" not in result.stderr
   assert "does_not_exist.gin" in result.stderr.strip().splitlines()[-1]
 
-  result = _trainer(f"--output_dir={tmp_path}", "--gin_file=transformer_quickstart.gin",
-                    "--gin_param=Trainer.model = 'transfomer'", "--gin_param=Trainer.train_steps = 1")
+  result = _trainer(
+    f"--output_dir={tmp_path}",
+    "--gin_file=transformer_quickstart.gin",
+    "--gin_param=Trainer.model = 'transfomer'",
+    "--gin_param=Trainer.train_steps = 1",
+  )
   assert result.returncode == 1 and "Traceback" not in result.stderr
   assert "Did you mean 'transformer'?" in result.stderr
 
-  result = _trainer(f"--output_dir={tmp_path}", "--gin_file=transformer_quickstart.gin",
-                    "--gin_param=Trainer.no_such_param = 1")
+  result = _trainer(
+    f"--output_dir={tmp_path}",
+    "--gin_file=transformer_quickstart.gin",
+    "--gin_param=Trainer.no_such_param = 1",
+  )
   assert result.returncode == 1 and "no_such_param" in result.stderr
 
 
@@ -159,10 +177,15 @@ def test_model_interface_is_the_declared_one_and_chooses_the_export():
 
 
 def test_the_built_in_models_declare_their_interfaces():
-  expected = {"transformer": "translation", "latent_transformer": "latent_translation",
-              "latent_transformer_vq": "latent_translation",
-              "latent_transformer_em": "latent_translation", "image_vqvae": "image",
-              "image_vqvae_vq": "image", "image_vqvae_em": "image"}
+  expected = {
+    "transformer": "translation",
+    "latent_transformer": "latent_translation",
+    "latent_transformer_vq": "latent_translation",
+    "latent_transformer_em": "latent_translation",
+    "image_vqvae": "image",
+    "image_vqvae_vq": "image",
+    "image_vqvae_em": "image",
+  }
   assert {name: registry.model(name).interface for name in expected} == expected
 
   class Undeclared:

@@ -3,10 +3,10 @@
 import os
 import re
 
-import gin
 import numpy as np
 import pytest
 
+import gin
 from t2t_vqem import registry
 from t2t_vqem.train import trainer as trainer_lib
 
@@ -55,8 +55,9 @@ def teardown_function():
 
 def test_logged_values_are_means_over_the_logging_window(tmp_path, data_dir):
   """train() logs (and returns) the mean of each value over log_every steps."""
-  windowed = make_trainer(tmp_path / "a", data_dir, "Trainer.train_steps = 3",
-                          "Trainer.log_every = 3")
+  windowed = make_trainer(
+    tmp_path / "a", data_dir, "Trainer.train_steps = 3", "Trainer.log_every = 3"
+  )
   logged = windowed.train()
   stepped = make_trainer(tmp_path / "b", data_dir)
   losses = train_losses(stepped, 3)
@@ -76,16 +77,19 @@ def test_gin_values_reach_the_model_and_the_operative_config(tmp_path, data_dir)
 
 
 def test_resume_continues_exactly_where_it_stopped(tmp_path, data_dir):
-  straight = make_trainer(tmp_path / "a", data_dir, "Trainer.train_steps = 6",
-                          "Trainer.checkpoint_every = 3")
+  straight = make_trainer(
+    tmp_path / "a", data_dir, "Trainer.train_steps = 6", "Trainer.checkpoint_every = 3"
+  )
   straight.train()
 
-  first = make_trainer(tmp_path / "b", data_dir, "Trainer.train_steps = 3",
-                       "Trainer.checkpoint_every = 3")
+  first = make_trainer(
+    tmp_path / "b", data_dir, "Trainer.train_steps = 3", "Trainer.checkpoint_every = 3"
+  )
   first.train()
   at_three = weights(first)
-  resumed = make_trainer(tmp_path / "b", data_dir, "Trainer.train_steps = 6",
-                         "Trainer.checkpoint_every = 3")
+  resumed = make_trainer(
+    tmp_path / "b", data_dir, "Trainer.train_steps = 6", "Trainer.checkpoint_every = 3"
+  )
   assert resumed.restore() == 3
   for saved, restored in zip(at_three, weights(resumed)):
     np.testing.assert_array_equal(saved, restored)
@@ -98,12 +102,20 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, data_dir):
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_two_replicas_follow_one_replica_on_the_same_global_batch(tmp_path, data_dir, optimizer):
-  common = ["Trainer.batch_multiple = 2", f"make_optimizer.name = '{optimizer}'",
-            "make_optimizer.learning_rate = 0.05"]
+  common = [
+    "Trainer.batch_multiple = 2",
+    f"make_optimizer.name = '{optimizer}'",
+    "make_optimizer.learning_rate = 0.05",
+  ]
   one = make_trainer(tmp_path / "one", data_dir, "make_strategy.name = 'default'", *common)
   one_losses, one_weights = train_losses(one, 5), weights(one)
-  two = make_trainer(tmp_path / "two", data_dir, "make_strategy.name = 'mirrored'",
-                     "make_strategy.devices = ['CPU:0', 'CPU:1']", *common)
+  two = make_trainer(
+    tmp_path / "two",
+    data_dir,
+    "make_strategy.name = 'mirrored'",
+    "make_strategy.devices = ['CPU:0', 'CPU:1']",
+    *common,
+  )
   assert two.num_replicas == 2
   two_losses, two_weights = train_losses(two, 5), weights(two)
   np.testing.assert_allclose(one_losses, two_losses, rtol=1e-4)
@@ -122,8 +134,9 @@ def test_output_dir_of_another_model_is_refused(tmp_path, data_dir):
     def __init__(self, vocab_size):
       pass
 
-  with pytest.raises(trainer_lib.OutputDirError,
-                     match="holds a checkpoint of model 'transformer'") as info:
+  with pytest.raises(
+    trainer_lib.OutputDirError, match="holds a checkpoint of model 'transformer'"
+  ) as info:
     make_trainer(tmp_path, data_dir, "Trainer.model = 'test_other_model'")
   # It names the Gin parameter that would fit the directory, as a binding Gin accepts.
   binding = re.search(r"or (\S+ = '\w+')", str(info.value)).group(1)
@@ -135,8 +148,9 @@ def test_output_dir_of_another_model_is_refused(tmp_path, data_dir):
 
 def test_checkpoint_of_other_sizes_is_refused(tmp_path, data_dir):
   make_trainer(tmp_path, data_dir, "Trainer.train_steps = 1").train()
-  bigger = make_trainer(tmp_path, data_dir, "Trainer.train_steps = 2",
-                        "transformer.hidden_size = 24")
+  bigger = make_trainer(
+    tmp_path, data_dir, "Trainer.train_steps = 2", "transformer.hidden_size = 24"
+  )
   with pytest.raises(trainer_lib.OutputDirError, match="does not match"):
     bigger.train()
 
@@ -144,8 +158,9 @@ def test_checkpoint_of_other_sizes_is_refused(tmp_path, data_dir):
 def test_load_run_builds_the_runs_model_and_gives_the_global_config_back(tmp_path, data_dir):
   make_trainer(tmp_path, data_dir, "Trainer.train_steps = 1").train()
   gin.clear_config()
-  gin.parse_config("transformer.hidden_size = 24\ntransformer.num_layers = 3\n"
-                   "Trainer.model = 'some_other_model'")
+  gin.parse_config(
+    "transformer.hidden_size = 24\ntransformer.num_layers = 3\nTrainer.model = 'some_other_model'"
+  )
   before = gin.config_str()
   problem, model, path = trainer_lib.load_run(str(tmp_path), data_dir=data_dir)
   assert gin.config_str() == before
@@ -164,7 +179,8 @@ def test_load_run_builds_the_runs_model_and_gives_the_global_config_back(tmp_pat
 def test_load_run_applies_extra_bindings_over_the_runs_config(tmp_path, data_dir):
   make_trainer(tmp_path, data_dir, "Trainer.train_steps = 1").train()
   gin.clear_config()
-  problem, _, _ = trainer_lib.load_run(str(tmp_path), data_dir=data_dir,
-                                       gin_params=["translate_grammar_ende.num_eval = 7"])
+  problem, _, _ = trainer_lib.load_run(
+    str(tmp_path), data_dir=data_dir, gin_params=["translate_grammar_ende.num_eval = 7"]
+  )
   assert problem.num_eval == 7 and problem.num_train == 300
   assert gin.config_str().strip() == ""

@@ -12,19 +12,21 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import t2t_vqem.models  # noqa: F401  (registers "transformer")
 from t2t_vqem import registry, search
 from t2t_vqem.layers import transformer as layers
+import t2t_vqem.models  # noqa: F401  (registers "transformer")
 from t2t_vqem.search import EOS_ID, PAD_ID
 
 VOCAB = 20
-TINY = dict(vocab_size=VOCAB, hidden_size=32, num_layers=2, num_heads=4, filter_size=64,
-            dropout=0.0)
+TINY = dict(
+  vocab_size=VOCAB, hidden_size=32, num_layers=2, num_heads=4, filter_size=64, dropout=0.0
+)
 
 
 # ---------------------------------------------------------------------------
 # A toy model with a known distribution, for the searches.
 # ---------------------------------------------------------------------------
+
 
 class ToyModel:
   """logits(step t | decoded y_0..y_{t-1}) = table[last] + bias[b] + c * counts(y_0..y_{t-1}).
@@ -41,16 +43,21 @@ class ToyModel:
     self.c = c
 
   def initial_cache(self):
-    return {"bias": tf.constant(self.bias),
-            "counts": tf.zeros(self.bias.shape, tf.float32),
-            "scalar_unused": tf.constant(3.0)}
+    return {
+      "bias": tf.constant(self.bias),
+      "counts": tf.zeros(self.bias.shape, tf.float32),
+      "scalar_unused": tf.constant(3.0),
+    }
 
   def fn(self, ids, step, cache):
     last = ids[:, -1]
     counts = cache["counts"] + tf.cast(step > 0, tf.float32) * tf.one_hot(last, self.vocab)
     logits = tf.gather(tf.constant(self.table), last) + cache["bias"] + self.c * counts
-    return logits, {"bias": cache["bias"], "counts": counts,
-                    "scalar_unused": cache["scalar_unused"]}
+    return logits, {
+      "bias": cache["bias"],
+      "counts": counts,
+      "scalar_unused": cache["scalar_unused"],
+    }
 
   def log_probs(self, b, prefix, initial_id=PAD_ID):
     """numpy log p(. | prefix) for example b."""
@@ -84,8 +91,9 @@ def test_beam_search_finds_the_brute_force_best_under_length_penalty(alpha):
 
   @tf.function
   def run():
-    return search.beam_search(toy.fn, tf.fill([batch], PAD_ID), toy.initial_cache(), beam,
-                              max_length, alpha)
+    return search.beam_search(
+      toy.fn, tf.fill([batch], PAD_ID), toy.initial_cache(), beam, max_length, alpha
+    )
 
   ids, scores = (t.numpy() for t in run())
   assert ids.shape[:2] == (batch, beam)
@@ -95,8 +103,8 @@ def test_beam_search_finds_the_brute_force_best_under_length_penalty(alpha):
       exp_score, exp_seq = expected[rank]
       # a hypothesis is everything up to and including the first EOS, then PAD
       first_eos = list(ids[b, rank]).index(EOS_ID)
-      got = list(ids[b, rank, :first_eos + 1])
-      assert np.all(ids[b, rank, first_eos + 1:] == PAD_ID)
+      got = list(ids[b, rank, : first_eos + 1])
+      assert np.all(ids[b, rank, first_eos + 1 :] == PAD_ID)
       assert got == exp_seq, (b, rank, got, exp_seq)
       np.testing.assert_allclose(scores[b, rank], exp_score, rtol=1e-5, atol=1e-5)
 
@@ -104,15 +112,17 @@ def test_beam_search_finds_the_brute_force_best_under_length_penalty(alpha):
 def test_beam_search_small_beam_returns_a_valid_scored_hypothesis():
   vocab, batch, max_length = 5, 2, 6
   toy = ToyModel(vocab, batch, seed=4)
-  ids, scores = search.beam_search(toy.fn, tf.fill([batch], PAD_ID), toy.initial_cache(), 2,
-                                   max_length, 0.6)
+  ids, scores = search.beam_search(
+    toy.fn, tf.fill([batch], PAD_ID), toy.initial_cache(), 2, max_length, 0.6
+  )
   ids, scores = ids.numpy(), scores.numpy()
-  best_exhaustive = search.beam_search(toy.fn, tf.fill([batch], PAD_ID), toy.initial_cache(),
-                                       256, max_length, 0.6)[1].numpy()
+  best_exhaustive = search.beam_search(
+    toy.fn, tf.fill([batch], PAD_ID), toy.initial_cache(), 256, max_length, 0.6
+  )[1].numpy()
   for b in range(batch):
     for rank in range(2):
       row = list(ids[b, rank])
-      seq = row[:row.index(EOS_ID) + 1]
+      seq = row[: row.index(EOS_ID) + 1]
       score = toy.sequence_log_prob(b, seq) / ((5.0 + len(seq)) / 6.0) ** 0.6
       np.testing.assert_allclose(scores[b, rank], score, rtol=1e-5)
     assert scores[b, 0] >= scores[b, 1]
@@ -138,15 +148,16 @@ def test_greedy_search_equals_numpy_stepwise_argmax(max_length):
 
   @tf.function
   def run():
-    return search.greedy_search(toy.fn, tf.fill([batch], PAD_ID), toy.initial_cache(),
-                                max_length, EOS_ID)
+    return search.greedy_search(
+      toy.fn, tf.fill([batch], PAD_ID), toy.initial_cache(), max_length, EOS_ID
+    )
 
   ids, scores = (t.numpy() for t in run())
   expected = [_numpy_greedy(toy, b, max_length) for b in range(batch)]
   assert ids.shape == (batch, max(len(s) for s, _ in expected))
   for b, (seq, score) in enumerate(expected):
-    assert list(ids[b, :len(seq)]) == seq
-    assert np.all(ids[b, len(seq):] == PAD_ID)
+    assert list(ids[b, : len(seq)]) == seq
+    assert np.all(ids[b, len(seq) :] == PAD_ID)
     np.testing.assert_allclose(scores[b], score, rtol=1e-5)
 
 
@@ -154,11 +165,13 @@ def test_greedy_search_stops_when_all_rows_finished():
   # EOS is the argmax from the start: one step only, whatever max_length.
   def fn(ids, step, cache):
     return tf.one_hot(tf.fill([tf.shape(ids)[0]], EOS_ID), 7) * 5.0, cache
+
   calls = []
 
   def counting_fn(ids, step, cache):
     calls.append(1)
     return fn(ids, step, cache)
+
   ids, _ = search.greedy_search(counting_fn, tf.zeros([3], tf.int32), {}, 50, EOS_ID)
   assert ids.numpy().tolist() == [[EOS_ID]] * 3
   assert len(calls) == 1  # eager while_loop: one Python call per step
@@ -168,12 +181,14 @@ def test_greedy_search_stops_when_all_rows_finished():
 # Layers.
 # ---------------------------------------------------------------------------
 
+
 def test_positional_signal_matches_formula():
   got = layers.positional_signal(5, 8, start=2).numpy()
   pos = np.arange(2, 7)[:, None]
   inv = np.exp(np.arange(4) * -np.log(1e4) / 3)
-  np.testing.assert_allclose(got, np.concatenate([np.sin(pos * inv), np.cos(pos * inv)], 1),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    got, np.concatenate([np.sin(pos * inv), np.cos(pos * inv)], 1), rtol=1e-5, atol=1e-6
+  )
 
 
 @pytest.mark.parametrize("shape", [(3, 4), (2, 3, 4), (2, 2, 3, 4)])
@@ -196,7 +211,9 @@ def test_layer_norm_matches_numpy_formula():
   norm.beta.assign(rng.normal(size=6).astype(np.float32))
   x = rng.normal(size=(2, 3, 6)).astype(np.float32) * 3 + 1
   mean = x.mean(-1, keepdims=True)
-  want = (x - mean) / np.sqrt(x.var(-1, keepdims=True) + 1e-6) * norm.gamma.numpy() + norm.beta.numpy()
+  want = (x - mean) / np.sqrt(
+    x.var(-1, keepdims=True) + 1e-6
+  ) * norm.gamma.numpy() + norm.beta.numpy()
   np.testing.assert_allclose(norm(x).numpy(), want, rtol=1e-4, atol=1e-5)
 
 
@@ -242,8 +259,11 @@ def test_stacks_under_mixed_float16_match_float32():
       memory = encoder(tf.random.stateless_normal([2, 5, 16], [1, 2]))
       x = tf.random.stateless_normal([2, 3, 16], [3, 4])
       full = decoder(x, memory=memory)
-      step, _ = decoder(tf.cast(x[:, :1], decoder.compute_dtype),
-                        cache=decoder.init_cache(2, 3, memory), step=tf.constant(0))
+      step, _ = decoder(
+        tf.cast(x[:, :1], decoder.compute_dtype),
+        cache=decoder.init_cache(2, 3, memory),
+        step=tf.constant(0),
+      )
       return memory, full, step
     finally:
       keras.mixed_precision.set_global_policy("float32")
@@ -262,7 +282,7 @@ def test_decoder_stack_cached_steps_equal_full_sequence():
   full = dec(x, memory=memory, memory_padding_mask=memory_mask).numpy()
   cache = dec.init_cache(2, 7, memory, memory_mask)
   for t in range(5):
-    y, cache = dec(x[:, t:t + 1], cache=cache, step=tf.constant(t))
+    y, cache = dec(x[:, t : t + 1], cache=cache, step=tf.constant(t))
     np.testing.assert_allclose(y.numpy()[:, 0], full[:, t], rtol=1e-4, atol=1e-5)
 
 
@@ -270,10 +290,15 @@ def test_decoder_stack_cached_steps_equal_full_sequence():
 # The Transformer model.
 # ---------------------------------------------------------------------------
 
-SOURCES = np.array([[5, 6, 7, 8, 9, 1, 0],
-                    [3, 4, 1, 0, 0, 0, 0],
-                    [10, 11, 12, 13, 14, 15, 1],
-                    [7, 1, 0, 0, 0, 0, 0]], np.int32)
+SOURCES = np.array(
+  [
+    [5, 6, 7, 8, 9, 1, 0],
+    [3, 4, 1, 0, 0, 0, 0],
+    [10, 11, 12, 13, 14, 15, 1],
+    [7, 1, 0, 0, 0, 0, 0],
+  ],
+  np.int32,
+)
 
 
 @pytest.fixture(scope="module")
@@ -283,16 +308,16 @@ def random_model():
 
 
 def _decode_fn(model, **kwargs):
-  return tf.function(lambda x: model.decode(x, **kwargs),
-                     input_signature=[tf.TensorSpec([None, None], tf.int32)])
+  return tf.function(
+    lambda x: model.decode(x, **kwargs), input_signature=[tf.TensorSpec([None, None], tf.int32)]
+  )
 
 
 def _rows(ids):
   """Each row as a list up to and including EOS (or the whole row without EOS)."""
   out = []
   for row in np.asarray(ids).tolist():
-    out.append(row[:row.index(EOS_ID) + 1] if EOS_ID in row else
-               [t for t in row if t != PAD_ID])
+    out.append(row[: row.index(EOS_ID) + 1] if EOS_ID in row else [t for t in row if t != PAD_ID])
   return out
 
 
@@ -308,8 +333,9 @@ def test_model_builds_all_weights_and_checkpoints(random_model, tmp_path):
   assert len(saved) == len(random_model.variables)  # every weight is in the checkpoint
   assert not np.allclose(other(features).numpy(), random_model(features).numpy())
   tf.train.Checkpoint(model=other).restore(path).assert_existing_objects_matched()
-  np.testing.assert_allclose(other(features).numpy(), random_model(features).numpy(),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    other(features).numpy(), random_model(features).numpy(), rtol=1e-5, atol=1e-5
+  )
 
 
 def test_causal_mask_logits_ignore_later_targets(random_model):
@@ -321,7 +347,7 @@ def test_causal_mask_logits_ignore_later_targets(random_model):
     changed[:, t:] = rng.integers(2, VOCAB, size=(2, 6 - t))
     changed[:, t] = np.where(targets[:, t] == 2, 3, 2)  # surely different at t
     logits = random_model({"inputs": SOURCES[:2], "targets": changed}).numpy()
-    np.testing.assert_allclose(logits[:, :t + 1], base[:, :t + 1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(logits[:, : t + 1], base[:, : t + 1], rtol=1e-5, atol=1e-5)
     if t < 5:
       assert not np.allclose(logits[:, t + 1], base[:, t + 1])
 
@@ -361,8 +387,10 @@ def test_beam_size_one_equals_greedy_on_the_model(random_model):
   def run(inputs):
     batch = tf.shape(inputs)[0]
     memory, mask = model.encode(inputs)
-    cache = {"decoder": model.decoder.init_cache(batch, 12, memory, mask),
-             "limit": tf.fill([batch], 12)}
+    cache = {
+      "decoder": model.decoder.init_cache(batch, 12, memory, mask),
+      "limit": tf.fill([batch], 12),
+    }
     start = tf.fill([batch], PAD_ID)
     greedy = search.greedy_search(fn, start, cache, 12, EOS_ID)
     beam = search.beam_search(fn, start, cache, 1, 12, alpha=0.0)
@@ -383,8 +411,7 @@ def test_cached_step_logits_equal_teacher_forced_logits(random_model):
   limit = tf.fill([batch], 100)
   cached_fn = random_model._symbols_to_logits_fn(use_cache=True)
   uncached_fn = random_model._symbols_to_logits_fn(use_cache=False)
-  cache = {"decoder": random_model.decoder.init_cache(batch, length, memory, mask),
-           "limit": limit}
+  cache = {"decoder": random_model.decoder.init_cache(batch, length, memory, mask), "limit": limit}
   plain = {"memory": memory, "memory_mask": mask, "limit": limit}
   ids = tf.fill([batch, 1], PAD_ID)
   for t in range(length):
@@ -392,7 +419,7 @@ def test_cached_step_logits_equal_teacher_forced_logits(random_model):
     np.testing.assert_allclose(logits.numpy(), full[:, t], rtol=1e-4, atol=1e-4)
     logits, _ = uncached_fn(ids, tf.constant(t), plain)
     np.testing.assert_allclose(logits.numpy(), full[:, t], rtol=1e-4, atol=1e-4)
-    ids = tf.concat([ids, targets[:, t:t + 1]], axis=1)
+    ids = tf.concat([ids, targets[:, t : t + 1]], axis=1)
 
 
 def _model(request, name):
@@ -410,15 +437,16 @@ def test_cached_decoding_equals_recomputed_decoding(reverse_model, beam_size):
   assert cached.shape == uncached.shape
 
 
-@pytest.mark.parametrize("model_name,beam_size", [("reverse_model", 1), ("reverse_model", 3),
-                                                   ("random_model", 3)])
+@pytest.mark.parametrize(
+  "model_name,beam_size", [("reverse_model", 1), ("reverse_model", 3), ("random_model", 3)]
+)
 def test_batch_of_one_equals_rows_of_a_padded_batch(request, model_name, beam_size):
   model = _model(request, model_name)
   extra = model.max_decode_extra
   decode = _decode_fn(model, beam_size=beam_size)
   batched = _rows(decode(SOURCES))
   for i, source in enumerate(SOURCES):
-    trimmed = source[:list(source).index(EOS_ID) + 1][None]  # no padding at all
+    trimmed = source[: list(source).index(EOS_ID) + 1][None]  # no padding at all
     single = decode(trimmed).numpy()
     assert single.shape[0] == 1
     assert _rows(single) == [batched[i]]
@@ -432,7 +460,7 @@ REVERSE_ROWS = [[5, 6, 7, 8], [9, 10, 11], [12, 13, 14, 15, 16], [17, 3, 4]]
 def _padded(rows, width):
   out = np.zeros((len(rows), width), np.int32)
   for i, r in enumerate(rows):
-    out[i, :len(r) + 1] = r + [EOS_ID]
+    out[i, : len(r) + 1] = r + [EOS_ID]
   return out
 
 

@@ -5,10 +5,10 @@ import tensorflow as tf
 from t2t_vqem.problems import vocab as vocab_lib
 
 SENTENCES = [
-    "Yesterday the dog saw the cat.",
-    "Gestern sah der Hund die Katze, weil er müde war.",
-    "The dog's bone (a big one) is here!",
-    "Das Mädchen hat 3 Äpfel gekauft?",
+  "Yesterday the dog saw the cat.",
+  "Gestern sah der Hund die Katze, weil er müde war.",
+  "The dog's bone (a big one) is here!",
+  "Das Mädchen hat 3 Äpfel gekauft?",
 ]
 
 

@@ -127,8 +127,9 @@ class Bottleneck(keras.layers.Layer):
   def build(self, input_shape):
     dim = input_shape[-1]
     if dim is None:
-      raise ValueError(f"{self.name}: the last dimension of the input must be known; "
-                       f"got shape {input_shape}.")
+      raise ValueError(
+        f"{self.name}: the last dimension of the input must be known; got shape {input_shape}."
+      )
     self._check_dim(int(dim))
     self._build_weights(int(dim))
     self.embedding_dim = int(dim)
@@ -139,24 +140,29 @@ class Bottleneck(keras.layers.Layer):
 
   def _check_dim(self, dim):
     if self.embedding_dim is not None and dim != self.embedding_dim:
-      raise ValueError(f"{self.name} got an input whose last dimension is {dim}; "
-                       f"the layer was built for D = {self.embedding_dim}.")
+      raise ValueError(
+        f"{self.name} got an input whose last dimension is {dim}; "
+        f"the layer was built for D = {self.embedding_dim}."
+      )
 
   def compute_mask(self, inputs, previous_mask):
     return [previous_mask]
 
   def _add_step_counter(self):
     """A non-trainable count of training calls, for schedules (T2T's global step)."""
-    self.step = self.add_weight(name="step", shape=(), dtype="float32",
-                                initializer="zeros", trainable=False, autocast=False)
+    self.step = self.add_weight(
+      name="step", shape=(), dtype="float32", initializer="zeros", trainable=False, autocast=False
+    )
 
   def _flatten(self, x, mask):
     """x [..., D], mask [...] -> (x, float32 [N, D], batch shape [...],
     weights float32 [N] or None, keep bool [N] or None)."""
     x = tf.convert_to_tensor(x)
     if x.shape.rank is None or x.shape.rank < 2:
-      raise ValueError(f"{self.name} got an input of shape {x.shape} (rank "
-                       f"{x.shape.rank}); expected rank >= 2, [..., D].")
+      raise ValueError(
+        f"{self.name} got an input of shape {x.shape} (rank "
+        f"{x.shape.rank}); expected rank >= 2, [..., D]."
+      )
     if x.shape[-1] is not None:
       self._check_dim(int(x.shape[-1]))
     flat = tf.reshape(tf.cast(x, tf.float32), [-1, self.embedding_dim or x.shape[-1]])
@@ -164,8 +170,10 @@ class Bottleneck(keras.layers.Layer):
       return x, flat, tf.shape(x)[:-1], None, None
     mask = tf.convert_to_tensor(mask)
     if mask.shape.rank is not None and mask.shape.rank != x.shape.rank - 1:
-      raise ValueError(f"mask has shape {mask.shape}; expected the input's shape without "
-                       f"its last dimension, {x.shape[:-1]}.")
+      raise ValueError(
+        f"mask has shape {mask.shape}; expected the input's shape without "
+        f"its last dimension, {x.shape[:-1]}."
+      )
     keep = tf.reshape(mask, [-1])
     if keep.dtype != tf.bool:
       keep = keep > 0

@@ -132,8 +132,7 @@ def sample_codes(logits, num_samples, seed=None):
     int32 [B, N, S].
   """
   num_blocks, k = logits.shape[0], tf.shape(logits)[-1]
-  draws = tf.random.categorical(tf.reshape(logits, [-1, k]), num_samples,
-                                dtype=tf.int32, seed=seed)
+  draws = tf.random.categorical(tf.reshape(logits, [-1, k]), num_samples, dtype=tf.int32, seed=seed)
   return tf.minimum(tf.reshape(draws, [num_blocks, -1, num_samples]), k - 1)
 
 
@@ -164,7 +163,8 @@ def _fast_mean_of_codes(codebook, draws):
       return tf.gather(codebook[0], draws[0, :, 0])[tf.newaxis]
     return tf.gather(codebook, draws[..., 0], batch_dims=1)
   mean = tf.raw_ops.SparseMatrixMatMul(
-      a=_draw_matrix(draws, k), b=tf.reshape(codebook, [num_blocks * k, dim]))
+    a=_draw_matrix(draws, k), b=tf.reshape(codebook, [num_blocks * k, dim])
+  )
   return tf.reshape(mean, [num_blocks, -1, dim])
 
 
@@ -188,8 +188,9 @@ def mean_one_hot(draws, depth):
   rows = tf.shape(flat)[0]
   row_ids = tf.repeat(tf.range(rows), num_samples)
   where = tf.stack([row_ids, tf.reshape(flat, [-1])], axis=1)
-  dense = tf.scatter_nd(where, tf.fill([rows * num_samples], 1.0 / num_samples),
-                        tf.stack([rows, depth]))
+  dense = tf.scatter_nd(
+    where, tf.fill([rows * num_samples], 1.0 / num_samples), tf.stack([rows, depth])
+  )
   return tf.reshape(dense, tf.concat([lead, [depth]], axis=0))
 
 
@@ -214,8 +215,10 @@ def code_histogram(draws, codebook_size, weights=None):
     row_w = tf.cast(weights, tf.float32) / num_samples
     draw_w = tf.broadcast_to(row_w[tf.newaxis, :, tf.newaxis], tf.shape(draws))
   counts = tf.math.unsorted_segment_sum(
-      tf.reshape(draw_w, [-1]), tf.reshape(_block_codes(draws, codebook_size), [-1]),
-      num_blocks * codebook_size)
+    tf.reshape(draw_w, [-1]),
+    tf.reshape(_block_codes(draws, codebook_size), [-1]),
+    num_blocks * codebook_size,
+  )
   return tf.reshape(counts, [num_blocks, codebook_size])
 
 
@@ -246,8 +249,7 @@ def cluster_statistics(x, draws, codebook_size, keep=None):
   if keep is not None:
     kept = tf.repeat(tf.tile(keep, [num_blocks]), num_samples)
     rows, codes = tf.boolean_mask(rows, kept), tf.boolean_mask(codes, kept)
-  sums = tf.math.unsorted_segment_sum(rows / num_samples, codes,
-                                      num_blocks * codebook_size)
+  sums = tf.math.unsorted_segment_sum(rows / num_samples, codes, num_blocks * codebook_size)
   return counts, tf.reshape(sums, [num_blocks, codebook_size, dim])
 
 
@@ -262,7 +264,8 @@ def _fast_cluster_statistics(x, draws, codebook_size, keep=None):
   weights = None if keep is None else tf.cast(keep, tf.float32)
   counts = code_histogram(draws, codebook_size, weights)
   sums = tf.raw_ops.SparseMatrixMatMul(
-      a=_draw_matrix(draws, codebook_size, keep, by_code=True), b=tf.reshape(x, [-1, dim]))
+    a=_draw_matrix(draws, codebook_size, keep, by_code=True), b=tf.reshape(x, [-1, dim])
+  )
   return counts, tf.reshape(sums, [num_blocks, codebook_size, dim])
 
 
@@ -293,13 +296,13 @@ def _draw_matrix(draws, codebook_size, keep=None, by_code=False):
     rows, cols = tf.gather(codes, order), tf.gather(positions, order)
     shape = shape[::-1]
   return tf.raw_ops.SparseTensorToCSRSparseMatrix(
-      indices=tf.cast(tf.stack([rows, cols], axis=1), tf.int64),
-      values=tf.fill(tf.shape(rows), 1.0 / num_samples),
-      dense_shape=tf.cast(tf.stack(shape), tf.int64))
+    indices=tf.cast(tf.stack([rows, cols], axis=1), tf.int64),
+    values=tf.fill(tf.shape(rows), 1.0 / num_samples),
+    dense_shape=tf.cast(tf.stack(shape), tf.int64),
+  )
 
 
-def ema_update(ema_count, ema_means_sum, batch_count, batch_sum, decay, epsilon,
-               old_codebook=None):
+def ema_update(ema_count, ema_means_sum, batch_count, batch_sum, decay, epsilon, old_codebook=None):
   """The EMA M step, Eq. 3-4, with T2T's Laplace smoothing of the counts.
 
     ema_count     <- decay * ema_count     + (1 - decay) * batch_count
@@ -344,8 +347,7 @@ def perplexity_and_usage(counts):
   total = tf.reduce_sum(counts, axis=-1, keepdims=True)
   probs = tf.math.divide_no_nan(counts, total)
   entropy = -tf.reduce_sum(tf.math.multiply_no_nan(tf.math.log(probs), probs), axis=-1)
-  return (tf.reduce_mean(tf.exp(entropy)),
-          tf.reduce_mean(tf.cast(counts > 0.0, tf.float32)))
+  return (tf.reduce_mean(tf.exp(entropy)), tf.reduce_mean(tf.cast(counts > 0.0, tf.float32)))
 
 
 # -- Eq. 2: losses and the straight-through estimator --------------------------------
@@ -355,6 +357,7 @@ def perplexity_and_usage(counts):
 def _straight_through_op(x, quantized):
   def grad(dy):
     return dy, None
+
   return tf.identity(quantized), grad
 
 
@@ -401,8 +404,7 @@ def distortion_loss(x, quantized, score=None, weights=None):
 
   @tf.custom_gradient
   def loss(x, quantized):
-    kept = (tf.cast(tf.shape(x)[0], tf.float32) if weights is None
-            else tf.reduce_sum(weights))
+    kept = tf.cast(tf.shape(x)[0], tf.float32) if weights is None else tf.reduce_sum(weights)
     denom = kept * tf.cast(tf.shape(x)[-1], tf.float32)
 
     def grad(dy):

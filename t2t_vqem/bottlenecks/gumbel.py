@@ -45,12 +45,24 @@ class GumbelSoftmax(base.Bottleneck):
     embedding_dim: optional D; if given the layer is built at construction.
   """
 
-  def __init__(self, codebook_size=4096, temperature_warmup_steps=150000, kl_weight=0.002,
-               variance_weight=5.0, straight_through=False, embedding_dim=None, **kwargs):
+  def __init__(
+    self,
+    codebook_size=4096,
+    temperature_warmup_steps=150000,
+    kl_weight=0.002,
+    variance_weight=5.0,
+    straight_through=False,
+    embedding_dim=None,
+    **kwargs,
+  ):
     super().__init__(embedding_dim=embedding_dim, **kwargs)
     base.check_int("codebook_size", codebook_size, 2, "the number of codes")
-    base.check_int("temperature_warmup_steps", temperature_warmup_steps, 5,
-                   "steps over which the temperature anneals")
+    base.check_int(
+      "temperature_warmup_steps",
+      temperature_warmup_steps,
+      5,
+      "steps over which the temperature anneals",
+    )
     self.codebook_size = int(codebook_size)
     self.temperature_warmup_steps = int(temperature_warmup_steps)
     self.kl_weight = base.check_float("kl_weight", kl_weight, 0.0)
@@ -67,10 +79,15 @@ class GumbelSoftmax(base.Bottleneck):
     self.logits_layer = keras.layers.Dense(k, name="logits", dtype="float32")
     self.logits_layer.build((None, dim))
     self.codebook = self.add_weight(
-        name="codebook", shape=(k, dim), dtype="float32", autocast=False,
-        initializer=keras.initializers.VarianceScaling(distribution="uniform"))
-    self.codebook_bias = self.add_weight(name="codebook_bias", shape=(dim,), dtype="float32",
-                                         initializer="zeros", autocast=False)
+      name="codebook",
+      shape=(k, dim),
+      dtype="float32",
+      autocast=False,
+      initializer=keras.initializers.VarianceScaling(distribution="uniform"),
+    )
+    self.codebook_bias = self.add_weight(
+      name="codebook_bias", shape=(dim,), dtype="float32", initializer="zeros", autocast=False
+    )
     self._add_step_counter()
 
   def temperature(self, step):
@@ -90,8 +107,9 @@ class GumbelSoftmax(base.Bottleneck):
     if training:
       uniform = tf.random.uniform(tf.shape(logits), minval=1e-10, maxval=1.0)
       noisy = log_p - tf.math.log(-tf.math.log(uniform)) * self.noise_scale(self.step)
-      temperature = tf.where(tf.random.uniform([]) < 0.9, self.temperature(self.step),
-                             tf.random.uniform([], 0.5, 1.0))
+      temperature = tf.where(
+        tf.random.uniform([]) < 0.9, self.temperature(self.step), tf.random.uniform([], 0.5, 1.0)
+      )
       y = tf.nn.softmax(noisy / temperature)
       codes = tf.argmax(noisy, axis=-1, output_type=tf.int32)
       if self.straight_through:
@@ -109,14 +127,20 @@ class GumbelSoftmax(base.Bottleneck):
     winning = tf.where(w > 0.0, winning, 0.0)
     mean = tf.reduce_sum(winning * w, axis=0, keepdims=True) / total
     variance = tf.reduce_sum(tf.square(winning - mean) * w, axis=0) / total
-    loss = (self.variance_weight * -tf.reduce_mean(variance) +
-            self.kl_weight * base.masked_mean(-tf.reduce_max(log_p, axis=-1), weights))
+    loss = self.variance_weight * -tf.reduce_mean(variance) + self.kl_weight * base.masked_mean(
+      -tf.reduce_max(log_p, axis=-1), weights
+    )
     perplexity, usage = base.code_metrics(codes, k, weights)
     codes_out = tf.reshape(codes, batch_shape)
     return base.BottleneckOutput(
-        quantized=tf.reshape(tf.cast(q, x.dtype), tf.shape(x)), codes=codes_out,
-        soft_targets=tf.one_hot(codes_out, k, dtype=tf.float32), loss=loss,
-        perplexity=perplexity, usage=usage, draws=codes_out)
+      quantized=tf.reshape(tf.cast(q, x.dtype), tf.shape(x)),
+      codes=codes_out,
+      soft_targets=tf.one_hot(codes_out, k, dtype=tf.float32),
+      loss=loss,
+      perplexity=perplexity,
+      usage=usage,
+      draws=codes_out,
+    )
 
   def embed(self, codes):
     """codes int [...] -> W_codes + b [..., D], the inference decoder input."""
@@ -129,8 +153,11 @@ class GumbelSoftmax(base.Bottleneck):
 
   def get_config(self):
     config = super().get_config()
-    config.update(codebook_size=self.codebook_size,
-                  temperature_warmup_steps=self.temperature_warmup_steps,
-                  kl_weight=self.kl_weight, variance_weight=self.variance_weight,
-                  straight_through=self.straight_through)
+    config.update(
+      codebook_size=self.codebook_size,
+      temperature_warmup_steps=self.temperature_warmup_steps,
+      kl_weight=self.kl_weight,
+      variance_weight=self.variance_weight,
+      straight_through=self.straight_through,
+    )
     return config

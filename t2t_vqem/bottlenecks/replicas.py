@@ -39,11 +39,13 @@ def broadcast_from_first_with_data(ctx, value, has_data):
     return value, has_data
   num = ctx.num_replicas_in_sync
   rid = tf.cast(ctx.replica_id_in_sync_group, tf.int32)
-  flags = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
-                         tf.one_hot(rid, num) * tf.cast(has_data, tf.float32))
+  flags = ctx.all_reduce(
+    tf.distribute.ReduceOp.SUM, tf.one_hot(rid, num) * tf.cast(has_data, tf.float32)
+  )
   first = tf.argmax(flags, output_type=tf.int32)  # 0 if nobody has data
-  value = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
-                         tf.where(tf.equal(rid, first), value, tf.zeros_like(value)))
+  value = ctx.all_reduce(
+    tf.distribute.ReduceOp.SUM, tf.where(tf.equal(rid, first), value, tf.zeros_like(value))
+  )
   return value, tf.reduce_max(flags) > 0.0
 
 

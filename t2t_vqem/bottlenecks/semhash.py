@@ -34,13 +34,13 @@ def saturating_sigmoid(x):
 
 def bits_to_int(bits):
   """Little-endian bits [..., num_bits] (0/1) -> int32 [...]."""
-  powers = tf.constant([2 ** i for i in range(bits.shape[-1])], tf.int32)
+  powers = tf.constant([2**i for i in range(bits.shape[-1])], tf.int32)
   return tf.reduce_sum(tf.cast(bits, tf.int32) * powers, axis=-1)
 
 
 def int_to_bits(ints, num_bits):
   """int [...] -> little-endian float32 bits [..., num_bits]."""
-  powers = tf.constant([2 ** i for i in range(num_bits)], tf.int32)
+  powers = tf.constant([2**i for i in range(num_bits)], tf.int32)
   ints = tf.cast(ints, tf.int32)[..., tf.newaxis]
   return tf.cast(tf.math.floormod(tf.math.floordiv(ints, powers), 2), tf.float32)
 
@@ -65,13 +65,22 @@ class SemanticHashing(base.Bottleneck):
     embedding_dim: optional D; if given the layer is built at construction.
   """
 
-  def __init__(self, num_bits=12, noise_std=0.5, discrete_mix=0.5, startup_steps=10000,
-               filter_size=None, embedding_dim=None, **kwargs):
+  def __init__(
+    self,
+    num_bits=12,
+    noise_std=0.5,
+    discrete_mix=0.5,
+    startup_steps=10000,
+    filter_size=None,
+    embedding_dim=None,
+    **kwargs,
+  ):
     super().__init__(embedding_dim=embedding_dim, **kwargs)
     base.check_int("num_bits", num_bits, 1, "bits per position")
     if num_bits > MAX_BITS:
-      raise ValueError(f"num_bits={num_bits!r} is not accepted; expected an int in "
-                       f"[1, {MAX_BITS}].")
+      raise ValueError(
+        f"num_bits={num_bits!r} is not accepted; expected an int in [1, {MAX_BITS}]."
+      )
     base.check_int("startup_steps", startup_steps, 1, "steps of the discrete ramp")
     self.num_bits = int(num_bits)
     self.noise_std = base.check_float("noise_std", noise_std, 0.0)
@@ -82,7 +91,7 @@ class SemanticHashing(base.Bottleneck):
 
   @property
   def num_codes(self):
-    return 2 ** self.num_bits
+    return 2**self.num_bits
 
   def _build_weights(self, dim):
     width = self.filter_size or dim
@@ -124,9 +133,14 @@ class SemanticHashing(base.Bottleneck):
     perplexity, usage = base.code_metrics(codes, self.num_codes, weights)
     codes_out = tf.reshape(codes, batch_shape)
     return base.BottleneckOutput(
-        quantized=tf.reshape(tf.cast(self.embed_bits(v), x.dtype), tf.shape(x)),
-        codes=codes_out, soft_targets=tf.one_hot(codes_out, self.num_codes, dtype=tf.float32),
-        loss=tf.constant(0.0), perplexity=perplexity, usage=usage, draws=codes_out)
+      quantized=tf.reshape(tf.cast(self.embed_bits(v), x.dtype), tf.shape(x)),
+      codes=codes_out,
+      soft_targets=tf.one_hot(codes_out, self.num_codes, dtype=tf.float32),
+      loss=tf.constant(0.0),
+      perplexity=perplexity,
+      usage=usage,
+      draws=codes_out,
+    )
 
   def embed(self, codes):
     """codes int [...] -> the embedding of their bits [..., D]."""
@@ -141,7 +155,11 @@ class SemanticHashing(base.Bottleneck):
 
   def get_config(self):
     config = super().get_config()
-    config.update(num_bits=self.num_bits, noise_std=self.noise_std,
-                  discrete_mix=self.discrete_mix, startup_steps=self.startup_steps,
-                  filter_size=self.filter_size)
+    config.update(
+      num_bits=self.num_bits,
+      noise_std=self.noise_std,
+      discrete_mix=self.discrete_mix,
+      startup_steps=self.startup_steps,
+      filter_size=self.filter_size,
+    )
     return config

@@ -30,9 +30,8 @@ import keras
 import tensorflow as tf
 
 from t2t_vqem import registry
-from t2t_vqem.bottlenecks import base
+from t2t_vqem.bottlenecks import base, replicas
 from t2t_vqem.bottlenecks import equations as eq
-from t2t_vqem.bottlenecks import replicas
 
 MODES = ("hard_em", "soft_em", "vq")
 
@@ -88,22 +87,42 @@ class VectorQuantizer(base.Bottleneck):
 
   fixed_parameters = ()
 
-  def __init__(self, codebook_size=4096, mode="hard_em", num_samples=1, decay=0.999,
-               epsilon=1e-5, beta=0.25, num_blocks=1, temperature=1.0, embedding_dim=None,
-               initial_ema_count=1.0, init_from_first_batch=False, dead_code_restart_steps=0,
-               codebook_initializer="variance_scaling", jit_compile=False, **kwargs):
+  def __init__(
+    self,
+    codebook_size=4096,
+    mode="hard_em",
+    num_samples=1,
+    decay=0.999,
+    epsilon=1e-5,
+    beta=0.25,
+    num_blocks=1,
+    temperature=1.0,
+    embedding_dim=None,
+    initial_ema_count=1.0,
+    init_from_first_batch=False,
+    dead_code_restart_steps=0,
+    codebook_initializer="variance_scaling",
+    jit_compile=False,
+    **kwargs,
+  ):
     super().__init__(embedding_dim=embedding_dim, **kwargs)
     base.check_int("codebook_size", codebook_size, 2, "the number of codes")
     if mode not in MODES:
       raise ValueError(f"mode={mode!r} is not accepted; expected one of {MODES}.")
     base.check_int("num_samples", num_samples, 1, "the number of Monte-Carlo draws")
     base.check_int("num_blocks", num_blocks, 1, "the number of codebook slices")
-    base.check_int("dead_code_restart_steps", dead_code_restart_steps, 0,
-                   "steps a code may go unused before a restart, 0 = off")
-    if codebook_size ** num_blocks > 2 ** 31 - 1:
-      raise ValueError(f"codebook_size={codebook_size} with num_blocks={num_blocks} gives "
-                       f"{codebook_size}^{num_blocks} codes, more than an int32 holds; "
-                       "accepted: codebook_size ** num_blocks < 2^31.")
+    base.check_int(
+      "dead_code_restart_steps",
+      dead_code_restart_steps,
+      0,
+      "steps a code may go unused before a restart, 0 = off",
+    )
+    if codebook_size**num_blocks > 2**31 - 1:
+      raise ValueError(
+        f"codebook_size={codebook_size} with num_blocks={num_blocks} gives "
+        f"{codebook_size}^{num_blocks} codes, more than an int32 holds; "
+        "accepted: codebook_size ** num_blocks < 2^31."
+      )
     self.codebook_size = int(codebook_size)
     self.mode = mode
     self.num_samples = int(num_samples) if mode == "soft_em" else 1
@@ -117,8 +136,10 @@ class VectorQuantizer(base.Bottleneck):
     self.init_from_first_batch = bool(init_from_first_batch)
     self.dead_code_restart_steps = int(dead_code_restart_steps)
     self.codebook_initializer = keras.initializers.get(
-        keras.initializers.VarianceScaling(distribution="uniform")
-        if codebook_initializer == "variance_scaling" else codebook_initializer)
+      keras.initializers.VarianceScaling(distribution="uniform")
+      if codebook_initializer == "variance_scaling"
+      else codebook_initializer
+    )
     self.jit_compile = bool(jit_compile)
 
     # The execution path, chosen once. The M step's ~10 elementwise passes
@@ -145,38 +166,65 @@ class VectorQuantizer(base.Bottleneck):
 
   @property
   def num_codes(self):
-    return self.codebook_size ** self.num_blocks
+    return self.codebook_size**self.num_blocks
 
   # -- state --------------------------------------------------------------------
 
   def _build_weights(self, dim):
     if dim % self.num_blocks:
-      raise ValueError(f"num_blocks={self.num_blocks} does not divide the input dimension "
-                       f"D={dim}; D must be a multiple of num_blocks.")
+      raise ValueError(
+        f"num_blocks={self.num_blocks} does not divide the input dimension "
+        f"D={dim}; D must be a multiple of num_blocks."
+      )
     self.block_dim = dim // self.num_blocks
     k, b = self.codebook_size, self.num_blocks
     cb_shape = (k, dim) if b == 1 else (b, k, self.block_dim)
     count_shape = (k,) if b == 1 else (b, k)
     self.codebook = self.add_weight(
-        name="codebook", shape=cb_shape, dtype="float32", initializer=self.codebook_initializer,
-        trainable=self.mode == "vq", autocast=False)
+      name="codebook",
+      shape=cb_shape,
+      dtype="float32",
+      initializer=self.codebook_initializer,
+      trainable=self.mode == "vq",
+      autocast=False,
+    )
     self.ema_count = self.ema_means_sum = None
     if self.mode != "vq":
       c0 = self.initial_ema_count
       self.ema_count = self.add_weight(
-          name="ema_count", shape=count_shape, dtype="float32",
-          initializer=keras.initializers.Constant(c0), trainable=False, autocast=False)
+        name="ema_count",
+        shape=count_shape,
+        dtype="float32",
+        initializer=keras.initializers.Constant(c0),
+        trainable=False,
+        autocast=False,
+      )
       self.ema_means_sum = self.add_weight(
-          name="ema_means_sum", shape=cb_shape, dtype="float32",
-          initializer=lambda shape, dtype=None: c0 * self.codebook.value,
-          trainable=False, autocast=False)
+        name="ema_means_sum",
+        shape=cb_shape,
+        dtype="float32",
+        initializer=lambda shape, dtype=None: c0 * self.codebook.value,
+        trainable=False,
+        autocast=False,
+      )
     if self.init_from_first_batch:
-      self.initialized = self.add_weight(name="initialized", shape=(), dtype="float32",
-                                         initializer="zeros", trainable=False, autocast=False)
+      self.initialized = self.add_weight(
+        name="initialized",
+        shape=(),
+        dtype="float32",
+        initializer="zeros",
+        trainable=False,
+        autocast=False,
+      )
     if self.dead_code_restart_steps:
-      self.steps_unused = self.add_weight(name="steps_unused", shape=count_shape,
-                                          dtype="float32", initializer="zeros",
-                                          trainable=False, autocast=False)
+      self.steps_unused = self.add_weight(
+        name="steps_unused",
+        shape=count_shape,
+        dtype="float32",
+        initializer="zeros",
+        trainable=False,
+        autocast=False,
+      )
 
   def _blocks(self, v):
     """A variable's value in [B, K, d] (or [B, K]) layout."""
@@ -200,7 +248,7 @@ class VectorQuantizer(base.Bottleneck):
 
   def _combine(self, draws):
     """Per-block draws [B, N, S] -> codes of the product [N, S], sum_b z_b K^b."""
-    powers = tf.constant([self.codebook_size ** b for b in range(self.num_blocks)], tf.int32)
+    powers = tf.constant([self.codebook_size**b for b in range(self.num_blocks)], tf.int32)
     return tf.reduce_sum(draws * powers[:, tf.newaxis, tf.newaxis], axis=0)
 
   # -- the interface ---------------------------------------------------------------
@@ -224,7 +272,8 @@ class VectorQuantizer(base.Bottleneck):
     update = training and self.mode != "vq"
     if update:  # M-step statistics of the global batch
       counts, sums = replicas.all_reduce_sum(
-          ctx, eq._fast_cluster_statistics(xb, draws, self.codebook_size, keep))  # pylint: disable=protected-access
+        ctx, eq._fast_cluster_statistics(xb, draws, self.codebook_size, keep)
+      )  # pylint: disable=protected-access
       self._ema_step(counts, sums, frozen)
     else:
       counts = replicas.all_reduce_sum(ctx, eq.code_histogram(draws, self.codebook_size, weights))
@@ -242,19 +291,25 @@ class VectorQuantizer(base.Bottleneck):
       layout = layout[..., 0]
     if self.num_blocks == 1:
       layout = layout[:, 0]
+
     def unflatten(t):
       return tf.reshape(t, tf.concat([batch_shape, tf.shape(t)[1:]], axis=0))
+
     return base.BottleneckOutput(
-        quantized=eq.straight_through(x, tf.reshape(q, tf.shape(x))),
-        codes=unflatten(codes), soft_targets=unflatten(soft), loss=loss,
-        perplexity=perplexity, usage=usage, draws=unflatten(layout))
+      quantized=eq.straight_through(x, tf.reshape(q, tf.shape(x))),
+      codes=unflatten(codes),
+      soft_targets=unflatten(soft),
+      loss=loss,
+      perplexity=perplexity,
+      usage=usage,
+      draws=unflatten(layout),
+    )
 
   def embed(self, codes):
     """codes int [...] in [0, num_codes) -> the codebook rows they name [..., D] (Eq. 1)."""
     codes = tf.convert_to_tensor(codes, tf.int32)
     codebook = self._blocks(self.codebook)
-    digits = [(codes // self.codebook_size ** b) % self.codebook_size
-              for b in range(self.num_blocks)]
+    digits = [(codes // self.codebook_size**b) % self.codebook_size for b in range(self.num_blocks)]
     return tf.concat([tf.gather(codebook[b], z) for b, z in enumerate(digits)], axis=-1)
 
   def encode(self, x):
@@ -271,17 +326,15 @@ class VectorQuantizer(base.Bottleneck):
   def _ema_values(self, ema_count, ema_sum, counts, sums, old_codebook):
     """The EMA state and codebook after one M step (Eq. 3-4); a batch with no kept
     position is no observation and leaves them as they were."""
-    new = eq.ema_update(ema_count, ema_sum, counts, sums, self.decay, self.epsilon,
-                        old_codebook)
+    new = eq.ema_update(ema_count, ema_sum, counts, sums, self.decay, self.epsilon, old_codebook)
     has_data = tf.reduce_sum(counts) > 0.0
-    return tuple(tf.where(has_data, a, b) for a, b in
-                 zip(new, (ema_count, ema_sum, old_codebook)))
+    return tuple(tf.where(has_data, a, b) for a, b in zip(new, (ema_count, ema_sum, old_codebook)))
 
   def _ema_step(self, counts, sums, old_codebook):
     """The EMA M step (Eq. 3-4) from the all-replica batch statistics."""
     count, means_sum, codebook = self._ema_fn(
-        self._blocks(self.ema_count), self._blocks(self.ema_means_sum), counts, sums,
-        old_codebook)
+      self._blocks(self.ema_count), self._blocks(self.ema_means_sum), counts, sums, old_codebook
+    )
     self.ema_count.assign(self._unblocks(count))
     self.ema_means_sum.assign(self._unblocks(means_sum))
     self.codebook.assign(self._unblocks(codebook))
@@ -300,8 +353,9 @@ class VectorQuantizer(base.Bottleneck):
     if self.mode != "vq":
       ema_count = self._blocks(self.ema_count)
       self.ema_count.assign(self._unblocks(tf.where(which, count, ema_count)))
-      self.ema_means_sum.assign(self._unblocks(
-          tf.where(sel, count * candidates, self._blocks(self.ema_means_sum))))
+      self.ema_means_sum.assign(
+        self._unblocks(tf.where(sel, count * candidates, self._blocks(self.ema_means_sum)))
+      )
 
   def _initialize_from_batch(self, ctx, flat, keep):
     """Seed every code from the first training batch (option)."""
@@ -325,14 +379,20 @@ class VectorQuantizer(base.Bottleneck):
   def get_config(self):
     config = super().get_config()
     config.update(
-        codebook_size=self.codebook_size, mode=self.mode,
-        num_samples=self._requested_num_samples, decay=self.decay, epsilon=self.epsilon,
-        beta=self.beta, num_blocks=self.num_blocks, temperature=self.temperature,
-        initial_ema_count=self.initial_ema_count,
-        init_from_first_batch=self.init_from_first_batch,
-        dead_code_restart_steps=self.dead_code_restart_steps,
-        codebook_initializer=keras.initializers.serialize(self.codebook_initializer),
-        jit_compile=self.jit_compile)
+      codebook_size=self.codebook_size,
+      mode=self.mode,
+      num_samples=self._requested_num_samples,
+      decay=self.decay,
+      epsilon=self.epsilon,
+      beta=self.beta,
+      num_blocks=self.num_blocks,
+      temperature=self.temperature,
+      initial_ema_count=self.initial_ema_count,
+      init_from_first_batch=self.init_from_first_batch,
+      dead_code_restart_steps=self.dead_code_restart_steps,
+      codebook_initializer=keras.initializers.serialize(self.codebook_initializer),
+      jit_compile=self.jit_compile,
+    )
     for name in self.fixed_parameters:
       config.pop(name)
     return config
@@ -372,8 +432,7 @@ class SoftEm(VectorQuantizer):
 class Vq(VectorQuantizer):
   """The original VQ-VAE (van den Oord et al.): codebook learned by gradient, no EMA."""
 
-  fixed_parameters = ("mode", "num_samples", "temperature", "decay", "epsilon",
-                      "initial_ema_count")
+  fixed_parameters = ("mode", "num_samples", "temperature", "decay", "epsilon", "initial_ema_count")
 
   def __init__(self, codebook_size=4096, **kwargs):
     super().__init__(codebook_size, mode="vq", **kwargs)

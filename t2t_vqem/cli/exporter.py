@@ -10,8 +10,8 @@ import os
 import sys
 
 from absl import flags
-import gin
 
+import gin
 from t2t_vqem import config
 from t2t_vqem import export as export_lib
 from t2t_vqem.cli import common
@@ -21,11 +21,18 @@ flags.DEFINE_string("output_dir", None, "A training run's output_dir.")
 flags.DEFINE_string("checkpoint", None, "A checkpoint path (default: the run's latest).")
 flags.DEFINE_integer("beam_size", None, "Beam size fixed in the export (default: the model's).")
 flags.DEFINE_float("alpha", None, "Length penalty fixed in the export (default: the model's).")
-flags.DEFINE_string("export_dir", None, "Where the SavedModel goes (default: "
-                    "OUTPUT_DIR/export; replaced if it exists).")
-flags.DEFINE_integer("max_input_length", None, "Sources are cut to this many subwords, EOS "
-                     "included (default: export_model.max_input_length, else the "
-                     "problem's max_length).")
+flags.DEFINE_string(
+  "export_dir",
+  None,
+  "Where the SavedModel goes (default: OUTPUT_DIR/export; replaced if it exists).",
+)
+flags.DEFINE_integer(
+  "max_input_length",
+  None,
+  "Sources are cut to this many subwords, EOS "
+  "included (default: export_model.max_input_length, else the "
+  "problem's max_length).",
+)
 FLAGS = flags.FLAGS
 
 
@@ -36,23 +43,31 @@ def main(argv):
   if not FLAGS.output_dir:
     raise config.UsageError("--output_dir (a training run) is required")
   if FLAGS.max_input_length is not None and FLAGS.max_input_length < 2:
-    raise config.UsageError(f"--max_input_length={FLAGS.max_input_length} must be >= 2 "
-                            "(one subword and EOS)")
+    raise config.UsageError(
+      f"--max_input_length={FLAGS.max_input_length} must be >= 2 (one subword and EOS)"
+    )
   if FLAGS.beam_size is not None and FLAGS.beam_size < 1:
     raise config.UsageError(f"--beam_size={FLAGS.beam_size} must be >= 1")
   config.register_everything(FLAGS["import"].value)
-  problem, model, checkpoint = trainer_lib.load_run(FLAGS.output_dir, FLAGS.checkpoint,
-                                                    FLAGS.data_dir, FLAGS.gin_file,
-                                                    FLAGS.gin_param)
-  settings = {name: getattr(FLAGS, name) for name in ("max_input_length", "beam_size", "alpha")
-              if getattr(FLAGS, name) is not None}
+  problem, model, checkpoint = trainer_lib.load_run(
+    FLAGS.output_dir, FLAGS.checkpoint, FLAGS.data_dir, FLAGS.gin_file, FLAGS.gin_param
+  )
+  settings = {
+    name: getattr(FLAGS, name)
+    for name in ("max_input_length", "beam_size", "alpha")
+    if getattr(FLAGS, name) is not None
+  }
   export_dir = FLAGS.export_dir or os.path.join(FLAGS.output_dir, "export")
   # export_model's own Gin settings come from the run's config and the extra ones.
   with config.run_config(FLAGS.output_dir, FLAGS.gin_file, FLAGS.gin_param):
     try:
-      server = export_lib.export_model(model, problem, export_dir,
-                                       extra_info={"checkpoint": os.path.abspath(checkpoint)},
-                                       **settings)
+      server = export_lib.export_model(
+        model,
+        problem,
+        export_dir,
+        extra_info={"checkpoint": os.path.abspath(checkpoint)},
+        **settings,
+      )
     except NotImplementedError as e:
       raise config.UsageError(str(e)) from None
     model_name = gin.query_parameter("Trainer.model")

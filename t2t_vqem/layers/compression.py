@@ -29,12 +29,12 @@ def _apply_mask(x, mask):
 
 def downsample_mask(mask, steps):
   """bool [B, T] -> [B, ceil(T / 2^steps)]: a latent is real if its first position is."""
-  return mask[:, ::2 ** steps]
+  return mask[:, :: 2**steps]
 
 
 def upsample_mask(mask, steps):
   """bool [B, L] -> [B, L * 2^steps]."""
-  return tf.repeat(mask, 2 ** steps, axis=1)
+  return tf.repeat(mask, 2**steps, axis=1)
 
 
 class ResidualConv1D(keras.layers.Layer):
@@ -64,14 +64,18 @@ class ResidualConv1D(keras.layers.Layer):
 class Compress1D(keras.layers.Layer):
   """[B, T, H] -> [B, T / 2^n_c, H] (T must be a multiple of 2^n_c; see `pad_to_multiple`)."""
 
-  def __init__(self, hidden_size, compress_steps=3, residual_layers=1, kernel_size=3,
-               dropout=0.0, **kwargs):
+  def __init__(
+    self, hidden_size, compress_steps=3, residual_layers=1, kernel_size=3, dropout=0.0, **kwargs
+  ):
     super().__init__(**kwargs)
     self.hidden_size, self.compress_steps = hidden_size, compress_steps
     self.residual = ResidualConv1D(hidden_size, residual_layers, kernel_size, dropout)
     for i in range(compress_steps):
-      setattr(self, f"stride_{i}", keras.layers.Conv1D(
-          hidden_size, kernel_size, strides=2, padding="same", activation="relu"))
+      setattr(
+        self,
+        f"stride_{i}",
+        keras.layers.Conv1D(hidden_size, kernel_size, strides=2, padding="same", activation="relu"),
+      )
     self.norm = layers.LayerNorm(epsilon=1e-6)
 
   def build(self, input_shape=None):
@@ -92,13 +96,15 @@ class Compress1D(keras.layers.Layer):
 class Decompress1D(keras.layers.Layer):
   """[B, L, H] -> [B, L * 2^n_c, H]: residual conv + depth-to-space, n_c times."""
 
-  def __init__(self, hidden_size, compress_steps=3, residual_layers=1, kernel_size=3,
-               dropout=0.0, **kwargs):
+  def __init__(
+    self, hidden_size, compress_steps=3, residual_layers=1, kernel_size=3, dropout=0.0, **kwargs
+  ):
     super().__init__(**kwargs)
     self.hidden_size, self.compress_steps = hidden_size, compress_steps
     for i in range(compress_steps):
-      setattr(self, f"residual_{i}", ResidualConv1D(hidden_size, residual_layers,
-                                                    kernel_size, dropout))
+      setattr(
+        self, f"residual_{i}", ResidualConv1D(hidden_size, residual_layers, kernel_size, dropout)
+      )
       setattr(self, f"widen_{i}", layers.Dense(2 * hidden_size))
 
   def build(self, input_shape=None):
@@ -143,8 +149,10 @@ class ResidualConv2D(keras.layers.Layer):
 
 def _check_image_sizes(conv_layers, compress_steps):
   if not 0 <= compress_steps <= conv_layers:
-    raise ValueError(f"compress_steps={compress_steps} must be between 0 and "
-                     f"conv_layers={conv_layers} (each halving step is one of the convolutions)")
+    raise ValueError(
+      f"compress_steps={compress_steps} must be between 0 and "
+      f"conv_layers={conv_layers} (each halving step is one of the convolutions)"
+    )
 
 
 class Compress2D(keras.layers.Layer):
@@ -163,16 +171,33 @@ class Compress2D(keras.layers.Layer):
     conv_layers, kernel_size, residual_layers: the paper's 4, 5 and 2.
   """
 
-  def __init__(self, hidden_size, latent_dim, latents_per_position, compress_steps=2,
-               conv_layers=4, kernel_size=5, residual_layers=2, **kwargs):
+  def __init__(
+    self,
+    hidden_size,
+    latent_dim,
+    latents_per_position,
+    compress_steps=2,
+    conv_layers=4,
+    kernel_size=5,
+    residual_layers=2,
+    **kwargs,
+  ):
     super().__init__(**kwargs)
     _check_image_sizes(conv_layers, compress_steps)
     self.hidden_size, self.conv_layers = hidden_size, conv_layers
     self.latent_dim, self.latents_per_position = latent_dim, latents_per_position
     for i in range(conv_layers):
-      setattr(self, f"conv_{i}", keras.layers.Conv2D(
-          hidden_size, kernel_size, strides=2 if i < compress_steps else 1, padding="same",
-          activation="relu"))
+      setattr(
+        self,
+        f"conv_{i}",
+        keras.layers.Conv2D(
+          hidden_size,
+          kernel_size,
+          strides=2 if i < compress_steps else 1,
+          padding="same",
+          activation="relu",
+        ),
+      )
     self.residual = ResidualConv2D(hidden_size, residual_layers)
     self.to_latents = layers.Dense(latents_per_position * latent_dim)
     self.norm = layers.LayerNorm(epsilon=1e-6)
@@ -190,15 +215,25 @@ class Compress2D(keras.layers.Layer):
       x = getattr(self, f"conv_{i}")(x)
     x = self.to_latents(tf.nn.relu(self.residual(x)))
     shape = tf.shape(x)
-    return self.norm(tf.reshape(x, [shape[0], shape[1], shape[2], self.latents_per_position,
-                                    self.latent_dim]))
+    return self.norm(
+      tf.reshape(x, [shape[0], shape[1], shape[2], self.latents_per_position, self.latent_dim])
+    )
 
 
 class Decompress2D(keras.layers.Layer):
   """Image decoder: [B, h, w, n, D] -> logits float32 [B, h 2^s, w 2^s, channels, 256]."""
 
-  def __init__(self, hidden_size, channels=3, compress_steps=2, conv_layers=4, kernel_size=5,
-               residual_layers=2, num_values=256, **kwargs):
+  def __init__(
+    self,
+    hidden_size,
+    channels=3,
+    compress_steps=2,
+    conv_layers=4,
+    kernel_size=5,
+    residual_layers=2,
+    num_values=256,
+    **kwargs,
+  ):
     super().__init__(**kwargs)
     _check_image_sizes(conv_layers, compress_steps)
     self.hidden_size, self.conv_layers = hidden_size, conv_layers
@@ -207,9 +242,13 @@ class Decompress2D(keras.layers.Layer):
     self.residual = ResidualConv2D(hidden_size, residual_layers)
     for i in range(conv_layers):
       upsample = i >= conv_layers - compress_steps
-      setattr(self, f"deconv_{i}", keras.layers.Conv2DTranspose(
-          hidden_size, kernel_size, strides=2 if upsample else 1, padding="same",
-          activation="relu"))
+      setattr(
+        self,
+        f"deconv_{i}",
+        keras.layers.Conv2DTranspose(
+          hidden_size, kernel_size, strides=2 if upsample else 1, padding="same", activation="relu"
+        ),
+      )
     self.to_logits = layers.Dense(channels * num_values)
 
   def build(self, input_shape=None):

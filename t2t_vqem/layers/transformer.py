@@ -41,6 +41,7 @@ LAYER_NORM_EPSILON = 1e-6
 # Position signal and masks.
 # ---------------------------------------------------------------------------
 
+
 def positional_signal(length, channels, start=0, min_timescale=1.0, max_timescale=1.0e4):
   """Sinusoidal position signal, float32 [length, channels] (Vaswani et al. Sec. 3.5).
 
@@ -53,7 +54,8 @@ def positional_signal(length, channels, start=0, min_timescale=1.0, max_timescal
   num_timescales = channels // 2
   log_increment = math.log(float(max_timescale) / float(min_timescale)) / max(num_timescales - 1, 1)
   inv_timescales = min_timescale * tf.exp(
-      tf.range(num_timescales, dtype=tf.float32) * -log_increment)
+    tf.range(num_timescales, dtype=tf.float32) * -log_increment
+  )
   scaled = positions[:, None] * inv_timescales[None, :]
   signal = tf.concat([tf.sin(scaled), tf.cos(scaled)], axis=1)
   if channels % 2:
@@ -129,12 +131,13 @@ def local_causal_bias(length, block_length):
 # layers and compute the same function in fewer ops.
 # ---------------------------------------------------------------------------
 
+
 class Dense(keras.layers.Dense):
   """keras.layers.Dense on [..., in] inputs as a single Einsum op (+ bias, activation)."""
 
   def call(self, inputs, training=None):
     # Batch axes spelled out as letters (a-h), not "...".
-    axes = "abcdefgh"[:inputs.shape.rank - 1]
+    axes = "abcdefgh"[: inputs.shape.rank - 1]
     x = tf.einsum(f"{axes}i,io->{axes}o", inputs, self.kernel)
     if self.use_bias:
       x += self.bias
@@ -147,8 +150,9 @@ class LayerNorm(keras.layers.LayerNormalization):
   def __init__(self, epsilon=1e-6, **kwargs):
     for option in ("axis", "center", "scale", "rms_scaling"):
       if option in kwargs:
-        raise ValueError(f"LayerNorm takes no {option}=: it normalizes the last axis "
-                         "and always has gamma and beta")
+        raise ValueError(
+          f"LayerNorm takes no {option}=: it normalizes the last axis and always has gamma and beta"
+        )
     super().__init__(epsilon=epsilon, **kwargs)
 
   def call(self, inputs):
@@ -163,6 +167,7 @@ class LayerNorm(keras.layers.LayerNormalization):
 # ---------------------------------------------------------------------------
 # Attention.
 # ---------------------------------------------------------------------------
+
 
 class MultiHeadAttention(keras.layers.Layer):
   """Multi-head scaled dot-product attention with q/k/v/output projections.
@@ -188,16 +193,24 @@ class MultiHeadAttention(keras.layers.Layer):
   from their `bias` (`step_bias(..., local_block_length=b)`).
   """
 
-  def __init__(self, hidden_size, num_heads, attention_dropout=0.0, memory_size=None,
-               local_block_length=None, **kwargs):
+  def __init__(
+    self,
+    hidden_size,
+    num_heads,
+    attention_dropout=0.0,
+    memory_size=None,
+    local_block_length=None,
+    **kwargs,
+  ):
     super().__init__(**kwargs)
     if local_block_length is not None and local_block_length < 1:
       raise ValueError(f"local_block_length={local_block_length} must be a positive int or None")
     self.local_block_length = local_block_length
     if hidden_size % num_heads:
       raise ValueError(
-          f"hidden_size={hidden_size} is not divisible by num_heads={num_heads}; "
-          "choose num_heads dividing hidden_size")
+        f"hidden_size={hidden_size} is not divisible by num_heads={num_heads}; "
+        "choose num_heads dividing hidden_size"
+      )
     self.hidden_size = hidden_size
     self.num_heads = num_heads
     self.depth = hidden_size // num_heads
@@ -236,16 +249,19 @@ class MultiHeadAttention(keras.layers.Layer):
     zeros = tf.zeros([batch_size, self.num_heads, max_length, self.depth], dtype)
     return {"k": zeros, "v": zeros}
 
-  def call(self, query, memory=None, bias=None, training=False, cache=None, step=None,
-           memory_kv=None):
+  def call(
+    self, query, memory=None, bias=None, training=False, cache=None, step=None, memory_kv=None
+  ):
     q = self._heads(self.q_dense, query)
     new_cache = None
     if memory_kv is not None:
       k, v = memory_kv
     elif cache is not None:
       if memory is not None or step is None:
-        raise ValueError("an attention cache is for incremental self-attention: "
-                         "pass step and no memory (use memory_kv for cross-attention)")
+        raise ValueError(
+          "an attention cache is for incremental self-attention: "
+          "pass step and no memory (use memory_kv for cross-attention)"
+        )
       k_new, v_new = self.project_memory(query)  # [B, h, 1, d]
       write = tf.equal(tf.range(tf.shape(cache["k"])[2]), step)[None, None, :, None]
       k = tf.where(write, tf.cast(k_new, cache["k"].dtype), cache["k"])
@@ -260,7 +276,7 @@ class MultiHeadAttention(keras.layers.Layer):
       k, v = self.project_memory(query if memory is None else memory)
     # Logits and softmax in float32.
     logits = tf.einsum("bhqd,bhkd->bhqk", tf.cast(q, tf.float32), tf.cast(k, tf.float32))
-    logits *= self.depth ** -0.5
+    logits *= self.depth**-0.5
     if bias is not None:
       logits += tf.cast(bias, tf.float32)
     weights = tf.nn.softmax(logits, axis=-1)
@@ -270,7 +286,6 @@ class MultiHeadAttention(keras.layers.Layer):
     if new_cache is not None:
       return output, new_cache
     return output
-
 
   def _local_attention(self, q, k, v, training):
     """Local 1-D causal attention of q, k, v [B, h, T, d] -> context [B, h, T, d]."""
@@ -291,7 +306,7 @@ class MultiHeadAttention(keras.layers.Layer):
     qb = tf.cast(blocks(q), tf.float32)
     kb = with_previous(tf.cast(blocks(k), tf.float32))
     vb = with_previous(blocks(v))
-    logits = tf.einsum("bhnqd,bhnkd->bhnqk", qb, kb) * self.depth ** -0.5
+    logits = tf.einsum("bhnqd,bhnkd->bhnqk", qb, kb) * self.depth**-0.5
     # Query i of block n (absolute n*b + i) sees key j of the window (absolute
     # (n-1)*b + j) when j - b <= i and the key exists (n > 0 or j >= b).
     i = tf.range(b)[:, None]
@@ -325,8 +340,12 @@ class FeedForward(keras.layers.Layer):
 
 
 def _check_sizes(num_layers, hidden_size, num_heads, filter_size):
-  for name, value in (("num_layers", num_layers), ("hidden_size", hidden_size),
-                      ("num_heads", num_heads), ("filter_size", filter_size)):
+  for name, value in (
+    ("num_layers", num_layers),
+    ("hidden_size", hidden_size),
+    ("num_heads", num_heads),
+    ("filter_size", filter_size),
+  ):
     if not isinstance(value, int) or value < 1:
       raise ValueError(f"{name}={value!r} must be a positive int")
 
@@ -344,16 +363,26 @@ def _layer_norm(name):
 # checkpoints.
 # ---------------------------------------------------------------------------
 
+
 class EncoderBlock(keras.layers.Layer):
   """One pre-norm encoder layer: x += drop(attn(norm(x))); x += drop(ffn(norm(x)))."""
 
-  def __init__(self, hidden_size, num_heads, filter_size, dropout=0.0, attention_dropout=0.0,
-               relu_dropout=0.0, **kwargs):
+  def __init__(
+    self,
+    hidden_size,
+    num_heads,
+    filter_size,
+    dropout=0.0,
+    attention_dropout=0.0,
+    relu_dropout=0.0,
+    **kwargs,
+  ):
     super().__init__(**kwargs)
     self.hidden_size = hidden_size
     self.self_attention_norm = _layer_norm("self_attention_norm")
-    self.self_attention = MultiHeadAttention(hidden_size, num_heads, attention_dropout,
-                                             name="self_attention")
+    self.self_attention = MultiHeadAttention(
+      hidden_size, num_heads, attention_dropout, name="self_attention"
+    )
     self.ffn_norm = _layer_norm("ffn_norm")
     self.ffn = FeedForward(hidden_size, filter_size, relu_dropout, name="ffn")
     self.residual_dropout = keras.layers.Dropout(dropout)
@@ -377,20 +406,35 @@ class DecoderBlock(keras.layers.Layer):
   it runs one incremental step and returns (output, new_cache).
   """
 
-  def __init__(self, hidden_size, num_heads, filter_size, dropout=0.0, attention_dropout=0.0,
-               relu_dropout=0.0, cross_attention=True, memory_size=None,
-               local_block_length=None, **kwargs):
+  def __init__(
+    self,
+    hidden_size,
+    num_heads,
+    filter_size,
+    dropout=0.0,
+    attention_dropout=0.0,
+    relu_dropout=0.0,
+    cross_attention=True,
+    memory_size=None,
+    local_block_length=None,
+    **kwargs,
+  ):
     super().__init__(**kwargs)
     self.hidden_size = hidden_size
     self.has_cross_attention = cross_attention
     self.self_attention_norm = _layer_norm("self_attention_norm")
-    self.self_attention = MultiHeadAttention(hidden_size, num_heads, attention_dropout,
-                                             local_block_length=local_block_length,
-                                             name="self_attention")
+    self.self_attention = MultiHeadAttention(
+      hidden_size,
+      num_heads,
+      attention_dropout,
+      local_block_length=local_block_length,
+      name="self_attention",
+    )
     if cross_attention:
       self.cross_attention_norm = _layer_norm("cross_attention_norm")
-      self.cross_attention = MultiHeadAttention(hidden_size, num_heads, attention_dropout,
-                                                memory_size=memory_size, name="cross_attention")
+      self.cross_attention = MultiHeadAttention(
+        hidden_size, num_heads, attention_dropout, memory_size=memory_size, name="cross_attention"
+      )
     self.ffn_norm = _layer_norm("ffn_norm")
     self.ffn = FeedForward(hidden_size, filter_size, relu_dropout, name="ffn")
     self.residual_dropout = keras.layers.Dropout(dropout)
@@ -402,26 +446,35 @@ class DecoderBlock(keras.layers.Layer):
     for layer in sublayers:
       layer.build((None, self.hidden_size))
 
-  def call(self, x, self_bias=None, memory=None, memory_bias=None, training=False, cache=None,
-           step=None):
+  def call(
+    self, x, self_bias=None, memory=None, memory_bias=None, training=False, cache=None, step=None
+  ):
     new_cache = None
     if cache is None:
       y = self.self_attention(self.self_attention_norm(x), bias=self_bias, training=training)
     else:
-      y, kv = self.self_attention(self.self_attention_norm(x), bias=self_bias,
-                                  training=training, cache={"k": cache["k"], "v": cache["v"]},
-                                  step=step)
+      y, kv = self.self_attention(
+        self.self_attention_norm(x),
+        bias=self_bias,
+        training=training,
+        cache={"k": cache["k"], "v": cache["v"]},
+        step=step,
+      )
       new_cache = dict(cache)
       new_cache.update(kv)
     x = x + self.residual_dropout(y, training=training)
     if self.has_cross_attention:
       if cache is None:
-        y = self.cross_attention(self.cross_attention_norm(x), memory=memory, bias=memory_bias,
-                                 training=training)
+        y = self.cross_attention(
+          self.cross_attention_norm(x), memory=memory, bias=memory_bias, training=training
+        )
       else:
-        y = self.cross_attention(self.cross_attention_norm(x), bias=memory_bias,
-                                 training=training,
-                                 memory_kv=(cache["memory_k"], cache["memory_v"]))
+        y = self.cross_attention(
+          self.cross_attention_norm(x),
+          bias=memory_bias,
+          training=training,
+          memory_kv=(cache["memory_k"], cache["memory_v"]),
+        )
       x = x + self.residual_dropout(y, training=training)
     y = self.ffn(self.ffn_norm(x), training=training)
     x = x + self.residual_dropout(y, training=training)
@@ -439,8 +492,17 @@ class EncoderStack(keras.layers.Layer):
   default to it (T2T transformer_base).
   """
 
-  def __init__(self, num_layers, hidden_size, num_heads, filter_size, dropout=0.0,
-               attention_dropout=None, relu_dropout=None, **kwargs):
+  def __init__(
+    self,
+    num_layers,
+    hidden_size,
+    num_heads,
+    filter_size,
+    dropout=0.0,
+    attention_dropout=None,
+    relu_dropout=None,
+    **kwargs,
+  ):
     super().__init__(**kwargs)
     _check_sizes(num_layers, hidden_size, num_heads, filter_size)
     attention_dropout = dropout if attention_dropout is None else attention_dropout
@@ -448,9 +510,19 @@ class EncoderStack(keras.layers.Layer):
     self.num_layers = num_layers
     self.hidden_size = hidden_size
     for i in range(num_layers):
-      setattr(self, f"layer_{i}", EncoderBlock(
-          hidden_size, num_heads, filter_size, dropout, attention_dropout, relu_dropout,
-          name=f"layer_{i}"))
+      setattr(
+        self,
+        f"layer_{i}",
+        EncoderBlock(
+          hidden_size,
+          num_heads,
+          filter_size,
+          dropout,
+          attention_dropout,
+          relu_dropout,
+          name=f"layer_{i}",
+        ),
+      )
     self.output_norm = _layer_norm("output_norm")
 
   def blocks(self):
@@ -490,9 +562,21 @@ class DecoderStack(keras.layers.Layer):
   (the Image Transformer's latent prior; see `local_causal_bias`).
   """
 
-  def __init__(self, num_layers, hidden_size, num_heads, filter_size, dropout=0.0,
-               causal=True, cross_attention=True, attention_dropout=None, relu_dropout=None,
-               memory_size=None, local_block_length=None, **kwargs):
+  def __init__(
+    self,
+    num_layers,
+    hidden_size,
+    num_heads,
+    filter_size,
+    dropout=0.0,
+    causal=True,
+    cross_attention=True,
+    attention_dropout=None,
+    relu_dropout=None,
+    memory_size=None,
+    local_block_length=None,
+    **kwargs,
+  ):
     super().__init__(**kwargs)
     _check_sizes(num_layers, hidden_size, num_heads, filter_size)
     if local_block_length and not causal:
@@ -505,10 +589,22 @@ class DecoderStack(keras.layers.Layer):
     self.causal = causal
     self.cross_attention = cross_attention
     for i in range(num_layers):
-      setattr(self, f"layer_{i}", DecoderBlock(
-          hidden_size, num_heads, filter_size, dropout, attention_dropout, relu_dropout,
-          cross_attention=cross_attention, memory_size=memory_size,
-          local_block_length=local_block_length, name=f"layer_{i}"))
+      setattr(
+        self,
+        f"layer_{i}",
+        DecoderBlock(
+          hidden_size,
+          num_heads,
+          filter_size,
+          dropout,
+          attention_dropout,
+          relu_dropout,
+          cross_attention=cross_attention,
+          memory_size=memory_size,
+          local_block_length=local_block_length,
+          name=f"layer_{i}",
+        ),
+      )
     self.output_norm = _layer_norm("output_norm")
 
   def blocks(self):
@@ -518,8 +614,7 @@ class DecoderStack(keras.layers.Layer):
     for layer in self.blocks() + [self.output_norm]:
       layer.build((None, self.hidden_size))
 
-  def init_cache(self, batch_size, max_length, memory=None, memory_padding_mask=None,
-                 dtype=None):
+  def init_cache(self, batch_size, max_length, memory=None, memory_padding_mask=None, dtype=None):
     """The incremental-decoding cache for up to `max_length` steps.
 
     {"layer_i": {"k", "v": zeros [B, h, max_length, d]
@@ -535,8 +630,9 @@ class DecoderStack(keras.layers.Layer):
     for i, block in enumerate(self.blocks()):
       layer_cache = block.self_attention.init_cache(batch_size, max_length, dtype)
       if self.cross_attention:
-        layer_cache["memory_k"], layer_cache["memory_v"] = (
-            block.cross_attention.project_memory(memory))
+        layer_cache["memory_k"], layer_cache["memory_v"] = block.cross_attention.project_memory(
+          memory
+        )
       cache[f"layer_{i}"] = layer_cache
     if self.cross_attention:
       if memory_padding_mask is None:
@@ -544,8 +640,16 @@ class DecoderStack(keras.layers.Layer):
       cache["memory_bias"] = padding_bias(memory_padding_mask)
     return cache
 
-  def call(self, x, memory=None, memory_padding_mask=None, training=False, cache=None,
-           step=None, padding_mask=None):
+  def call(
+    self,
+    x,
+    memory=None,
+    memory_padding_mask=None,
+    training=False,
+    cache=None,
+    step=None,
+    padding_mask=None,
+  ):
     if cache is not None:
       return self._step(x, cache, step, training)
     if self.cross_attention and memory is None:
@@ -562,8 +666,7 @@ class DecoderStack(keras.layers.Layer):
     if self.cross_attention and memory_padding_mask is not None:
       memory_bias = padding_bias(memory_padding_mask)
     for block in self.blocks():
-      x = block(x, self_bias=self_bias, memory=memory, memory_bias=memory_bias,
-                training=training)
+      x = block(x, self_bias=self_bias, memory=memory, memory_bias=memory_bias, training=training)
     return self.output_norm(x)
 
   def _step(self, x, cache, step, training):
@@ -575,6 +678,11 @@ class DecoderStack(keras.layers.Layer):
     new_cache = dict(cache)
     for i, block in enumerate(self.blocks()):
       x, new_cache[f"layer_{i}"] = block(
-          x, self_bias=self_bias, memory_bias=cache.get("memory_bias"), training=training,
-          cache=cache[f"layer_{i}"], step=step)
+        x,
+        self_bias=self_bias,
+        memory_bias=cache.get("memory_bias"),
+        training=training,
+        cache=cache[f"layer_{i}"],
+        step=step,
+      )
     return self.output_norm(x), new_cache

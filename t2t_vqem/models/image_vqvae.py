@@ -27,8 +27,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from t2t_vqem import bottlenecks  # noqa: F401  (registers the bottlenecks)
-from t2t_vqem import registry
+from t2t_vqem import (
+  bottlenecks,  # noqa: F401  (registers the bottlenecks)
+  registry,
+)
 from t2t_vqem.layers import compression
 from t2t_vqem.layers import transformer as layers
 
@@ -59,17 +61,35 @@ class ImageVqvae(keras.Model):
   interface = "image"  # what it serves (registry.MODEL_INTERFACES)
   default_bottleneck = "hard_em"
 
-  def __init__(self, image_shape=(32, 32, 3), hidden_size=256, compress_steps=2, conv_layers=4,
-               kernel_size=5, residual_layers=2, latents_per_position=10, latent_dim=512,
-               bottleneck=None, bottleneck_args=None, prior_hidden_size=256, prior_layers=6,
-               prior_heads=8, prior_filter_size=1024, prior_dropout=0.1,
-               prior_block_length=64, prior_loss_weight=1.0, **kwargs):
+  def __init__(
+    self,
+    image_shape=(32, 32, 3),
+    hidden_size=256,
+    compress_steps=2,
+    conv_layers=4,
+    kernel_size=5,
+    residual_layers=2,
+    latents_per_position=10,
+    latent_dim=512,
+    bottleneck=None,
+    bottleneck_args=None,
+    prior_hidden_size=256,
+    prior_layers=6,
+    prior_heads=8,
+    prior_filter_size=1024,
+    prior_dropout=0.1,
+    prior_block_length=64,
+    prior_loss_weight=1.0,
+    **kwargs,
+  ):
     super().__init__(**kwargs)
     height, width, channels = image_shape
-    factor = 2 ** compress_steps
+    factor = 2**compress_steps
     if height % factor or width % factor:
-      raise ValueError(f"image_shape={tuple(image_shape)} is not divisible by "
-                       f"2^compress_steps={factor}; accepted: sides multiple of {factor}")
+      raise ValueError(
+        f"image_shape={tuple(image_shape)} is not divisible by "
+        f"2^compress_steps={factor}; accepted: sides multiple of {factor}"
+      )
     self.image_shape = tuple(image_shape)
     self.field_shape = (height // factor, width // factor, latents_per_position)
     self.num_dims = height * width * channels  # n_x
@@ -79,22 +99,46 @@ class ImageVqvae(keras.Model):
     self.prior_loss_weight = prior_loss_weight
 
     self.encoder = compression.Compress2D(
-        hidden_size, latent_dim, latents_per_position, compress_steps, conv_layers,
-        kernel_size, residual_layers, name="encoder")
+      hidden_size,
+      latent_dim,
+      latents_per_position,
+      compress_steps,
+      conv_layers,
+      kernel_size,
+      residual_layers,
+      name="encoder",
+    )
     self.bottleneck = registry.build_bottleneck(
-        bottleneck or self.default_bottleneck, embedding_dim=latent_dim, name="bottleneck",
-        **(bottleneck_args or {}))
+      bottleneck or self.default_bottleneck,
+      embedding_dim=latent_dim,
+      name="bottleneck",
+      **(bottleneck_args or {}),
+    )
     self.num_codes = self.bottleneck.num_codes
     self.decoder = compression.Decompress2D(
-        hidden_size, channels, compress_steps, conv_layers, kernel_size, residual_layers,
-        name="decoder")
-    self.prior_embedding = keras.layers.Embedding(self.num_codes, prior_hidden_size,
-                                                  name="prior_embedding")
+      hidden_size,
+      channels,
+      compress_steps,
+      conv_layers,
+      kernel_size,
+      residual_layers,
+      name="decoder",
+    )
+    self.prior_embedding = keras.layers.Embedding(
+      self.num_codes, prior_hidden_size, name="prior_embedding"
+    )
     self.prior_dropout = keras.layers.Dropout(prior_dropout)
     self.prior = layers.DecoderStack(
-        prior_layers, prior_hidden_size, prior_heads, prior_filter_size, prior_dropout,
-        causal=True, cross_attention=False, local_block_length=prior_block_length,
-        name="prior")
+      prior_layers,
+      prior_hidden_size,
+      prior_heads,
+      prior_filter_size,
+      prior_dropout,
+      causal=True,
+      cross_attention=False,
+      local_block_length=prior_block_length,
+      name="prior",
+    )
     self.prior_logits = layers.Dense(self.num_codes, name="prior_logits")
     self.build()
 
@@ -154,28 +198,33 @@ class ImageVqvae(keras.Model):
     z_e = self.encode_continuous(images)
     out = self.bottleneck(z_e, training=training)
     logits = self.decode_logits(tf.identity(out.quantized))
-    recon_sum = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.cast(images, tf.int32), logits=logits))
+    recon_sum = tf.reduce_sum(
+      tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(images, tf.int32), logits=logits
+      )
+    )
 
-    soft = tf.reshape(tf.stop_gradient(out.soft_targets),
-                      [-1, self.num_latents, self.num_codes])
+    soft = tf.reshape(tf.stop_gradient(out.soft_targets), [-1, self.num_latents, self.num_codes])
     codes = tf.reshape(out.codes, [-1, self.num_latents])
     log_probs = self.prior_log_probs(codes, training=training)
     prior_sum = -tf.reduce_sum(soft * log_probs)
-    correct = tf.cast(tf.equal(tf.argmax(log_probs, -1, output_type=tf.int32), codes),
-                      tf.float32)
+    correct = tf.cast(tf.equal(tf.argmax(log_probs, -1, output_type=tf.int32), codes), tf.float32)
 
     dims, latents = batch * self.num_dims, batch * self.num_latents
-    losses = {"reconstruction": (recon_sum, dims),
-              "commitment": (out.loss * latents, latents),
-              "prior": (self.prior_loss_weight * prior_sum, latents)}
-    metrics = {"bits_per_dim": ((recon_sum + prior_sum) / LN2, dims),
-               "bits_per_dim_reconstruction": (recon_sum / LN2, dims),
-               "bits_per_dim_prior": (prior_sum / LN2, dims),
-               "prior_nll": (prior_sum, latents),
-               "prior_accuracy": (tf.reduce_sum(correct), latents),
-               "perplexity": (out.perplexity, 1.0),
-               "usage": (out.usage, 1.0)}
+    losses = {
+      "reconstruction": (recon_sum, dims),
+      "commitment": (out.loss * latents, latents),
+      "prior": (self.prior_loss_weight * prior_sum, latents),
+    }
+    metrics = {
+      "bits_per_dim": ((recon_sum + prior_sum) / LN2, dims),
+      "bits_per_dim_reconstruction": (recon_sum / LN2, dims),
+      "bits_per_dim_prior": (prior_sum / LN2, dims),
+      "prior_nll": (prior_sum, latents),
+      "prior_accuracy": (tf.reduce_sum(correct), latents),
+      "perplexity": (out.perplexity, 1.0),
+      "usage": (out.usage, 1.0),
+    }
     return losses, metrics
 
   # -- inference ----------------------------------------------------------------
@@ -211,12 +260,14 @@ class ImageVqvae(keras.Model):
       y, cache = self.prior(x, cache=cache, step=i)
       logits = tf.cast(self.prior_logits(y[:, 0]), tf.float32) / temperature
       drawn = tf.random.stateless_categorical(
-          logits, 1, seed=tf.random.experimental.stateless_fold_in(seed, i), dtype=tf.int32)
+        logits, 1, seed=tf.random.experimental.stateless_fold_in(seed, i), dtype=tf.int32
+      )
       codes = tf.where(tf.equal(tf.range(self.num_latents), i)[None], drawn, codes)
       return i + 1, codes, cache
 
-    _, codes, _ = tf.while_loop(lambda i, *_: i < self.num_latents, body,
-                                (tf.constant(0), codes, cache))
+    _, codes, _ = tf.while_loop(
+      lambda i, *_: i < self.num_latents, body, (tf.constant(0), codes, cache)
+    )
     return tf.reshape(codes, (-1,) + self.field_shape)
 
   def sample(self, count, seed, temperature=1.0):

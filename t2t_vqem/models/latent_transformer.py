@@ -28,9 +28,11 @@ predictor's loss is off before `latent_loss_start_step`.
 import keras
 import tensorflow as tf
 
-from t2t_vqem import bottlenecks  # noqa: F401  (registers the bottlenecks)
-from t2t_vqem import registry
-from t2t_vqem import search
+from t2t_vqem import (
+  bottlenecks,  # noqa: F401  (registers the bottlenecks)
+  registry,
+  search,
+)
 from t2t_vqem.layers import compression
 from t2t_vqem.layers import transformer as layers
 from t2t_vqem.models import transformer as transformer_model
@@ -70,11 +72,29 @@ class LatentTransformer(keras.Model):
   interface = "latent_translation"  # what it serves (registry.MODEL_INTERFACES)
   default_bottleneck = "hard_em"
 
-  def __init__(self, vocab_size, hidden_size=512, num_layers=6, num_heads=8, filter_size=2048,
-               dropout=0.1, label_smoothing=0.1, compress_steps=3, residual_layers=1,
-               compress_attend_to_source=False, bottleneck=None, bottleneck_args=None,
-               latent_layers=None, mask_startup_steps=50000, latent_loss_start_step=10000,
-               latent_loss_weight=1.0, beam_size=1, alpha=0.0, max_decode_extra=10, **kwargs):
+  def __init__(
+    self,
+    vocab_size,
+    hidden_size=512,
+    num_layers=6,
+    num_heads=8,
+    filter_size=2048,
+    dropout=0.1,
+    label_smoothing=0.1,
+    compress_steps=3,
+    residual_layers=1,
+    compress_attend_to_source=False,
+    bottleneck=None,
+    bottleneck_args=None,
+    latent_layers=None,
+    mask_startup_steps=50000,
+    latent_loss_start_step=10000,
+    latent_loss_weight=1.0,
+    beam_size=1,
+    alpha=0.0,
+    max_decode_extra=10,
+    **kwargs,
+  ):
     super().__init__(**kwargs)
     self.vocab_size, self.hidden_size = vocab_size, hidden_size
     self.label_smoothing = label_smoothing
@@ -89,35 +109,63 @@ class LatentTransformer(keras.Model):
 
     self.embedding = transformer_model.SharedEmbedding(vocab_size, hidden_size, name="embedding")
     self.input_dropout = keras.layers.Dropout(dropout)
-    self.source_encoder = layers.EncoderStack(num_layers, hidden_size, num_heads, filter_size,
-                                              dropout, name="source_encoder")
-    self.compress = compression.Compress1D(hidden_size, compress_steps, residual_layers,
-                                           dropout=dropout, name="compress")
+    self.source_encoder = layers.EncoderStack(
+      num_layers, hidden_size, num_heads, filter_size, dropout, name="source_encoder"
+    )
+    self.compress = compression.Compress1D(
+      hidden_size, compress_steps, residual_layers, dropout=dropout, name="compress"
+    )
     if compress_attend_to_source:
       self.compress_attention_norm = layers.LayerNorm(epsilon=1e-6)
-      self.compress_attention = layers.MultiHeadAttention(hidden_size, num_heads,
-                                                          name="compress_attention")
+      self.compress_attention = layers.MultiHeadAttention(
+        hidden_size, num_heads, name="compress_attention"
+      )
     self.bottleneck = registry.build_bottleneck(
-        bottleneck or self.default_bottleneck, embedding_dim=hidden_size, name="bottleneck",
-        **(bottleneck_args or {}))
+      bottleneck or self.default_bottleneck,
+      embedding_dim=hidden_size,
+      name="bottleneck",
+      **(bottleneck_args or {}),
+    )
     self.num_codes = self.bottleneck.num_codes
     self.end_id = self.num_codes  # the latent predictor's END class
-    self.decompress = compression.Decompress1D(hidden_size, compress_steps, residual_layers,
-                                               dropout=dropout, name="decompress")
-    self.decoder = layers.DecoderStack(num_layers, hidden_size, num_heads, filter_size,
-                                       dropout, causal=False, cross_attention=True,
-                                       name="decoder")
-    self.latent_embedding = keras.layers.Embedding(self.num_codes, hidden_size,
-                                                   name="latent_embedding")
-    self.latent_predictor = layers.DecoderStack(latent_layers, hidden_size, num_heads,
-                                                filter_size, dropout, causal=True,
-                                                cross_attention=True, name="latent_predictor")
+    self.decompress = compression.Decompress1D(
+      hidden_size, compress_steps, residual_layers, dropout=dropout, name="decompress"
+    )
+    self.decoder = layers.DecoderStack(
+      num_layers,
+      hidden_size,
+      num_heads,
+      filter_size,
+      dropout,
+      causal=False,
+      cross_attention=True,
+      name="decoder",
+    )
+    self.latent_embedding = keras.layers.Embedding(
+      self.num_codes, hidden_size, name="latent_embedding"
+    )
+    self.latent_predictor = layers.DecoderStack(
+      latent_layers,
+      hidden_size,
+      num_heads,
+      filter_size,
+      dropout,
+      causal=True,
+      cross_attention=True,
+      name="latent_predictor",
+    )
     self.latent_logits = layers.Dense(self.num_codes + 1, name="latent_logits")
     self.build()
 
   def build(self, input_shape=None):
-    for layer in (self.embedding, self.source_encoder, self.compress, self.decompress,
-                  self.decoder, self.latent_predictor):
+    for layer in (
+      self.embedding,
+      self.source_encoder,
+      self.compress,
+      self.decompress,
+      self.decoder,
+      self.latent_predictor,
+    ):
       layer.build()
     self.latent_embedding.build((None,))
     self.latent_logits.build((None, self.hidden_size))
@@ -129,7 +177,7 @@ class LatentTransformer(keras.Model):
 
   @property
   def compression_factor(self):
-    return 2 ** self.compress_steps
+    return 2**self.compress_steps
 
   def _with_positions(self, x, training):
     return self.input_dropout(layers.add_positions(x), training=training)
@@ -148,13 +196,18 @@ class LatentTransformer(keras.Model):
     z_e = self.compress(x, padding_mask=mask, training=training)
     latent_mask = compression.downsample_mask(mask, self.compress_steps)
     if self.compress_attend_to_source:
-      z_e += self.compress_attention(self.compress_attention_norm(z_e), memory=memory,
-                                     bias=layers.padding_bias(memory_mask), training=training)
+      z_e += self.compress_attention(
+        self.compress_attention_norm(z_e),
+        memory=memory,
+        bias=layers.padding_bias(memory_mask),
+        training=training,
+      )
       z_e *= tf.cast(latent_mask, z_e.dtype)[..., None]
     return z_e, latent_mask
 
-  def decode_latents(self, z_q, latent_mask, memory, memory_mask, gold=None, gold_rate=None,
-                     training=False):
+  def decode_latents(
+    self, z_q, latent_mask, memory, memory_mask, gold=None, gold_rate=None, training=False
+  ):
     """Parallel decoder: z_q [B, L, H] -> logits [B, L * 2^n_c, V].
 
     With `gold` (embedded targets [B, L * 2^n_c, H]) each position takes the
@@ -166,8 +219,9 @@ class LatentTransformer(keras.Model):
       use_gold = tf.random.uniform(tf.shape(mask)) < gold_rate
       d = tf.where(use_gold[..., None], tf.cast(gold, d.dtype), d)
     d = self._with_positions(d, training)
-    y = self.decoder(d, memory=memory, memory_padding_mask=memory_mask, padding_mask=mask,
-                     training=training)
+    y = self.decoder(
+      d, memory=memory, memory_padding_mask=memory_mask, padding_mask=mask, training=training
+    )
     return self.embedding.logits(y)
 
   def _latent_predictor_inputs(self, codes, start=0, training=False):
@@ -198,10 +252,16 @@ class LatentTransformer(keras.Model):
       padded = compression.pad_to_multiple(targets, self.compression_factor)
       gold = self.embedding(padded)
     # tf.identity drops the Keras mask the bottleneck attaches to its output.
-    logits = self.decode_latents(tf.identity(out.quantized), latent_mask, memory, memory_mask, gold=gold,
-                                 gold_rate=self.gold_rate(step) if gold is not None else None,
-                                 training=training)
-    logits = logits[:, :tf.shape(targets)[1]]
+    logits = self.decode_latents(
+      tf.identity(out.quantized),
+      latent_mask,
+      memory,
+      memory_mask,
+      gold=gold,
+      gold_rate=self.gold_rate(step) if gold is not None else None,
+      training=training,
+    )
+    logits = logits[:, : tf.shape(targets)[1]]
 
     # Latent predictor: position j predicts latent j, position n_z predicts END.
     soft = tf.stop_gradient(out.soft_targets)  # [B, L, num_codes]
@@ -209,17 +269,23 @@ class LatentTransformer(keras.Model):
     num_latents = tf.reduce_sum(tf.cast(latent_mask, tf.int32), axis=1)  # [B]
     length = tf.shape(codes)[1] + 1
     labels = tf.pad(soft * tf.cast(latent_mask, soft.dtype)[..., None], [[0, 0], [0, 1], [0, 1]])
-    end = tf.one_hot(num_latents, length)[..., None] * tf.one_hot(self.end_id,
-                                                                  self.num_codes + 1)
+    end = tf.one_hot(num_latents, length)[..., None] * tf.one_hot(self.end_id, self.num_codes + 1)
     labels += end
     predictor_mask = tf.sequence_mask(num_latents + 1, length)
     x = self._latent_predictor_inputs(tf.pad(codes, [[0, 0], [1, 0]]), training=training)
-    y = self.latent_predictor(x, memory=tf.stop_gradient(memory), memory_padding_mask=memory_mask,
-                              training=training)
+    y = self.latent_predictor(
+      x, memory=tf.stop_gradient(memory), memory_padding_mask=memory_mask, training=training
+    )
     latent_logits = tf.cast(self.latent_logits(y), tf.float32)
-    return {"logits": logits, "targets": targets, "bottleneck": out,
-            "latent_mask": latent_mask, "latent_logits": latent_logits,
-            "latent_labels": labels, "predictor_mask": predictor_mask}
+    return {
+      "logits": logits,
+      "targets": targets,
+      "bottleneck": out,
+      "latent_mask": latent_mask,
+      "latent_logits": latent_logits,
+      "latent_labels": labels,
+      "predictor_mask": predictor_mask,
+    }
 
   def call(self, features, training=False):
     """Teacher-forced reconstruction logits [B, T, V] (latents from the target encoder)."""
@@ -237,8 +303,7 @@ class LatentTransformer(keras.Model):
     """
     f = self.forward(features, training=training, step=step)
     targets = f["targets"]
-    xent, nll = transformer_model.token_cross_entropy(f["logits"], targets,
-                                                      self.label_smoothing)
+    xent, nll = transformer_model.token_cross_entropy(f["logits"], targets, self.label_smoothing)
     weights = tf.cast(tf.not_equal(targets, PAD_ID), tf.float32)
     tokens = tf.reduce_sum(weights)
     latents = tf.reduce_sum(tf.cast(f["latent_mask"], tf.float32))
@@ -250,19 +315,25 @@ class LatentTransformer(keras.Model):
     if step is not None:
       weight *= tf.cast(step >= self.latent_loss_start_step, tf.float32)
     out = f["bottleneck"]
-    correct = tf.cast(tf.equal(tf.argmax(f["logits"], -1, output_type=tf.int32), targets),
-                      tf.float32)
-    latent_correct = tf.cast(tf.equal(tf.argmax(f["latent_logits"], -1),
-                                      tf.argmax(f["latent_labels"], -1)), tf.float32)
-    losses = {"reconstruction": (tf.reduce_sum(xent * weights), tokens),
-              "commitment": (out.loss * latents, latents),
-              "latent_prediction": (weight * latent_sum, predicted)}
-    metrics = {"accuracy": (tf.reduce_sum(correct * weights), tokens),
-               "nll": (tf.reduce_sum(nll * weights), tokens),
-               "latent_accuracy": (tf.reduce_sum(latent_correct * predictor_weights), predicted),
-               "latent_nll": (latent_sum, predicted),
-               "perplexity": (out.perplexity, 1.0),
-               "usage": (out.usage, 1.0)}
+    correct = tf.cast(
+      tf.equal(tf.argmax(f["logits"], -1, output_type=tf.int32), targets), tf.float32
+    )
+    latent_correct = tf.cast(
+      tf.equal(tf.argmax(f["latent_logits"], -1), tf.argmax(f["latent_labels"], -1)), tf.float32
+    )
+    losses = {
+      "reconstruction": (tf.reduce_sum(xent * weights), tokens),
+      "commitment": (out.loss * latents, latents),
+      "latent_prediction": (weight * latent_sum, predicted),
+    }
+    metrics = {
+      "accuracy": (tf.reduce_sum(correct * weights), tokens),
+      "nll": (tf.reduce_sum(nll * weights), tokens),
+      "latent_accuracy": (tf.reduce_sum(latent_correct * predictor_weights), predicted),
+      "latent_nll": (latent_sum, predicted),
+      "perplexity": (out.perplexity, 1.0),
+      "usage": (out.usage, 1.0),
+    }
     return losses, metrics
 
   # -- inference ----------------------------------------------------------------
@@ -280,9 +351,10 @@ class LatentTransformer(keras.Model):
     batch_size = tf.shape(memory)[0]
     max_latents = tf.broadcast_to(tf.cast(max_latents, tf.int32), [batch_size])
     steps = tf.reduce_max(max_latents) + 1  # + END
-    cache = {"decoder": self.latent_predictor.init_cache(batch_size, steps, memory,
-                                                         memory_mask),
-             "limit": max_latents + 1}
+    cache = {
+      "decoder": self.latent_predictor.init_cache(batch_size, steps, memory, memory_mask),
+      "limit": max_latents + 1,
+    }
 
     def symbols_to_logits(ids, step, cache):
       x = self._latent_predictor_inputs(ids[:, -1:], start=step)
@@ -294,16 +366,24 @@ class LatentTransformer(keras.Model):
 
     initial = tf.fill([batch_size], self.end_id)
     if beam_size == 1:
-      codes, _ = search.greedy_search(symbols_to_logits, initial, cache, steps,
-                                      eos_id=self.end_id, pad_id=self.end_id)
+      codes, _ = search.greedy_search(
+        symbols_to_logits, initial, cache, steps, eos_id=self.end_id, pad_id=self.end_id
+      )
     else:
-      codes, _ = search.beam_search(symbols_to_logits, initial, cache, beam_size,
-                                    steps, alpha, eos_id=self.end_id,
-                                    pad_id=self.end_id)
+      codes, _ = search.beam_search(
+        symbols_to_logits,
+        initial,
+        cache,
+        beam_size,
+        steps,
+        alpha,
+        eos_id=self.end_id,
+        pad_id=self.end_id,
+      )
       codes = codes[:, 0]
     is_code = tf.cumsum(tf.cast(tf.equal(codes, self.end_id), tf.int32), axis=1) == 0
     count = tf.reduce_sum(tf.cast(is_code, tf.int32), axis=1)
-    codes = tf.where(is_code, codes, 0)[:, :tf.reduce_max(count)]
+    codes = tf.where(is_code, codes, 0)[:, : tf.reduce_max(count)]
     return codes, count
 
   def source_latents(self, inputs, beam_size=None, alpha=None, max_decode_length=None):
@@ -314,8 +394,9 @@ class LatentTransformer(keras.Model):
     inputs = tf.convert_to_tensor(inputs, tf.int32)
     memory, memory_mask = self.encode_source(inputs)
     if max_decode_length is None:  # per row, so that rows do not depend on each other
-      max_decode_length = (tf.reduce_sum(tf.cast(memory_mask, tf.int32), axis=1)
-                           + self.max_decode_extra)
+      max_decode_length = (
+        tf.reduce_sum(tf.cast(memory_mask, tf.int32), axis=1) + self.max_decode_extra
+      )
     else:
       max_decode_length = tf.fill([tf.shape(inputs)[0]], tf.cast(max_decode_length, tf.int32))
     factor = self.compression_factor
@@ -329,8 +410,9 @@ class LatentTransformer(keras.Model):
     Each row is cut after its first EOS (PAD after it). A row's result does not
     depend on the other rows of the batch.
     """
-    memory, memory_mask, codes, count = self.source_latents(inputs, beam_size, alpha,
-                                                            max_decode_length)
+    memory, memory_mask, codes, count = self.source_latents(
+      inputs, beam_size, alpha, max_decode_length
+    )
     return self.translate_codes(codes, count, memory, memory_mask)
 
   def translate_codes(self, codes, count, memory, memory_mask):

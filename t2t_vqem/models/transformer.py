@@ -12,8 +12,7 @@ import math
 import keras
 import tensorflow as tf
 
-from t2t_vqem import registry
-from t2t_vqem import search
+from t2t_vqem import registry, search
 from t2t_vqem.layers import transformer as layers
 from t2t_vqem.search import EOS_ID, PAD_ID
 
@@ -28,19 +27,20 @@ class SharedEmbedding(keras.layers.Layer):
 
   def build(self, input_shape=None):
     self.embeddings = self.add_weight(
-        name="embeddings", shape=(self.vocab_size, self.hidden_size),
-        initializer=keras.initializers.RandomNormal(stddev=self.hidden_size ** -0.5))
+      name="embeddings",
+      shape=(self.vocab_size, self.hidden_size),
+      initializer=keras.initializers.RandomNormal(stddev=self.hidden_size**-0.5),
+    )
 
   def call(self, ids):
     """int ids [...] -> embeddings [..., H] * sqrt(H), zero at PAD."""
     x = tf.gather(tf.cast(self.embeddings, self.compute_dtype), ids)
-    x *= self.hidden_size ** 0.5
+    x *= self.hidden_size**0.5
     return x * tf.cast(tf.not_equal(ids, PAD_ID), x.dtype)[..., None]
 
   def logits(self, x):
     """[..., H] -> float32 logits [..., V]."""
-    return tf.matmul(tf.cast(x, tf.float32), tf.cast(self.embeddings, tf.float32),
-                     transpose_b=True)
+    return tf.matmul(tf.cast(x, tf.float32), tf.cast(self.embeddings, tf.float32), transpose_b=True)
 
 
 @registry.register_model("transformer")
@@ -49,9 +49,20 @@ class Transformer(keras.Model):
 
   interface = "translation"  # what it serves (registry.MODEL_INTERFACES)
 
-  def __init__(self, vocab_size, hidden_size=512, num_layers=6, num_heads=8, filter_size=2048,
-               dropout=0.1, label_smoothing=0.1, beam_size=1, alpha=0.6, max_decode_extra=50,
-               **kwargs):
+  def __init__(
+    self,
+    vocab_size,
+    hidden_size=512,
+    num_layers=6,
+    num_heads=8,
+    filter_size=2048,
+    dropout=0.1,
+    label_smoothing=0.1,
+    beam_size=1,
+    alpha=0.6,
+    max_decode_extra=50,
+    **kwargs,
+  ):
     super().__init__(**kwargs)
     if not isinstance(vocab_size, int) or vocab_size < 2:
       raise ValueError(f"vocab_size={vocab_size!r} must be an int >= 2 (PAD=0 and EOS=1 included)")
@@ -70,10 +81,19 @@ class Transformer(keras.Model):
     self.alpha = alpha
     self.max_decode_extra = max_decode_extra
     self.embedding = SharedEmbedding(vocab_size, hidden_size, name="shared_embedding")
-    self.encoder = layers.EncoderStack(num_layers, hidden_size, num_heads, filter_size, dropout,
-                                       name="encoder")
-    self.decoder = layers.DecoderStack(num_layers, hidden_size, num_heads, filter_size, dropout,
-                                       causal=True, cross_attention=True, name="decoder")
+    self.encoder = layers.EncoderStack(
+      num_layers, hidden_size, num_heads, filter_size, dropout, name="encoder"
+    )
+    self.decoder = layers.DecoderStack(
+      num_layers,
+      hidden_size,
+      num_heads,
+      filter_size,
+      dropout,
+      causal=True,
+      cross_attention=True,
+      name="decoder",
+    )
     self.input_dropout = keras.layers.Dropout(dropout)
     # All weights exist from construction on (so optimizer.build and
     # checkpoint restore work before the first step, also inside a strategy scope).
@@ -85,12 +105,19 @@ class Transformer(keras.Model):
     self.decoder.build()
 
   def get_config(self):
-    return {"vocab_size": self.vocab_size, "hidden_size": self.hidden_size,
-            "num_layers": self.num_layers, "num_heads": self.num_heads,
-            "filter_size": self.filter_size, "dropout": self.dropout_rate,
-            "label_smoothing": self.label_smoothing, "beam_size": self.beam_size,
-            "alpha": self.alpha, "max_decode_extra": self.max_decode_extra,
-            "name": self.name}
+    return {
+      "vocab_size": self.vocab_size,
+      "hidden_size": self.hidden_size,
+      "num_layers": self.num_layers,
+      "num_heads": self.num_heads,
+      "filter_size": self.filter_size,
+      "dropout": self.dropout_rate,
+      "label_smoothing": self.label_smoothing,
+      "beam_size": self.beam_size,
+      "alpha": self.alpha,
+      "max_decode_extra": self.max_decode_extra,
+      "name": self.name,
+    }
 
   # -- pieces ---------------------------------------------------------------
 
@@ -113,7 +140,7 @@ class Transformer(keras.Model):
     return tf.pad(targets, [[0, 0], [1, 0]], constant_values=PAD_ID)[:, :-1]
 
   def call(self, features, training=False):
-    """Teacher forcing: features["inputs"] [B, S], features["targets"] [B, T] -> logits [B, T, V] float32."""
+    """Teacher forcing: inputs [B, S], targets [B, T] -> float32 logits [B, T, V]."""
     inputs = tf.convert_to_tensor(features["inputs"], tf.int32)
     targets = tf.convert_to_tensor(features["targets"], tf.int32)
     memory, mask = self.encode(inputs, training=training)
@@ -136,11 +163,14 @@ class Transformer(keras.Model):
     xent, nll = token_cross_entropy(logits, targets, self.label_smoothing)
     weights = tf.cast(tf.not_equal(targets, PAD_ID), tf.float32)
     count = tf.reduce_sum(weights)
-    correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), targets),
-                      tf.float32)
+    correct = tf.cast(
+      tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), targets), tf.float32
+    )
     losses = {"cross_entropy": (tf.reduce_sum(xent * weights), count)}
-    metrics = {"accuracy": (tf.reduce_sum(correct * weights), count),
-               "nll": (tf.reduce_sum(nll * weights), count)}
+    metrics = {
+      "accuracy": (tf.reduce_sum(correct * weights), count),
+      "nll": (tf.reduce_sum(nll * weights), count),
+    }
     return losses, metrics
 
   # -- decoding -------------------------------------------------------------
@@ -152,6 +182,7 @@ class Transformer(keras.Model):
     without incremental caching) and "limit" int32 [B]: the number of tokens
     a row may decode; at step limit - 1 the row is forced to emit EOS.
     """
+
     def cached_fn(ids, step, cache):
       x = self._decoder_inputs(ids[:, -1:], start=step)
       y, decoder_cache = self.decoder(x, cache=cache["decoder"], step=step)
@@ -197,8 +228,9 @@ class Transformer(keras.Model):
     if beam_size == 1:
       ids, _ = search.greedy_search(fn, initial_ids, cache, max_length, eos_id=EOS_ID)
     else:
-      ids, _ = search.beam_search(fn, initial_ids, cache, beam_size, max_length, alpha,
-                                  eos_id=EOS_ID)
+      ids, _ = search.beam_search(
+        fn, initial_ids, cache, beam_size, max_length, alpha, eos_id=EOS_ID
+      )
       ids = ids[:, 0]
     return trim_padding(ids)
 
@@ -226,4 +258,4 @@ def trim_padding(ids):
   """Drops the trailing columns that are PAD in every row."""
   positions = tf.range(1, tf.shape(ids)[1] + 1)[None, :]
   lengths = tf.reduce_max(tf.where(tf.not_equal(ids, PAD_ID), positions, 0), axis=1)
-  return ids[:, :tf.reduce_max(tf.concat([lengths, [0]], axis=0))]
+  return ids[:, : tf.reduce_max(tf.concat([lengths, [0]], axis=0))]

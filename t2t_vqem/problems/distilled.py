@@ -23,16 +23,21 @@ class TranslateDistilled(problem.TranslationProblem):
 
   def __init__(self, base_problem=None, distill_dir=None, data_dir=None):
     if not base_problem:
-      raise ValueError("translate_distilled.base_problem is not set: name the registered "
-                       "problem that was distilled, e.g. 'translate_grammar_ende'")
+      raise ValueError(
+        "translate_distilled.base_problem is not set: name the registered "
+        "problem that was distilled, e.g. 'translate_grammar_ende'"
+      )
     if base_problem == "translate_distilled":
       raise ValueError("translate_distilled.base_problem cannot be 'translate_distilled'")
     if not distill_dir:
-      raise ValueError("translate_distilled.distill_dir is not set: give the directory the "
-                       "distillation wrote (with info.json and shard-*.tsv)")
+      raise ValueError(
+        "translate_distilled.distill_dir is not set: give the directory the "
+        "distillation wrote (with info.json and shard-*.tsv)"
+      )
     self.base = registry.build_problem(base_problem, data_dir=data_dir)
-    super().__init__(self.base.data_dir, self.base.vocab_size, self.base.max_length,
-                     self.base.vocab_sample_size)
+    super().__init__(
+      self.base.data_dir, self.base.vocab_size, self.base.max_length, self.base.vocab_sample_size
+    )
     self.base_problem, self.distill_dir = base_problem, distill_dir
     self._checked = False
 
@@ -55,8 +60,9 @@ class TranslateDistilled(problem.TranslationProblem):
     info = distill_lib.read_info(self.distill_dir)
     if info["problem"] != self.base_problem:
       raise distill_lib.DistillMismatchError(
-          f"distilled data in {self.distill_dir!r} comes from problem {info['problem']!r}, "
-          f"not translate_distilled.base_problem = {self.base_problem!r}")
+        f"distilled data in {self.distill_dir!r} comes from problem {info['problem']!r}, "
+        f"not translate_distilled.base_problem = {self.base_problem!r}"
+      )
     self.vocab  # learns the base vocabulary if needed  # noqa: B018
     distill_lib.check_vocab(info, self.vocab_path, self.distill_dir)
     distill_lib.shard_paths(self.distill_dir)

@@ -81,7 +81,9 @@ def by_english(kind, rows):
 
 Noun = collections.namedtuple("Noun", "en en_pl de gender de_pl tags")
 
-NOUNS = by_english(Noun, [
+NOUNS = by_english(
+  Noun,
+  [
     ("man", "men", "Mann", "m", "Männer", "P"),
     ("woman", "women", "Frau", "f", "Frauen", "P"),
     ("child", "children", "Kind", "n", "Kinder", "P"),
@@ -211,11 +213,25 @@ NOUNS = by_english(Noun, [
     ("theatre", "theatres", "Theater", "n", "Theater", "L"),
     ("zoo", "zoos", "Zoo", "m", "Zoos", "L"),
     ("airport", "airports", "Flughafen", "m", "Flughäfen", "L"),
-])
+  ],
+)
 
 # Weak masculine nouns: -(e)n (their plural form) outside the nominative singular.
-WEAK_NOUNS = frozenset(["boy", "student", "neighbour", "farmer", "soldier",
-                        "prince", "bear", "lion", "monkey", "elephant", "rabbit"])
+WEAK_NOUNS = frozenset(
+  [
+    "boy",
+    "student",
+    "neighbour",
+    "farmer",
+    "soldier",
+    "prince",
+    "bear",
+    "lion",
+    "monkey",
+    "elephant",
+    "rabbit",
+  ]
+)
 
 # Verbs. English base, past, participle; German infinitive ("|" marks a
 # separable prefix), present stem after a vowel change for du/er ("" if none),
@@ -225,10 +241,25 @@ WEAK_NOUNS = frozenset(["boy", "student", "neighbour", "farmer", "soldier",
 # accusative object, "that" a dass-clause. "*" allows any noun.
 
 Verb = collections.namedtuple(
-    "Verb", "en en_past en_part de de_changed de_past de_part aux frame subj obj")
+  "Verb", "en en_past en_part de de_changed de_past de_part aux frame subj obj"
+)
 
-VERBS = by_english(Verb, [
-    ("sleep", "slept", "slept", "schlafen", "schläf", "schlief", "geschlafen", "haben", "intr", "PA", ""),
+VERBS = by_english(
+  Verb,
+  [
+    (
+      "sleep",
+      "slept",
+      "slept",
+      "schlafen",
+      "schläf",
+      "schlief",
+      "geschlafen",
+      "haben",
+      "intr",
+      "PA",
+      "",
+    ),
     ("work", "worked", "worked", "arbeiten", "", "", "gearbeitet", "haben", "intr", "P", ""),
     ("laugh", "laughed", "laughed", "lachen", "", "", "gelacht", "haben", "intr", "P", ""),
     ("run", "ran", "run", "laufen", "läuf", "lief", "gelaufen", "sein", "intr", "PA", ""),
@@ -237,51 +268,164 @@ VERBS = by_english(Verb, [
     ("play", "played", "played", "spielen", "", "", "gespielt", "haben", "intr", "PA", ""),
     ("live", "lived", "lived", "wohnen", "", "", "gewohnt", "haben", "intr", "PA", ""),
     ("travel", "travelled", "travelled", "reisen", "", "", "gereist", "sein", "intr", "P", ""),
-    ("arrive", "arrived", "arrived", "an|kommen", "", "kam", "angekommen", "sein", "intr", "PA", ""),
-    ("get up", "got up", "got up", "auf|stehen", "", "stand", "aufgestanden", "sein", "intr", "PA", ""),
+    (
+      "arrive",
+      "arrived",
+      "arrived",
+      "an|kommen",
+      "",
+      "kam",
+      "angekommen",
+      "sein",
+      "intr",
+      "PA",
+      "",
+    ),
+    (
+      "get up",
+      "got up",
+      "got up",
+      "auf|stehen",
+      "",
+      "stand",
+      "aufgestanden",
+      "sein",
+      "intr",
+      "PA",
+      "",
+    ),
     ("see", "saw", "seen", "sehen", "sieh", "sah", "gesehen", "haben", "acc", "PA", "*"),
     ("read", "read", "read", "lesen", "lies", "las", "gelesen", "haben", "acc", "P", "r"),
     ("buy", "bought", "bought", "kaufen", "", "", "gekauft", "haben", "acc", "P", "T"),
     ("sell", "sold", "sold", "verkaufen", "", "", "verkauft", "haben", "acc", "P", "TA"),
     ("find", "found", "found", "finden", "", "fand", "gefunden", "haben", "acc", "PA", "TA"),
-    ("look for", "looked for", "looked for", "suchen", "", "", "gesucht", "haben", "acc", "PA", "*"),
+    (
+      "look for",
+      "looked for",
+      "looked for",
+      "suchen",
+      "",
+      "",
+      "gesucht",
+      "haben",
+      "acc",
+      "PA",
+      "*",
+    ),
     ("eat", "ate", "eaten", "essen", "iss", "aß", "gegessen", "haben", "acc", "PA", "e"),
     ("take", "took", "taken", "nehmen", "nimm", "nahm", "genommen", "haben", "acc", "P", "T"),
     ("visit", "visited", "visited", "besuchen", "", "", "besucht", "haben", "acc", "P", "PL"),
     ("love", "loved", "loved", "lieben", "", "", "geliebt", "haben", "acc", "PA", "PA"),
     ("hear", "heard", "heard", "hören", "", "", "gehört", "haben", "acc", "PA", "PA"),
     ("paint", "painted", "painted", "malen", "", "", "gemalt", "haben", "acc", "P", "*"),
-    ("wash", "washed", "washed", "waschen", "wäsch", "wusch", "gewaschen", "haben", "acc", "P", "TA"),
+    (
+      "wash",
+      "washed",
+      "washed",
+      "waschen",
+      "wäsch",
+      "wusch",
+      "gewaschen",
+      "haben",
+      "acc",
+      "P",
+      "TA",
+    ),
     ("know", "knew", "known", "kennen", "", "kannte", "gekannt", "haben", "acc", "P", "PL"),
     ("meet", "met", "met", "treffen", "triff", "traf", "getroffen", "haben", "acc", "P", "P"),
-    ("forget", "forgot", "forgotten", "vergessen", "vergiss", "vergaß", "vergessen", "haben", "acc", "P", "T"),
+    (
+      "forget",
+      "forgot",
+      "forgotten",
+      "vergessen",
+      "vergiss",
+      "vergaß",
+      "vergessen",
+      "haben",
+      "acc",
+      "P",
+      "T",
+    ),
     ("call", "called", "called", "an|rufen", "", "rief", "angerufen", "haben", "acc", "P", "P"),
-    ("invite", "invited", "invited", "ein|laden", "läd", "lud", "eingeladen", "haben", "acc", "P", "P"),
+    (
+      "invite",
+      "invited",
+      "invited",
+      "ein|laden",
+      "läd",
+      "lud",
+      "eingeladen",
+      "haben",
+      "acc",
+      "P",
+      "P",
+    ),
     ("open", "opened", "opened", "auf|machen", "", "", "aufgemacht", "haben", "acc", "P", "o"),
     ("help", "helped", "helped", "helfen", "hilf", "half", "geholfen", "haben", "dat", "PA", "PA"),
     ("follow", "followed", "followed", "folgen", "", "", "gefolgt", "sein", "dat", "PA", "PA"),
-    ("answer", "answered", "answered", "antworten", "", "", "geantwortet", "haben", "dat", "P", "P"),
+    (
+      "answer",
+      "answered",
+      "answered",
+      "antworten",
+      "",
+      "",
+      "geantwortet",
+      "haben",
+      "dat",
+      "P",
+      "P",
+    ),
     ("give", "gave", "given", "geben", "gib", "gab", "gegeben", "haben", "dat+acc", "P", "T"),
     ("show", "showed", "shown", "zeigen", "", "", "gezeigt", "haben", "dat+acc", "P", "T"),
     ("send", "sent", "sent", "schicken", "", "", "geschickt", "haben", "dat+acc", "P", "T"),
-    ("bring", "brought", "brought", "bringen", "", "brachte", "gebracht", "haben", "dat+acc", "P", "T"),
+    (
+      "bring",
+      "brought",
+      "brought",
+      "bringen",
+      "",
+      "brachte",
+      "gebracht",
+      "haben",
+      "dat+acc",
+      "P",
+      "T",
+    ),
     ("say", "said", "said", "sagen", "", "", "gesagt", "haben", "that", "P", ""),
     ("believe", "believed", "believed", "glauben", "", "", "geglaubt", "haben", "that", "P", ""),
     ("think", "thought", "thought", "denken", "", "dachte", "gedacht", "haben", "that", "P", ""),
-])
+  ],
+)
 
 # Adjectives with the noun tags they combine with.
 Adjective = collections.namedtuple("Adjective", "en de tags")
 
-ADJECTIVES = by_english(Adjective, [
-    ("big", "groß", "*"), ("small", "klein", "*"), ("old", "alt", "*"),
-    ("beautiful", "schön", "*"), ("black", "schwarz", "*"), ("red", "rot", "TLS"),
-    ("new", "neu", "TLS"), ("empty", "leer", "TLS"), ("heavy", "schwer", "TS"),
-    ("famous", "berühmt", "PAL"), ("young", "jung", "PA"), ("hungry", "hungrig", "PA"),
-    ("tired", "müde", "PA"), ("clever", "klug", "PA"), ("friendly", "freundlich", "PA"),
-    ("happy", "glücklich", "PA"), ("sad", "traurig", "PA"), ("angry", "wütend", "PA"),
-    ("rich", "reich", "P"), ("poor", "arm", "P"),
-])
+ADJECTIVES = by_english(
+  Adjective,
+  [
+    ("big", "groß", "*"),
+    ("small", "klein", "*"),
+    ("old", "alt", "*"),
+    ("beautiful", "schön", "*"),
+    ("black", "schwarz", "*"),
+    ("red", "rot", "TLS"),
+    ("new", "neu", "TLS"),
+    ("empty", "leer", "TLS"),
+    ("heavy", "schwer", "TS"),
+    ("famous", "berühmt", "PAL"),
+    ("young", "jung", "PA"),
+    ("hungry", "hungrig", "PA"),
+    ("tired", "müde", "PA"),
+    ("clever", "klug", "PA"),
+    ("friendly", "freundlich", "PA"),
+    ("happy", "glücklich", "PA"),
+    ("sad", "traurig", "PA"),
+    ("angry", "wütend", "PA"),
+    ("rich", "reich", "P"),
+    ("poor", "arm", "P"),
+  ],
+)
 
 # Adverbs: kind "time" (English: clause end) or "freq" (English: before the
 # verb), the tenses they go with, and whether they can start a sentence.
@@ -289,7 +433,9 @@ Adverb = collections.namedtuple("Adverb", "en de kind tenses frontable")
 
 _PAST = ("past", "perfect")
 _NONPAST = ("future", "can", "must", "want")
-ADVERBS = by_english(Adverb, [
+ADVERBS = by_english(
+  Adverb,
+  [
     ("yesterday", "gestern", "time", _PAST, True),
     ("last week", "letzte Woche", "time", _PAST, True),
     ("this morning", "heute Morgen", "time", _PAST, True),
@@ -310,12 +456,15 @@ ADVERBS = by_english(Adverb, [
     ("rarely", "selten", "freq", ("present", "past", "perfect"), False),
     ("never", "nie", "freq", TENSES, False),
     ("already", "schon", "freq", ("perfect",), False),
-])
+  ],
+)
 
 # Prepositions: German, governed case, tags of their noun, frontable.
 Preposition = collections.namedtuple("Preposition", "en de case tags frontable")
 
-PREPOSITIONS = by_english(Preposition, [
+PREPOSITIONS = by_english(
+  Preposition,
+  [
     ("in", "in", "dat", "L", True),
     ("at", "an", "dat", "L", True),
     ("behind", "hinter", "dat", "LS", True),
@@ -327,67 +476,95 @@ PREPOSITIONS = by_english(Preposition, [
     ("from", "von", "dat", "P", False),
     ("for", "für", "acc", "PA", False),
     ("without", "ohne", "acc", "PA", False),
-])
+  ],
+)
 CONTRACTIONS = {("in", "dem"): "im", ("an", "dem"): "am", ("von", "dem"): "vom"}
 
 # Subject pronouns: English, German, person.
-PRONOUNS = {"I": ("ich", "1s"), "you": ("du", "2s"), "he": ("er", "3s"),
-            "she": ("sie", "3s"), "we": ("wir", "1p"), "you all": ("ihr", "2p"),
-            "they": ("sie", "3p")}
+PRONOUNS = {
+  "I": ("ich", "1s"),
+  "you": ("du", "2s"),
+  "he": ("er", "3s"),
+  "she": ("sie", "3s"),
+  "we": ("wir", "1p"),
+  "you all": ("ihr", "2p"),
+  "they": ("sie", "3p"),
+}
 
 # Subordinating conjunctions: German, and German with a simple past.
-CONJUNCTIONS = {"because": ("weil", "weil"), "although": ("obwohl", "obwohl"),
-                "while": ("während", "während"), "if": ("wenn", "wenn"),
-                "when": ("wenn", "als")}
+CONJUNCTIONS = {
+  "because": ("weil", "weil"),
+  "although": ("obwohl", "obwohl"),
+  "while": ("während", "während"),
+  "if": ("wenn", "wenn"),
+  "when": ("wenn", "als"),
+}
 
 # Determiners: English singular and plural ("" = none), German stem and kind:
 # "der" the definite article, "dies" a der-word, "ein" an ein-word.
-DETERMINERS = {"the": ("the", "the", "", "der"), "a": ("a", "", "ein", "ein"),
-               "this": ("this", "these", "dies", "dies"),
-               "my": ("my", "my", "mein", "ein"), "his": ("his", "his", "sein", "ein"),
-               "her": ("her", "her", "ihr", "ein"), "our": ("our", "our", "unser", "ein"),
-               "their": ("their", "their", "ihr", "ein")}
+DETERMINERS = {
+  "the": ("the", "the", "", "der"),
+  "a": ("a", "", "ein", "ein"),
+  "this": ("this", "these", "dies", "dies"),
+  "my": ("my", "my", "mein", "ein"),
+  "his": ("his", "his", "sein", "ein"),
+  "her": ("her", "her", "ihr", "ein"),
+  "our": ("our", "our", "unser", "ein"),
+  "their": ("their", "their", "ihr", "ein"),
+}
 
 # German inflection tables, indexed by gender ("m", "f", "n", "pl") and case.
-DEFINITE = {"m": {"nom": "der", "acc": "den", "dat": "dem"},
-            "f": {"nom": "die", "acc": "die", "dat": "der"},
-            "n": {"nom": "das", "acc": "das", "dat": "dem"},
-            "pl": {"nom": "die", "acc": "die", "dat": "den"}}
-RELATIVE = {"m": {"nom": "der", "acc": "den", "dat": "dem"},
-            "f": {"nom": "die", "acc": "die", "dat": "der"},
-            "n": {"nom": "das", "acc": "das", "dat": "dem"},
-            "pl": {"nom": "die", "acc": "die", "dat": "denen"}}
-DER_WORD_ENDINGS = {"m": {"nom": "er", "acc": "en", "dat": "em"},
-                    "f": {"nom": "e", "acc": "e", "dat": "er"},
-                    "n": {"nom": "es", "acc": "es", "dat": "em"},
-                    "pl": {"nom": "e", "acc": "e", "dat": "en"}}
-EIN_WORD_ENDINGS = {"m": {"nom": "", "acc": "en", "dat": "em"},
-                    "f": {"nom": "e", "acc": "e", "dat": "er"},
-                    "n": {"nom": "", "acc": "", "dat": "em"},
-                    "pl": {"nom": "e", "acc": "e", "dat": "en"}}
+DEFINITE = {
+  "m": {"nom": "der", "acc": "den", "dat": "dem"},
+  "f": {"nom": "die", "acc": "die", "dat": "der"},
+  "n": {"nom": "das", "acc": "das", "dat": "dem"},
+  "pl": {"nom": "die", "acc": "die", "dat": "den"},
+}
+RELATIVE = {
+  "m": {"nom": "der", "acc": "den", "dat": "dem"},
+  "f": {"nom": "die", "acc": "die", "dat": "der"},
+  "n": {"nom": "das", "acc": "das", "dat": "dem"},
+  "pl": {"nom": "die", "acc": "die", "dat": "denen"},
+}
+DER_WORD_ENDINGS = {
+  "m": {"nom": "er", "acc": "en", "dat": "em"},
+  "f": {"nom": "e", "acc": "e", "dat": "er"},
+  "n": {"nom": "es", "acc": "es", "dat": "em"},
+  "pl": {"nom": "e", "acc": "e", "dat": "en"},
+}
+EIN_WORD_ENDINGS = {
+  "m": {"nom": "", "acc": "en", "dat": "em"},
+  "f": {"nom": "e", "acc": "e", "dat": "er"},
+  "n": {"nom": "", "acc": "", "dat": "em"},
+  "pl": {"nom": "e", "acc": "e", "dat": "en"},
+}
 # Adjective endings after a der-word (weak), after an ein-word (mixed) and
 # with no determiner (strong; only plurals go without one).
 ADJECTIVE_ENDINGS = {
-    "der": {"m": {"nom": "e", "acc": "en", "dat": "en"},
-            "f": {"nom": "e", "acc": "e", "dat": "en"},
-            "n": {"nom": "e", "acc": "e", "dat": "en"},
-            "pl": {"nom": "en", "acc": "en", "dat": "en"}},
-    "ein": {"m": {"nom": "er", "acc": "en", "dat": "en"},
-            "f": {"nom": "e", "acc": "e", "dat": "en"},
-            "n": {"nom": "es", "acc": "es", "dat": "en"},
-            "pl": {"nom": "en", "acc": "en", "dat": "en"}},
-    "none": {"pl": {"nom": "e", "acc": "e", "dat": "en"}},
+  "der": {
+    "m": {"nom": "e", "acc": "en", "dat": "en"},
+    "f": {"nom": "e", "acc": "e", "dat": "en"},
+    "n": {"nom": "e", "acc": "e", "dat": "en"},
+    "pl": {"nom": "en", "acc": "en", "dat": "en"},
+  },
+  "ein": {
+    "m": {"nom": "er", "acc": "en", "dat": "en"},
+    "f": {"nom": "e", "acc": "e", "dat": "en"},
+    "n": {"nom": "es", "acc": "es", "dat": "en"},
+    "pl": {"nom": "en", "acc": "en", "dat": "en"},
+  },
+  "none": {"pl": {"nom": "e", "acc": "e", "dat": "en"}},
 }
 
 # Finite forms (ich, du, er, wir, ihr, sie) of auxiliaries and modals, and
 # the auxiliaries of the tenses that take an infinitive.
 AUXILIARIES = {
-    "haben": ("habe", "hast", "hat", "haben", "habt", "haben"),
-    "sein": ("bin", "bist", "ist", "sind", "seid", "sind"),
-    "werden": ("werde", "wirst", "wird", "werden", "werdet", "werden"),
-    "können": ("kann", "kannst", "kann", "können", "könnt", "können"),
-    "müssen": ("muss", "musst", "muss", "müssen", "müsst", "müssen"),
-    "wollen": ("will", "willst", "will", "wollen", "wollt", "wollen"),
+  "haben": ("habe", "hast", "hat", "haben", "habt", "haben"),
+  "sein": ("bin", "bist", "ist", "sind", "seid", "sind"),
+  "werden": ("werde", "wirst", "wird", "werden", "werdet", "werden"),
+  "können": ("kann", "kannst", "kann", "können", "könnt", "können"),
+  "müssen": ("muss", "musst", "muss", "müssen", "müsst", "müssen"),
+  "wollen": ("will", "willst", "will", "wollen", "wollt", "wollen"),
 }
 EN_MODALS = {"future": "will", "can": "can", "must": "must"}
 DE_MODALS = {"future": "werden", "can": "können", "must": "müssen", "want": "wollen"}
@@ -396,20 +573,23 @@ DE_MODALS = {"future": "werden", "can": "können", "must": "müssen", "want": "w
 # ---------------------------------------------------------------------------
 # Abstract syntax. Lexical items are named by their English key.
 
+
 @dataclasses.dataclass
 class Relative:
   """A relative clause; `gap` is the antecedent's role in it."""
+
   verb: str
   tense: str = "present"
-  gap: str = "subject"           # "subject" or "object"
-  other: "NP | None" = None      # the object (subject gap) or the subject
+  gap: str = "subject"  # "subject" or "object"
+  other: "NP | None" = None  # the object (subject gap) or the subject
 
 
 @dataclasses.dataclass
 class NP:
   """A noun phrase, or a subject pronoun if `pronoun` is set."""
+
   noun: str | None = None
-  number: str = "sg"             # "sg" or "pl"
+  number: str = "sg"  # "sg" or "pl"
   det: str = "the"
   adjective: str | None = None
   pronoun: str | None = None
@@ -427,6 +607,7 @@ class Clause:
   """One clause. `obj` is the accusative object, or the dative object of a
   "dat" verb; `indirect` is the dative object of a "dat+acc" verb;
   `complement` is the dass-clause of a "that" verb."""
+
   subject: NP
   verb: str
   tense: str = "present"
@@ -444,6 +625,7 @@ class Sentence:
   `front` is what precedes the finite verb in a statement: "subject",
   "adverb", "pp" or "adjunct"; a question has the verb first.
   """
+
   clause: Clause
   front: str = "subject"
   question: bool = False
@@ -453,6 +635,7 @@ class Sentence:
 
 # ---------------------------------------------------------------------------
 # English realisation.
+
 
 def en_third_singular(verb):
   """'look for' -> 'looks for': inflect the first word."""
@@ -487,8 +670,7 @@ def en_np(np):
 
 def en_relative(antecedent, relative):
   pronoun = "who" if "P" in NOUNS[antecedent.noun].tags else "that"
-  return [pronoun] + en_clause(relative_clause(antecedent, relative),
-                               gap=relative.gap)
+  return [pronoun] + en_clause(relative_clause(antecedent, relative), gap=relative.gap)
 
 
 def en_verb(clause, question=False):
@@ -538,8 +720,7 @@ def en_pp(pp):
 
 def en_sentence(sentence):
   clause = sentence.clause
-  words = en_front(sentence) + en_clause(clause, question=sentence.question,
-                                         front=sentence.front)
+  words = en_front(sentence) + en_clause(clause, question=sentence.question, front=sentence.front)
   if sentence.adjunct and sentence.front != "adjunct":
     words += en_adjunct(sentence)
   return finish(words, "?" if sentence.question else ".")
@@ -562,6 +743,7 @@ def en_adjunct(sentence):
 
 # ---------------------------------------------------------------------------
 # German realisation.
+
 
 @functools.lru_cache(maxsize=None)
 def de_stem(verb):
@@ -588,8 +770,7 @@ def de_present(verb, who):
     return changed + ("" if changed.endswith("t") else "t")
   if who == "2s" and stem.endswith(("s", "ß", "z", "x")):
     return stem + "t"
-  return stem + ("e" if stem.endswith(("t", "d")) else "") + (
-      "st" if who == "2s" else "t")
+  return stem + ("e" if stem.endswith(("t", "d")) else "") + ("st" if who == "2s" else "t")
 
 
 def de_past(verb, who):
@@ -731,20 +912,20 @@ def de_prefield(sentence):
 def de_adjunct(sentence):
   present, past = CONJUNCTIONS[sentence.conj]
   return [past if sentence.adjunct.tense == "past" else present] + (
-      de_subordinate(sentence.adjunct))
+    de_subordinate(sentence.adjunct)
+  )
 
 
 # ---------------------------------------------------------------------------
 # Shared helpers.
 
+
 def relative_clause(antecedent, relative):
   """The relative clause as a Clause, the antecedent filling the gap."""
   head = NP(noun=antecedent.noun, number=antecedent.number)
   if relative.gap == "subject":
-    return Clause(subject=head, verb=relative.verb, tense=relative.tense,
-                  obj=relative.other)
-  return Clause(subject=relative.other, verb=relative.verb, tense=relative.tense,
-                obj=head)
+    return Clause(subject=head, verb=relative.verb, tense=relative.tense, obj=relative.other)
+  return Clause(subject=relative.other, verb=relative.verb, tense=relative.tense, obj=head)
 
 
 def finish(tokens, end):
@@ -768,18 +949,21 @@ def count_tokens(text):
 # ---------------------------------------------------------------------------
 # Sampling.
 
+
 @functools.lru_cache(maxsize=None)
 def nouns_with(tags):
   """Nouns with one of `tags` ("*": all)."""
-  return tuple(key for key, noun in NOUNS.items()
-               if tags == "*" or set(tags) & set(noun.tags))
+  return tuple(key for key, noun in NOUNS.items() if tags == "*" or set(tags) & set(noun.tags))
 
 
 @functools.lru_cache(maxsize=None)
 def adjectives_for(noun):
   tags = set(NOUNS[noun].tags)
-  return tuple(key for key, adjective in ADJECTIVES.items()
-               if adjective.tags == "*" or tags & set(adjective.tags))
+  return tuple(
+    key
+    for key, adjective in ADJECTIVES.items()
+    if adjective.tags == "*" or tags & set(adjective.tags)
+  )
 
 
 @functools.lru_cache(maxsize=None)
@@ -787,11 +971,16 @@ def verbs_for(noun, gap):
   """Verbs whose subject (gap "subject") or object can be `noun`."""
   tags = set(NOUNS[noun].tags)
   if gap == "subject":
-    return tuple(key for key, verb in VERBS.items()
-                 if verb.frame in ("intr", "acc", "dat") and tags & set(verb.subj))
-  return tuple(key for key, verb in VERBS.items()
-               if verb.frame in ("acc", "dat")
-               and (verb.obj == "*" or tags & set(verb.obj)))
+    return tuple(
+      key
+      for key, verb in VERBS.items()
+      if verb.frame in ("intr", "acc", "dat") and tags & set(verb.subj)
+    )
+  return tuple(
+    key
+    for key, verb in VERBS.items()
+    if verb.frame in ("acc", "dat") and (verb.obj == "*" or tags & set(verb.obj))
+  )
 
 
 def weighted(weights):
@@ -810,11 +999,19 @@ def choose(rng, choices):
   return keys[bisect.bisect(cumulative, rng.random() * cumulative[-1])]
 
 
-MAIN_TENSES = {"present": 30, "past": 20, "perfect": 20, "future": 10,
-               "can": 7, "must": 7, "want": 6}
+MAIN_TENSES = {
+  "present": 30,
+  "past": 20,
+  "perfect": 20,
+  "future": 10,
+  "can": 7,
+  "must": 7,
+  "want": 6,
+}
 RELATIVE_TENSES = {"present": 5, "past": 3, "perfect": 2}
-DETERMINERS_WEIGHTED = weighted({"the": 45, "a": 25, "this": 8, "my": 6, "his": 4,
-                                 "her": 4, "our": 4, "their": 4})
+DETERMINERS_WEIGHTED = weighted(
+  {"the": 45, "a": 25, "this": 8, "my": 6, "his": 4, "her": 4, "our": 4, "their": 4}
+)
 MAIN_VERBS = tuple(VERBS)
 SUBORDINATE_VERBS = tuple(key for key, verb in VERBS.items() if verb.frame != "that")
 PRONOUN_KEYS, PREPOSITION_KEYS = tuple(PRONOUNS), tuple(PREPOSITIONS)
@@ -839,8 +1036,9 @@ def random_np(rng, tags, relative_prob=0.0, pronoun_prob=0.0):
   if "P" in tags and rng.random() < pronoun_prob:
     return NP(pronoun=pick(rng, PRONOUN_KEYS))
   noun = pick(rng, nouns_with(tags))
-  np = NP(noun=noun, number="pl" if rng.random() < 0.3 else "sg",
-          det=choose(rng, DETERMINERS_WEIGHTED))
+  np = NP(
+    noun=noun, number="pl" if rng.random() < 0.3 else "sg", det=choose(rng, DETERMINERS_WEIGHTED)
+  )
   if rng.random() < 0.3:
     np.adjective = pick(rng, adjectives_for(noun))
   if rng.random() < relative_prob:
@@ -866,8 +1064,9 @@ def random_clause(rng, main):
   v = VERBS[verb]
   relative_prob = 0.12 if main else 0.06
   tense = choose(rng, tenses_for(verb, False))
-  clause = Clause(subject=random_np(rng, v.subj, relative_prob, pronoun_prob=0.3),
-                  verb=verb, tense=tense)
+  clause = Clause(
+    subject=random_np(rng, v.subj, relative_prob, pronoun_prob=0.3), verb=verb, tense=tense
+  )
   if v.frame == "dat+acc":
     clause.indirect = random_np(rng, "P", relative_prob)
   if v.frame in ("acc", "dat", "dat+acc"):
@@ -923,8 +1122,10 @@ def _corpus(seed, num_train, num_eval):
     if not missing:
       return splits
     english, german = translate(random_sentence(rng))
-    if english in seen or not (MIN_TOKENS <= count_tokens(english) <= MAX_TOKENS and
-                               MIN_TOKENS <= count_tokens(german) <= MAX_TOKENS):
+    if english in seen or not (
+      MIN_TOKENS <= count_tokens(english) <= MAX_TOKENS
+      and MIN_TOKENS <= count_tokens(german) <= MAX_TOKENS
+    ):
       continue
     seen.add(english)
     split = split_of(english)

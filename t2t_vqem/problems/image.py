@@ -12,11 +12,8 @@ import functools
 
 import tensorflow as tf
 
-from t2t_vqem import constants
-from t2t_vqem import pictures
-from t2t_vqem import registry
-from t2t_vqem.problems import problem
-from t2t_vqem.problems import shapes
+from t2t_vqem import constants, pictures, registry
+from t2t_vqem.problems import problem, shapes
 
 
 class ImageProblem(problem.Problem):
@@ -54,8 +51,10 @@ class ImageProblem(problem.Problem):
     if not count:
       return {}
     originals = next(iter(self.examples(split).batch(count)))["targets"]
-    rows = {"reconstructions": [originals, model.reconstruct(originals)],
-            "samples": [self._compiled_sample(model)(count, seed)]}
+    rows = {
+      "reconstructions": [originals, model.reconstruct(originals)],
+      "samples": [self._compiled_sample(model)(count, seed)],
+    }
     return {name: pictures.grid(tf.stack(row).numpy()) for name, row in rows.items()}
 
   def _compiled_sample(self, model):
@@ -66,17 +65,20 @@ class ImageProblem(problem.Problem):
 
   def results_line(self, results):
     """bits/dim = reconstruction + prior (the paper's Table 3 measure)."""
-    return (f"bits/dim {results['bits_per_dim']:.4f} (reconstruction "
-            f"{results['bits_per_dim_reconstruction']:.4f} + prior "
-            f"{results['bits_per_dim_prior']:.4f})")
+    return (
+      f"bits/dim {results['bits_per_dim']:.4f} (reconstruction "
+      f"{results['bits_per_dim_reconstruction']:.4f} + prior "
+      f"{results['bits_per_dim_prior']:.4f})"
+    )
 
   def examples(self, split):
     problem.check_split(split)
     shape = self.image_shape
 
     def check(image):
-      tf.debugging.assert_equal(tf.shape(image), shape,
-                                message=f"{self.name}: every picture must be {shape}")
+      tf.debugging.assert_equal(
+        tf.shape(image), shape, message=f"{self.name}: every picture must be {shape}"
+      )
       return {"targets": tf.ensure_shape(tf.cast(image, tf.uint8), shape)}
 
     return self.images(split).map(check, num_parallel_calls=tf.data.AUTOTUNE)
@@ -89,8 +91,10 @@ class ImageProblem(problem.Problem):
     """
     size = batch_size // num_replicas * num_replicas
     if size < 1:
-      raise ValueError(f"batch_size={batch_size} is smaller than the {num_replicas} replicas; "
-                       "use at least one picture per replica")
+      raise ValueError(
+        f"batch_size={batch_size} is smaller than the {num_replicas} replicas; "
+        "use at least one picture per replica"
+      )
     ds = self.examples(split)
     if shuffle:
       ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
@@ -116,8 +120,9 @@ class ImageShapes(ImageProblem):
   def _pictures(self, split):
     if split == "train":
       return shapes.generate("train", self.seed, self.num_train)
-    return shapes.drop_seen(shapes.generate(split, self.seed, self.num_eval),
-                            self._pictures("train"))
+    return shapes.drop_seen(
+      shapes.generate(split, self.seed, self.num_eval), self._pictures("train")
+    )
 
   def images(self, split):
     problem.check_split(split)
@@ -125,8 +130,11 @@ class ImageShapes(ImageProblem):
 
 
 # Our split name -> the TFDS split of cifar10: dev is the last 2% of train.
-CIFAR10_SPLITS = {constants.TRAIN: "train[:98%]", constants.DEV: "train[98%:]",
-                  constants.TEST: "test"}
+CIFAR10_SPLITS = {
+  constants.TRAIN: "train[:98%]",
+  constants.DEV: "train[98%:]",
+  constants.TEST: "test",
+}
 
 
 @registry.register_problem("image_cifar10")
@@ -141,6 +149,11 @@ class ImageCifar10(ImageProblem):
     import tensorflow_datasets as tfds
 
     problem.check_split(split)
-    ds = tfds.load("cifar10", split=CIFAR10_SPLITS[split], data_dir=self.tfds_data_dir,
-                   download=self.download, shuffle_files=False)
+    ds = tfds.load(
+      "cifar10",
+      split=CIFAR10_SPLITS[split],
+      data_dir=self.tfds_data_dir,
+      download=self.download,
+      shuffle_files=False,
+    )
     return ds.map(lambda ex: ex["image"])

@@ -16,10 +16,7 @@ import os
 from absl import logging
 import tensorflow as tf
 
-from t2t_vqem import constants
-from t2t_vqem import decode
-from t2t_vqem import metrics
-from t2t_vqem import registry
+from t2t_vqem import constants, decode, metrics, registry
 from t2t_vqem.problems import vocab as vocab_lib
 
 SPLITS = constants.SPLITS
@@ -112,8 +109,7 @@ class TranslationProblem(Problem):
   modality = "text"
   item_unit = "tokens"
 
-  def __init__(self, data_dir=None, vocab_size=32000, max_length=256,
-               vocab_sample_size=1_000_000):
+  def __init__(self, data_dir=None, vocab_size=32000, max_length=256, vocab_sample_size=1_000_000):
     super().__init__(data_dir)
     if vocab_size < 16:
       raise ValueError(f"vocab_size={vocab_size} is too small; use at least 16")
@@ -130,8 +126,10 @@ class TranslationProblem(Problem):
     return {"vocab_size": self.vocab.size}
 
   def dummy_features(self):
-    return {"inputs": tf.constant([[3, constants.EOS_ID]], tf.int32),
-            "targets": tf.constant([[3, constants.EOS_ID]], tf.int32)}
+    return {
+      "inputs": tf.constant([[3, constants.EOS_ID]], tf.int32),
+      "targets": tf.constant([[3, constants.EOS_ID]], tf.int32),
+    }
 
   def batch_amount(self, batch_tokens, batch_size):
     del batch_size
@@ -162,12 +160,15 @@ class TranslationProblem(Problem):
   def vocab(self):
     """The shared vocabulary, learnt from the training split on first use."""
     if not os.path.exists(self.vocab_path):
-      logging.info("Learning a %d-token WordPiece vocabulary for %s from at most "
-                   "%d training pairs into %s", self.vocab_size, self.name,
-                   self.vocab_sample_size, self.vocab_path)
+      logging.info(
+        "Learning a %d-token WordPiece vocabulary for %s from at most %d training pairs into %s",
+        self.vocab_size,
+        self.name,
+        self.vocab_sample_size,
+        self.vocab_path,
+      )
       pairs = self.text_pairs("train").take(self.vocab_sample_size)
-      texts = pairs.flat_map(
-          lambda s, t: tf.data.Dataset.from_tensor_slices(tf.stack([s, t])))
+      texts = pairs.flat_map(lambda s, t: tf.data.Dataset.from_tensor_slices(tf.stack([s, t])))
       return vocab_lib.learn_vocab(texts, self.vocab_size, self.vocab_path)
     return vocab_lib.Vocab(self.vocab_path)
 
@@ -183,13 +184,14 @@ class TranslationProblem(Problem):
     ds = self.text_pairs(split).batch(256).map(encode, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.unbatch().map(lambda f: {k: tf.concat([v, eos], 0) for k, v in f.items()})
     if drop_long:
-      ds = ds.filter(lambda f: tf.logical_and(
-          tf.size(f["inputs"]) <= self.max_length,
-          tf.size(f["targets"]) <= self.max_length))
+      ds = ds.filter(
+        lambda f: tf.logical_and(
+          tf.size(f["inputs"]) <= self.max_length, tf.size(f["targets"]) <= self.max_length
+        )
+      )
     return ds
 
-  def batches(self, split, batch_tokens, shuffle=False, repeat=False,
-              num_replicas=1, seed=None):
+  def batches(self, split, batch_tokens, shuffle=False, repeat=False, num_replicas=1, seed=None):
     """Length-bucketed batches of about `batch_tokens` tokens (little padding).
 
     Each bucket's batch size is a multiple of num_replicas, so a distributed
@@ -206,8 +208,7 @@ class TranslationProblem(Problem):
     if repeat:
       ds = ds.repeat()
     length = lambda f: tf.maximum(tf.size(f["inputs"]), tf.size(f["targets"]))
-    ds = ds.bucket_by_sequence_length(length, boundaries, sizes,
-                                      drop_remainder=repeat)
+    ds = ds.bucket_by_sequence_length(length, boundaries, sizes, drop_remainder=repeat)
     return ds.prefetch(tf.data.AUTOTUNE)
 
   def sources_and_references(self, split, limit=None):

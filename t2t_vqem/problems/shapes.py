@@ -23,12 +23,35 @@ _GRID_Y, _GRID_X = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) + 0.5
 
 
 # 24 colours: every shape, stripe and gradient end is one of them.
-PALETTE = np.array([
-    [0, 0, 0], [255, 255, 255], [128, 128, 128], [200, 30, 30], [30, 160, 50],
-    [40, 70, 200], [250, 210, 40], [250, 130, 20], [140, 50, 170], [30, 190, 200],
-    [240, 120, 170], [120, 70, 30], [0, 100, 90], [180, 220, 90], [100, 20, 40],
-    [210, 180, 140], [20, 30, 80], [255, 90, 90], [90, 220, 160], [160, 160, 255],
-    [60, 60, 60], [190, 190, 190], [130, 140, 20], [230, 60, 230]], np.float32)
+PALETTE = np.array(
+  [
+    [0, 0, 0],
+    [255, 255, 255],
+    [128, 128, 128],
+    [200, 30, 30],
+    [30, 160, 50],
+    [40, 70, 200],
+    [250, 210, 40],
+    [250, 130, 20],
+    [140, 50, 170],
+    [30, 190, 200],
+    [240, 120, 170],
+    [120, 70, 30],
+    [0, 100, 90],
+    [180, 220, 90],
+    [100, 20, 40],
+    [210, 180, 140],
+    [20, 30, 80],
+    [255, 90, 90],
+    [90, 220, 160],
+    [160, 160, 255],
+    [60, 60, 60],
+    [190, 190, 190],
+    [130, 140, 20],
+    [230, 60, 230],
+  ],
+  np.float32,
+)
 
 
 def _colour(rng):
@@ -48,7 +71,7 @@ def _shape_mask(rng):
   cy, cx = rng.uniform(4, SIZE - 4, size=2)
   r = rng.uniform(3, 11)
   if kind == 0:  # disc
-    return (_GRID_Y - cy) ** 2 + (_GRID_X - cx) ** 2 <= r ** 2
+    return (_GRID_Y - cy) ** 2 + (_GRID_X - cx) ** 2 <= r**2
   if kind == 1:  # axis-aligned rectangle
     h, w = rng.uniform(3, 12, size=2)
     return (np.abs(_GRID_Y - cy) <= h) & (np.abs(_GRID_X - cx) <= w)
@@ -61,7 +84,7 @@ def _shape_mask(rng):
       inside &= (x1 - x0) * (_GRID_Y - y0) - (y1 - y0) * (_GRID_X - x0) >= 0
     return inside
   d2 = (_GRID_Y - cy) ** 2 + (_GRID_X - cx) ** 2  # ring
-  return (d2 <= r ** 2) & (d2 >= (0.55 * r) ** 2)
+  return (d2 <= r**2) & (d2 >= (0.55 * r) ** 2)
 
 
 def draw(rng):
@@ -84,8 +107,9 @@ def generate(split, seed, count):
   if split not in SPLIT_STREAMS:
     raise ValueError(f"unknown split {split!r}; accepted: {', '.join(SPLIT_STREAMS)}")
   rng = np.random.default_rng([seed, SPLIT_STREAMS[split]])
-  images = np.stack([draw(rng) for _ in range(count)]) if count else np.zeros(
-      [0, SIZE, SIZE, 3], np.uint8)
+  images = (
+    np.stack([draw(rng) for _ in range(count)]) if count else np.zeros([0, SIZE, SIZE, 3], np.uint8)
+  )
   return images
 
 

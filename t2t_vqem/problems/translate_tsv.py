@@ -11,8 +11,10 @@ from t2t_vqem.problems import problem
 def check_tsv(path, split):
   """Fails with the file and line number of the first malformed line."""
   if not path:
-    raise ValueError(f"no TSV file set for the {split!r} split: bind "
-                     f"translate_tsv.{split}_path in a Gin file or --gin_param")
+    raise ValueError(
+      f"no TSV file set for the {split!r} split: bind "
+      f"translate_tsv.{split}_path in a Gin file or --gin_param"
+    )
   if not os.path.isfile(path):
     raise FileNotFoundError(f"TSV file for the {split!r} split not found: {path!r}")
   count = 0
@@ -24,8 +26,9 @@ def check_tsv(path, split):
       fields = line.split("\t")
       if len(fields) != 2 or not fields[0].strip() or not fields[1].strip():
         raise ValueError(
-            f"{path}:{number}: malformed line (expected 'source<TAB>target', "
-            f"found {len(fields)} tab-separated field(s)): {line[:80]!r}")
+          f"{path}:{number}: malformed line (expected 'source<TAB>target', "
+          f"found {len(fields)} tab-separated field(s)): {line[:80]!r}"
+        )
       count += 1
   if count == 0:
     raise ValueError(f"TSV file for the {split!r} split is empty: {path!r}")
@@ -35,8 +38,16 @@ def check_tsv(path, split):
 class TranslateTsv(problem.TranslationProblem):
   """Your own parallel corpus: train/dev/test files of source<TAB>target lines."""
 
-  def __init__(self, train_path=None, dev_path=None, test_path=None, data_dir=None,
-               vocab_size=8000, max_length=256, vocab_sample_size=1_000_000):
+  def __init__(
+    self,
+    train_path=None,
+    dev_path=None,
+    test_path=None,
+    data_dir=None,
+    vocab_size=8000,
+    max_length=256,
+    vocab_sample_size=1_000_000,
+  ):
     super().__init__(data_dir, vocab_size, max_length, vocab_sample_size)
     self.paths = {"train": train_path, "dev": dev_path, "test": test_path}
     self._checked = set()
@@ -48,7 +59,8 @@ class TranslateTsv(problem.TranslationProblem):
       check_tsv(path, split)
       self._checked.add(split)
     lines = tf.data.TextLineDataset(path).filter(
-        lambda line: tf.strings.length(tf.strings.strip(line)) > 0)
+      lambda line: tf.strings.length(tf.strings.strip(line)) > 0
+    )
 
     def split_line(line):
       fields = tf.strings.split(line, "\t")

@@ -48,11 +48,16 @@ def learn_vocab(texts, vocab_size, path):
   from tensorflow_text.tools.wordpiece_vocab import bert_vocab_from_dataset
 
   words = texts.batch(1024).map(
-      lambda t: tf.strings.reduce_join(split_words(t), axis=-1, separator=" "),
-      num_parallel_calls=tf.data.AUTOTUNE)
+    lambda t: tf.strings.reduce_join(split_words(t), axis=-1, separator=" "),
+    num_parallel_calls=tf.data.AUTOTUNE,
+  )
   tokens = bert_vocab_from_dataset.bert_vocab_from_dataset(
-      words, vocab_size=vocab_size, reserved_tokens=list(RESERVED_TOKENS),
-      bert_tokenizer_params={"lower_case": False}, learn_params={})
+    words,
+    vocab_size=vocab_size,
+    reserved_tokens=list(RESERVED_TOKENS),
+    bert_tokenizer_params={"lower_case": False},
+    learn_params={},
+  )
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = path + ".tmp"
   with open(tmp, "w", encoding="utf-8") as f:
@@ -67,16 +72,21 @@ def read_tokens(path):
     tokens = [line.rstrip("\n") for line in f]
   if tuple(tokens[:3]) != RESERVED_TOKENS:
     raise ValueError(
-        f"vocabulary {path!r} must start with the reserved tokens "
-        f"{list(RESERVED_TOKENS)}, found {tokens[:3]}")
+      f"vocabulary {path!r} must start with the reserved tokens "
+      f"{list(RESERVED_TOKENS)}, found {tokens[:3]}"
+    )
   return tokens
 
 
 def wordpiece_tokenizer(token_to_id):
   """The WordPiece tokenizer over a lookup table from token strings to int64 ids."""
   return tf_text.WordpieceTokenizer(
-      token_to_id, suffix_indicator="##", max_bytes_per_word=200,
-      token_out_type=tf.int64, unknown_token=UNK)
+    token_to_id,
+    suffix_indicator="##",
+    max_bytes_per_word=200,
+    token_out_type=tf.int64,
+    unknown_token=UNK,
+  )
 
 
 def wordpiece_ids(wordpiece, text):
@@ -107,9 +117,12 @@ class Vocab:
     self.tokens = read_tokens(path)
     self.path = path
     self.size = len(self.tokens)
-    self._wordpiece = wordpiece_tokenizer(tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(
-            self.tokens, tf.range(self.size, dtype=tf.int64)), default_value=UNK_ID))
+    self._wordpiece = wordpiece_tokenizer(
+      tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(self.tokens, tf.range(self.size, dtype=tf.int64)),
+        default_value=UNK_ID,
+      )
+    )
     self._token_strings = tf.constant(self.tokens)
 
   def tokenize(self, text):
@@ -118,8 +131,7 @@ class Vocab:
 
   def detokenize(self, ids):
     """Int ids [B, L] -> strings [B] (see `join_pieces`)."""
-    return join_pieces(tf.convert_to_tensor(ids),
-                       lambda flat: tf.gather(self._token_strings, flat))
+    return join_pieces(tf.convert_to_tensor(ids), lambda flat: tf.gather(self._token_strings, flat))
 
   def encode(self, sentence):
     """One Python string -> list of ids, no EOS."""

@@ -25,5 +25,7 @@ class Progress:
     self._last_step, self._last_time, self._items = step, now, 0.0
     shown = "  ".join(f"{k} {float(v):.4f}" for k, v in sorted(values.items()))
     eta = datetime.timedelta(seconds=int(left))
-    return (f"step {step}/{self.total_steps}  {shown}  lr {float(learning_rate):.2e}  "
-            f"{steps_per_s:.2f} steps/s  {items_per_s:,.0f} {self.unit}/s  ETA {eta}")
+    return (
+      f"step {step}/{self.total_steps}  {shown}  lr {float(learning_rate):.2e}  "
+      f"{steps_per_s:.2f} steps/s  {items_per_s:,.0f} {self.unit}/s  ETA {eta}"
+    )

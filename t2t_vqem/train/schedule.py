@@ -1,8 +1,9 @@
 """Adam with linear warm-up then exponential decay (the paper, §5)."""
 
-import gin
 import keras
 import tensorflow as tf
+
+import gin
 
 
 class WarmupExponentialDecay(keras.optimizers.schedules.LearningRateSchedule):
@@ -35,14 +36,26 @@ class WarmupExponentialDecay(keras.optimizers.schedules.LearningRateSchedule):
     return self.peak * warmup * tf.pow(self.decay_rate, decayed)
 
   def get_config(self):
-    return {"peak": self.peak, "warmup_steps": self.warmup_steps,
-            "decay_rate": self.decay_rate, "decay_steps": self.decay_steps}
+    return {
+      "peak": self.peak,
+      "warmup_steps": self.warmup_steps,
+      "decay_rate": self.decay_rate,
+      "decay_steps": self.decay_steps,
+    }
 
 
 @gin.configurable
-def make_optimizer(name="adam", learning_rate=1e-3, warmup_steps=4000,
-                   decay_rate=0.5, decay_steps=50000, beta_1=0.9, beta_2=0.997,
-                   epsilon=1e-9, clipnorm=None):
+def make_optimizer(
+  name="adam",
+  learning_rate=1e-3,
+  warmup_steps=4000,
+  decay_rate=0.5,
+  decay_steps=50000,
+  beta_1=0.9,
+  beta_2=0.997,
+  epsilon=1e-9,
+  clipnorm=None,
+):
   """The optimizer, with the warm-up + exponential-decay learning rate.
 
   Args:
@@ -56,8 +69,9 @@ def make_optimizer(name="adam", learning_rate=1e-3, warmup_steps=4000,
   """
   schedule = WarmupExponentialDecay(learning_rate, warmup_steps, decay_rate, decay_steps)
   if name == "adam":
-    return keras.optimizers.Adam(schedule, beta_1=beta_1, beta_2=beta_2,
-                                 epsilon=epsilon, clipnorm=clipnorm)
+    return keras.optimizers.Adam(
+      schedule, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, clipnorm=clipnorm
+    )
   if name == "sgd":
     return keras.optimizers.SGD(schedule, clipnorm=clipnorm)
   raise ValueError(f"unknown optimizer {name!r}; accepted: adam, sgd")

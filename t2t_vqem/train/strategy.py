@@ -3,8 +3,9 @@
 import json
 import os
 
-import gin
 import tensorflow as tf
+
+import gin
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 
@@ -37,7 +38,8 @@ def make_strategy(name="auto", devices=None):
     return tf.distribute.MultiWorkerMirroredStrategy()
   if devices is None:
     devices = [d.name for d in tf.config.list_logical_devices("GPU")] or [
-        d.name for d in tf.config.list_logical_devices("CPU")]
+      d.name for d in tf.config.list_logical_devices("CPU")
+    ]
   cross_device_ops = None
   if not any("GPU" in d.upper() for d in devices):
     # Between CPU devices a plain reduction is as fast as collectives, and it

@@ -13,15 +13,12 @@ import os
 import time
 
 from absl import logging
-import gin
 import keras
 import tensorflow as tf
 
-from t2t_vqem import config
-from t2t_vqem import constants
+import gin
+from t2t_vqem import config, constants, pictures, registry
 from t2t_vqem import export as export_lib
-from t2t_vqem import pictures
-from t2t_vqem import registry
 from t2t_vqem.train import progress as progress_lib
 from t2t_vqem.train import schedule
 from t2t_vqem.train import strategy as strategy_lib
@@ -44,9 +41,10 @@ def check_run_info(output_dir, info):
     for key in ("model", "problem"):
       if found.get(key) != info[key]:
         raise OutputDirError(
-            f"output_dir {output_dir!r} holds a checkpoint of {key} "
-            f"{found.get(key)!r}, not {info[key]!r}; use another --output_dir "
-            f"or Trainer.{key} = {found.get(key)!r}")
+          f"output_dir {output_dir!r} holds a checkpoint of {key} "
+          f"{found.get(key)!r}, not {info[key]!r}; use another --output_dir "
+          f"or Trainer.{key} = {found.get(key)!r}"
+        )
     return
   os.makedirs(output_dir, exist_ok=True)
   with open(path, "w") as f:
@@ -133,11 +131,26 @@ class Trainer:
       parameters of export_model).
   """
 
-  def __init__(self, output_dir, model=gin.REQUIRED, problem=gin.REQUIRED, data_dir=None,
-               train_steps=100000, batch_tokens=4096, batch_size=64, checkpoint_every=1000,
-               keep_checkpoints=5, eval_every=1000, eval_bleu_examples=100, eval_pictures=8,
-               log_every=100, seed=1, checkpoint_data=True, batch_multiple=None,
-               export_at_end=False):
+  def __init__(
+    self,
+    output_dir,
+    model=gin.REQUIRED,
+    problem=gin.REQUIRED,
+    data_dir=None,
+    train_steps=100000,
+    batch_tokens=4096,
+    batch_size=64,
+    checkpoint_every=1000,
+    keep_checkpoints=5,
+    eval_every=1000,
+    eval_bleu_examples=100,
+    eval_pictures=8,
+    log_every=100,
+    seed=1,
+    checkpoint_data=True,
+    batch_multiple=None,
+    export_at_end=False,
+  ):
     self.output_dir = output_dir
     self.model_name, self.problem_name = model, problem
     self.train_steps, self.batch_tokens = train_steps, batch_tokens
@@ -164,24 +177,33 @@ class Trainer:
       self.optimizer.build(self.model.trainable_variables)
     self.num_replicas = self.strategy.num_replicas_in_sync
     if batch_multiple and batch_multiple % self.num_replicas:
-      raise ValueError(f"Trainer.batch_multiple={batch_multiple} must be a multiple of "
-                       f"the {self.num_replicas} replicas")
+      raise ValueError(
+        f"Trainer.batch_multiple={batch_multiple} must be a multiple of "
+        f"the {self.num_replicas} replicas"
+      )
     train_data = self.problem.batches(
-        constants.TRAIN, self.batch_amount, shuffle=True, repeat=True,
-        num_replicas=batch_multiple or self.num_replicas, seed=seed)
+      constants.TRAIN,
+      self.batch_amount,
+      shuffle=True,
+      repeat=True,
+      num_replicas=batch_multiple or self.num_replicas,
+      seed=seed,
+    )
     self.train_iterator = iter(train_data)
     trackables = {"model": self.model, "optimizer": self.optimizer}
     if checkpoint_data:
       trackables["data"] = self.train_iterator
     self.checkpoint = tf.train.Checkpoint(**trackables)
     self.manager = tf.train.CheckpointManager(
-        self.checkpoint, os.path.join(output_dir, "checkpoints"),
-        max_to_keep=keep_checkpoints)
+      self.checkpoint, os.path.join(output_dir, "checkpoints"), max_to_keep=keep_checkpoints
+    )
     # Any batch size: training batches may be all full (a static size) while
     # an evaluation split ends with its remainder.
-    signature = [tf.nest.map_structure(
-        lambda spec: tf.TensorSpec([None] + spec.shape[1:], spec.dtype),
-        train_data.element_spec)]
+    signature = [
+      tf.nest.map_structure(
+        lambda spec: tf.TensorSpec([None] + spec.shape[1:], spec.dtype), train_data.element_spec
+      )
+    ]
     self.train_step = tf.function(self._distributed_train_step, input_signature=signature)
     self._eval_step = tf.function(self._distributed_eval_step, input_signature=signature)
     self.train_writer = tf.summary.create_file_writer(os.path.join(output_dir, "train"))
@@ -199,22 +221,23 @@ class Trainer:
         self.checkpoint.restore(path).assert_existing_objects_matched()
       except (AssertionError, ValueError, tf.errors.OpError) as e:
         raise OutputDirError(
-            f"checkpoint {path!r} does not match model {self.model_name!r} as "
-            f"configured now (were its sizes changed?): {str(e).splitlines()[0]}") from None
+          f"checkpoint {path!r} does not match model {self.model_name!r} as "
+          f"configured now (were its sizes changed?): {str(e).splitlines()[0]}"
+        ) from None
       logging.info("Resumed from %s at step %d", path, self.step)
     return self.step
 
   def _global_mean(self, terms):
     """(numerator, denominator) pairs -> numerator / all-reduced denominator."""
     ctx = tf.distribute.get_replica_context()
-    return {name: num / tf.maximum(ctx.all_reduce(SUM, den), 1.0)
-            for name, (num, den) in terms.items()}
+    return {
+      name: num / tf.maximum(ctx.all_reduce(SUM, den), 1.0) for name, (num, den) in terms.items()
+    }
 
   def _replica_train_step(self, features):
     features = replica_shard(features)
     with tf.GradientTape() as tape:
-      losses, extra = self.model.loss_terms(features, training=True,
-                                            step=self.optimizer.iterations)
+      losses, extra = self.model.loss_terms(features, training=True, step=self.optimizer.iterations)
       values = self._global_mean(losses)
       loss = tf.add_n(list(values.values()))
     variables = self.model.trainable_variables
@@ -260,8 +283,12 @@ class Trainer:
     with self.eval_writer.as_default(step=step):
       for name, value in results.items():
         tf.summary.scalar(name, value)
-    logging.info("eval %s at step %d: %s", split, step,
-                 "  ".join(f"{k} {v:.4f}" for k, v in sorted(results.items())))
+    logging.info(
+      "eval %s at step %d: %s",
+      split,
+      step,
+      "  ".join(f"{k} {v:.4f}" for k, v in sorted(results.items())),
+    )
     return results
 
   def write_pictures(self, split=constants.DEV):
@@ -272,8 +299,7 @@ class Trainer:
     returns {name: path} (empty when the problem shows none).
     """
     step = self.step
-    shown = self.problem.output_pictures(self.model, split, self.eval_pictures,
-                                         [self.seed, step])
+    shown = self.problem.output_pictures(self.model, split, self.eval_pictures, [self.seed, step])
     if not shown:
       return {}
     os.makedirs(os.path.join(self.output_dir, "pictures"), exist_ok=True)
@@ -308,8 +334,9 @@ class Trainer:
   def export(self, export_dir=None):
     """Writes the serving SavedModel of the model as it is now (default: output_dir/export)."""
     export_dir = export_dir or os.path.join(self.output_dir, "export")
-    return export_lib.export_model(self.model, self.problem, export_dir,
-                                   extra_info={"step": self.step})
+    return export_lib.export_model(
+      self.model, self.problem, export_dir, extra_info={"step": self.step}
+    )
 
   def train(self):
     """Trains to train_steps from wherever the output_dir left off."""
@@ -321,8 +348,14 @@ class Trainer:
         self.export()
       return {}
     progress = progress_lib.Progress(start, self.train_steps, self.problem.item_unit)
-    logging.info("Training %s on %s with %d replica(s) from step %d to %d", self.model_name,
-                 self.problem_name, self.num_replicas, start, self.train_steps)
+    logging.info(
+      "Training %s on %s with %d replica(s) from step %d to %d",
+      self.model_name,
+      self.problem_name,
+      self.num_replicas,
+      start,
+      self.train_steps,
+    )
     values, window, window_steps = {}, {}, 0
     started = time.perf_counter()
     for step in range(start + 1, self.train_steps + 1):
@@ -344,8 +377,9 @@ class Trainer:
         self.manager.save(checkpoint_number=step)
       if self.eval_every and step % self.eval_every == 0 and step != self.train_steps:
         self.evaluate()
-    logging.info("Trained %d steps in %.1f s", self.train_steps - start,
-                 time.perf_counter() - started)
+    logging.info(
+      "Trained %d steps in %.1f s", self.train_steps - start, time.perf_counter() - started
+    )
     if self.export_at_end:
       self.export()
     self.write_operative_config()
