@@ -14,6 +14,7 @@ import functools
 import os
 
 import gin
+
 from t2t_vqem import registry
 
 PACKAGE_GIN_DIR = os.path.join(os.path.dirname(__file__), "gin")

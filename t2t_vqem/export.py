@@ -68,9 +68,9 @@ import json
 import os
 
 from absl import logging
+import gin
 import tensorflow as tf
 
-import gin
 from t2t_vqem import registry
 from t2t_vqem.problems import vocab as vocab_lib
 

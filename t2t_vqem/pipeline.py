@@ -29,12 +29,15 @@ import platform
 import time
 
 from absl import logging
+import gin
 import numpy as np
 import tensorflow as tf
 
-import gin
-from t2t_vqem import config, constants, decode, metrics
+from t2t_vqem import config
+from t2t_vqem import constants
+from t2t_vqem import decode
 from t2t_vqem import distill as distill_lib
+from t2t_vqem import metrics
 from t2t_vqem.problems import problem as problem_lib
 from t2t_vqem.train import trainer as trainer_lib
 

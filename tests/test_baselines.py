@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from t2t_vqem.bottlenecks import gumbel, semhash
+from t2t_vqem.bottlenecks import gumbel
+from t2t_vqem.bottlenecks import semhash
 
 
 def np_softmax(z):

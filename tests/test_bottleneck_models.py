@@ -7,15 +7,16 @@ import subprocess
 import sys
 import textwrap
 
+import gin
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (the exported vocabulary's tf.text ops)
 from test_trainer import TINY
 
-import gin
-from t2t_vqem import decode, registry
+from t2t_vqem import decode
 from t2t_vqem import export as export_lib
+from t2t_vqem import registry
 from t2t_vqem.train import trainer as trainer_lib
 
 # name, arguments: every registered bottleneck, and product quantization.

@@ -3,7 +3,7 @@
 Every expectation here is computed independently of the layer: distances by
 brute force in float64, EMA updates by the paper's / T2T's formulas in numpy,
 soft E-step frequencies against softmax(-d^2). Multi-replica tests live in
-test_discretization_replicas.py (they must configure devices before TF starts).
+test_bottleneck_replicas.py (they must configure devices before TF starts).
 No module-level TF ops here, for the same reason.
 """
 

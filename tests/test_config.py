@@ -6,9 +6,9 @@ import subprocess
 import sys
 import textwrap
 
+import gin
 import pytest
 
-import gin
 from t2t_vqem import config
 
 config.register_everything()

@@ -4,12 +4,13 @@ import re
 import subprocess
 import sys
 
+import gin
 import sacrebleu
 import tensorflow as tf
 from test_trainer import TINY
 
-import gin
-from t2t_vqem import decode, registry
+from t2t_vqem import decode
+from t2t_vqem import registry
 from t2t_vqem.train import trainer as trainer_lib
 
 

@@ -9,11 +9,12 @@ import hashlib
 import json
 import os
 
+import gin
 import pytest
 import sacrebleu
 import tensorflow as tf
 
-import gin
+from t2t_vqem import config
 from t2t_vqem import distill as distill_lib
 from t2t_vqem import pipeline as pipeline_lib
 from t2t_vqem import registry
@@ -312,10 +313,8 @@ def test_pipeline_config_is_recognised_and_restored():
 
 @pytest.mark.parametrize("name", ["em_distill.gin", "em_distill_quickstart.gin", "vq_distill.gin"])
 def test_shipped_pipeline_configs_name_valid_stages(name):
-  from t2t_vqem.cli import common  # noqa: PLC0415
-
   gin.clear_config()
-  common.parse_gin([name], [], finalize=False)
+  config.parse_gin([name], [], finalize=False)
   assert pipeline_lib.is_configured()
   stages = {}
   for stage in ("teacher", "student"):

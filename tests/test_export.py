@@ -9,11 +9,11 @@ import shutil
 import subprocess
 import sys
 
+import gin
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import gin
 from t2t_vqem import decode
 from t2t_vqem.train import trainer as trainer_lib
 

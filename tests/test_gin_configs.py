@@ -2,10 +2,11 @@
 
 import pathlib
 
+import gin
 import pytest
 
-import gin
-from t2t_vqem import config, registry
+from t2t_vqem import config
+from t2t_vqem import registry
 
 config.register_everything()
 CONFIGS = sorted(p.name for p in pathlib.Path(config.PACKAGE_GIN_DIR).glob("*.gin"))

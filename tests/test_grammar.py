@@ -7,7 +7,11 @@ import re
 import pytest
 
 from t2t_vqem.problems import grammar
-from t2t_vqem.problems.grammar import NP, PP, Clause, Relative, Sentence
+from t2t_vqem.problems.grammar import NP
+from t2t_vqem.problems.grammar import PP
+from t2t_vqem.problems.grammar import Clause
+from t2t_vqem.problems.grammar import Relative
+from t2t_vqem.problems.grammar import Sentence
 
 
 def _tokens(text):

@@ -2,14 +2,15 @@
 
 import math
 
+import gin
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-import gin
-from t2t_vqem import pictures, registry
+from t2t_vqem import pictures
+from t2t_vqem import registry
 from t2t_vqem.layers import compression
 from t2t_vqem.layers import transformer as layers
 from t2t_vqem.models import image_vqvae

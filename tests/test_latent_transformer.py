@@ -1,12 +1,12 @@
 """Latent Transformer: compress/decompress shapes and masks, batched == batch-1 decode,
 overfitting to exact reconstruction, hard and soft EM training on the embedded problem."""
 
+import gin
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import gin
 from t2t_vqem.layers import compression
 from t2t_vqem.models import latent_transformer
 from t2t_vqem.train import trainer as trainer_lib

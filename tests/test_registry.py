@@ -4,9 +4,9 @@ import subprocess
 import sys
 import textwrap
 
+import gin
 import pytest
 
-import gin
 from t2t_vqem import registry
 
 

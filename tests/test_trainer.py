@@ -3,10 +3,10 @@
 import os
 import re
 
+import gin
 import numpy as np
 import pytest
 
-import gin
 from t2t_vqem import registry
 from t2t_vqem.train import trainer as trainer_lib
 

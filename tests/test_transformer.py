@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from t2t_vqem import registry, search
+from t2t_vqem import registry
+from t2t_vqem import search
 from t2t_vqem.layers import transformer as layers
 import t2t_vqem.models  # noqa: F401  (registers "transformer")
-from t2t_vqem.search import EOS_ID, PAD_ID
+from t2t_vqem.search import EOS_ID
+from t2t_vqem.search import PAD_ID
 
 VOCAB = 20
 TINY = dict(

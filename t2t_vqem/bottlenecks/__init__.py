@@ -10,12 +10,11 @@ Importing this package registers the bottlenecks; `registry.build_bottleneck`
 builds one by name.
 """
 
-from t2t_vqem.bottlenecks import (
-  gumbel,  # noqa: F401  (registers gumbel_softmax)
-  semhash,  # noqa: F401  (registers semhash)
-  vector_quantizer,  # noqa: F401  (hard_em, soft_em, vq)
-)
-from t2t_vqem.bottlenecks.base import Bottleneck, BottleneckOutput  # noqa: F401
+from t2t_vqem.bottlenecks import gumbel  # noqa: F401  (registers gumbel_softmax)
+from t2t_vqem.bottlenecks import semhash  # noqa: F401  (registers semhash)
+from t2t_vqem.bottlenecks import vector_quantizer  # noqa: F401  (hard_em, soft_em, vq)
+from t2t_vqem.bottlenecks.base import Bottleneck  # noqa: F401
+from t2t_vqem.bottlenecks.base import BottleneckOutput  # noqa: F401
 from t2t_vqem.bottlenecks.gumbel import GumbelSoftmax  # noqa: F401
 from t2t_vqem.bottlenecks.semhash import SemanticHashing  # noqa: F401
 from t2t_vqem.bottlenecks.vector_quantizer import VectorQuantizer  # noqa: F401

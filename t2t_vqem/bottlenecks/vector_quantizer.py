@@ -30,8 +30,9 @@ import keras
 import tensorflow as tf
 
 from t2t_vqem import registry
-from t2t_vqem.bottlenecks import base, replicas
+from t2t_vqem.bottlenecks import base
 from t2t_vqem.bottlenecks import equations as eq
+from t2t_vqem.bottlenecks import replicas
 
 MODES = ("hard_em", "soft_em", "vq")
 

@@ -7,9 +7,12 @@ The library under them (t2t_vqem.config and the rest) defines no flags.
 import functools
 import sys
 
-from absl import app, flags, logging
+from absl import app
+from absl import flags
+from absl import logging
 
-from t2t_vqem import config, registry
+from t2t_vqem import config
+from t2t_vqem import registry
 
 flags.DEFINE_multi_string(
   "gin_file",
@@ -29,7 +32,8 @@ flags.DEFINE_string(
 )
 FLAGS = flags.FLAGS
 
-# Still importable from here (tests/test_distill.py); its home is t2t_vqem.config.
+# Still importable from here (benchmarks run against older trees use it); its home is
+# t2t_vqem.config.
 parse_gin = config.parse_gin
 
 HELP_ARGS = ("-h", "-?", "--help", "-help", "--helpshort", "-helpshort")

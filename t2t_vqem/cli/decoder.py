@@ -9,7 +9,10 @@ import sys
 
 from absl import flags
 
-from t2t_vqem import config, constants, decode, metrics
+from t2t_vqem import config
+from t2t_vqem import constants
+from t2t_vqem import decode
+from t2t_vqem import metrics
 from t2t_vqem.cli import common
 from t2t_vqem.train import trainer as trainer_lib
 

@@ -10,8 +10,8 @@ import os
 import sys
 
 from absl import flags
-
 import gin
+
 from t2t_vqem import config
 from t2t_vqem import export as export_lib
 from t2t_vqem.cli import common

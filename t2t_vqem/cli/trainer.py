@@ -10,10 +10,12 @@ An image run ends with the test split's bits/dim in OUTPUT_DIR/test_results.json
 
 import sys
 
-from absl import flags, logging
+from absl import flags
+from absl import logging
 
-from t2t_vqem import config, registry
+from t2t_vqem import config
 from t2t_vqem import pipeline as pipeline_lib
+from t2t_vqem import registry
 from t2t_vqem.cli import common
 from t2t_vqem.train import trainer as trainer_lib
 

@@ -27,10 +27,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from t2t_vqem import (
-  bottlenecks,  # noqa: F401  (registers the bottlenecks)
-  registry,
-)
+from t2t_vqem import bottlenecks  # noqa: F401  (registers the bottlenecks)
+from t2t_vqem import registry
 from t2t_vqem.layers import compression
 from t2t_vqem.layers import transformer as layers
 

@@ -28,15 +28,14 @@ predictor's loss is off before `latent_loss_start_step`.
 import keras
 import tensorflow as tf
 
-from t2t_vqem import (
-  bottlenecks,  # noqa: F401  (registers the bottlenecks)
-  registry,
-  search,
-)
+from t2t_vqem import bottlenecks  # noqa: F401  (registers the bottlenecks)
+from t2t_vqem import registry
+from t2t_vqem import search
 from t2t_vqem.layers import compression
 from t2t_vqem.layers import transformer as layers
 from t2t_vqem.models import transformer as transformer_model
-from t2t_vqem.search import EOS_ID, PAD_ID
+from t2t_vqem.search import EOS_ID
+from t2t_vqem.search import PAD_ID
 
 
 class LatentTransformer(keras.Model):

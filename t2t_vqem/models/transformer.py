@@ -12,9 +12,11 @@ import math
 import keras
 import tensorflow as tf
 
-from t2t_vqem import registry, search
+from t2t_vqem import registry
+from t2t_vqem import search
 from t2t_vqem.layers import transformer as layers
-from t2t_vqem.search import EOS_ID, PAD_ID
+from t2t_vqem.search import EOS_ID
+from t2t_vqem.search import PAD_ID
 
 
 class SharedEmbedding(keras.layers.Layer):

@@ -12,8 +12,11 @@ import functools
 
 import tensorflow as tf
 
-from t2t_vqem import constants, pictures, registry
-from t2t_vqem.problems import problem, shapes
+from t2t_vqem import constants
+from t2t_vqem import pictures
+from t2t_vqem import registry
+from t2t_vqem.problems import problem
+from t2t_vqem.problems import shapes
 
 
 class ImageProblem(problem.Problem):

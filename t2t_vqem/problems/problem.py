@@ -16,7 +16,10 @@ import os
 from absl import logging
 import tensorflow as tf
 
-from t2t_vqem import constants, decode, metrics, registry
+from t2t_vqem import constants
+from t2t_vqem import decode
+from t2t_vqem import metrics
+from t2t_vqem import registry
 from t2t_vqem.problems import vocab as vocab_lib
 
 SPLITS = constants.SPLITS

@@ -3,7 +3,8 @@
 import tensorflow as tf
 
 from t2t_vqem import registry
-from t2t_vqem.problems import grammar, problem
+from t2t_vqem.problems import grammar
+from t2t_vqem.problems import problem
 
 
 @registry.register_problem

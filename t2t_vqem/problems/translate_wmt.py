@@ -1,6 +1,7 @@
 """WMT14 English -> German through tensorflow-datasets (newstest2014 as test)."""
 
-from t2t_vqem import constants, registry
+from t2t_vqem import constants
+from t2t_vqem import registry
 from t2t_vqem.problems import problem
 
 # Our split name -> the TFDS split: dev is newstest2013, test newstest2014.

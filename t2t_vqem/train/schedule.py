@@ -1,9 +1,8 @@
 """Adam with linear warm-up then exponential decay (the paper, §5)."""
 
+import gin
 import keras
 import tensorflow as tf
-
-import gin
 
 
 class WarmupExponentialDecay(keras.optimizers.schedules.LearningRateSchedule):

@@ -3,9 +3,8 @@
 import json
 import os
 
-import tensorflow as tf
-
 import gin
+import tensorflow as tf
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 

@@ -13,12 +13,15 @@ import os
 import time
 
 from absl import logging
+import gin
 import keras
 import tensorflow as tf
 
-import gin
-from t2t_vqem import config, constants, pictures, registry
+from t2t_vqem import config
+from t2t_vqem import constants
 from t2t_vqem import export as export_lib
+from t2t_vqem import pictures
+from t2t_vqem import registry
 from t2t_vqem.train import progress as progress_lib
 from t2t_vqem.train import schedule
 from t2t_vqem.train import strategy as strategy_lib
