@@ -104,9 +104,11 @@ def _make_steps(k, d, args, snt):
                       ("Sonnet VectorQuantizerEMA, XLA", True)):
       vq = snt.nets.VectorQuantizerEMA(embedding_dim=d, num_embeddings=k, commitment_cost=0.25,
                                        decay=0.999, epsilon=1e-5)
-      fn = tf.function(lambda x, vq=vq: [vq(x, is_training=True)[key] for key in
-                                         ("quantize", "loss", "perplexity")],
-                       jit_compile=jit)
+
+      def sonnet(x, vq=vq):
+        out = vq(x, is_training=True)
+        return out["quantize"], out["loss"], out["perplexity"]
+      fn = tf.function(sonnet, jit_compile=jit)
       steps[name] = tf.function(lambda x, fn=fn: first_elements(*fn(x)))
   return steps
 
