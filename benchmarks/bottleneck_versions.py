@@ -41,9 +41,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import bottleneck  # noqa: E402  (benchmarks/bottleneck.py, this folder)
 import tensorflow as tf  # noqa: E402
 
-from bottleneck import gemm_steps, layer_step, measure, parse_shapes  # noqa: E402  (this folder)
 import t2t_vqem  # noqa: E402
 from t2t_vqem import registry  # noqa: E402
 
@@ -77,15 +77,15 @@ def old_module(repo, base, directory):
 
 
 def _steps(old, k, d, num_samples):
-  steps = gemm_steps(tf.Variable(tf.random.normal([k, d]), trainable=False))
+  steps = bottleneck.gemm_steps(tf.Variable(tf.random.normal([k, d]), trainable=False))
   for mode in MODES:
     samples = {"num_samples": num_samples} if mode == "soft_em" else {}
     for label, kwargs in (("default", {}), ("fused_kernel=False", {"fused_kernel": False}),
                           ("jit_compile=True", {"jit_compile": True})):
-      steps[(mode, "old", label)] = layer_step(old.VectorQuantizer(
+      steps[(mode, "old", label)] = bottleneck.layer_step(old.VectorQuantizer(
           k, mode=mode, embedding_dim=d, **samples, **kwargs))
     for label, kwargs in (("default", {}), ("jit_compile=True", {"jit_compile": True})):
-      steps[(mode, "new", label)] = layer_step(registry.build_bottleneck(
+      steps[(mode, "new", label)] = bottleneck.layer_step(registry.build_bottleneck(
           mode, codebook_size=k, embedding_dim=d, **samples, **kwargs))
   return steps
 
@@ -111,8 +111,8 @@ def main(argv=None):
     print(f"old fused kernel: {'available' if available else 'UNAVAILABLE'} after "
           f"{time.perf_counter() - start:.1f} s (g++ build, or load from its cache)"
           + ("" if available else f": {kernel._state.get('why')}; old default = TF ops"))  # pylint: disable=protected-access
-    results = [((k, d, n), measure(_steps(old, k, d, args.num_samples), d, n, args.reps))
-               for k, d, n in parse_shapes(args.shapes)]
+    results = [((k, d, n), bottleneck.measure(_steps(old, k, d, args.num_samples), d, n, args.reps))
+               for k, d, n in bottleneck.parse_shapes(args.shapes)]
   for (k, d, n), t in results:
     print(f"\nK={k} D={d} N={n}: median ms of one training step\n")
     print("| step | ms | / GEMM | / GEMM XLA |\n|---|---|---|---|")
