@@ -14,7 +14,7 @@ for --train_steps steps, then measures on the dev split:
     codes here too, as in training. A batch holds fewer latents than K = 2^14
     codes, so the per-batch usage is bounded by latents / K.
   * the same, over the whole dev split at once, from the nearest code of every
-    latent (argmin, no sampling, for both modes): "set usage" and
+    latent (`bottleneck.encode`: argmin, no sampling, for both modes): "set usage" and
     "set perplexity". Also bounded by (dev latents) / K, printed.
   * the last training step's usage and perplexity (one training batch).
 
@@ -41,7 +41,6 @@ import tensorflow as tf
 
 from t2t_vqem import config as config_lib
 from t2t_vqem.cli import common  # noqa: F401  (the shared flags: --data_dir, --gin_param, ...)
-from t2t_vqem.layers import discretization
 from t2t_vqem.train import trainer as trainer_lib
 
 flags.DEFINE_string("output_dir", "/tmp/bench_codebook", "Where the runs go.")
@@ -50,12 +49,13 @@ flags.DEFINE_list("sizes", ["256", "4096", "16384"], "Codebook sizes K.")
 flags.DEFINE_list("seeds", ["1", "2", "3"], "Trainer.seed values.")
 flags.DEFINE_list("models", ["latent_transformer_vq", "latent_transformer_em"], "Models.")
 flags.DEFINE_integer("dead_code_restart_steps", None,
-                     "If set, binds <model>.dead_code_restart_steps (0 = off); "
+                     "If set, binds <bottleneck>.dead_code_restart_steps (0 = off); "
                      "default: the quickstart config's (20).")
 flags.DEFINE_integer("num_train", 5000, "translate_grammar_ende.num_train.")
 FLAGS = flags.FLAGS
 
 MODE = {"latent_transformer_vq": "hard EM", "latent_transformer_em": "soft EM"}
+BOTTLENECK = {"latent_transformer_vq": "hard_em", "latent_transformer_em": "soft_em"}
 
 # em_distill_quickstart.gin's Pipeline.shared_gin and student schedule.
 SHARED = ["translate_grammar_ende.vocab_size = 2000",
@@ -73,19 +73,15 @@ def run_name(model, k, seed):
 def dev_set_codes(trainer):
   """Histogram [K] of the nearest code of every dev latent (whole split)."""
   model = trainer.model
-  codebook = tf.convert_to_tensor(model.bottleneck.codebook)
 
   @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)] * 2)
   def codes(inputs, targets):
     memory, memory_mask = model.encode_source(inputs)
     z_e, latent_mask = model.encode_target(targets, memory, memory_mask)
-    flat = tf.reshape(tf.cast(z_e, tf.float32), [-1, model.hidden_size])
-    idx = discretization.nearest_codes(flat[None], codebook[None])[0]
-    keep = tf.reshape(latent_mask, [-1])
-    return tf.math.bincount(tf.boolean_mask(idx, keep), minlength=model.codebook_size,
-                            maxlength=model.codebook_size)
+    idx = tf.boolean_mask(model.bottleneck.encode(z_e), latent_mask)
+    return tf.math.bincount(idx, minlength=model.num_codes, maxlength=model.num_codes)
 
-  counts = np.zeros([model.codebook_size], np.int64)
+  counts = np.zeros([model.num_codes], np.int64)
   for features in trainer.problem.batches("dev", trainer.batch_tokens):
     counts += codes(tf.cast(features["inputs"], tf.int32),
                     tf.cast(features["targets"], tf.int32)).numpy()
@@ -104,13 +100,14 @@ def one_run(model, k, seed):
       f"Trainer.train_steps = {FLAGS.train_steps}",
       f"Trainer.checkpoint_every = {FLAGS.train_steps}",
       f"Trainer.seed = {seed}",
-      f"{model}.codebook_size = {k}",
+      f"{BOTTLENECK[model]}.codebook_size = {k}",
       f"{model}.latent_loss_start_step = 100"]
   if FLAGS.dead_code_restart_steps is not None:
-    bindings.append(f"{model}.dead_code_restart_steps = {FLAGS.dead_code_restart_steps}")
+    bindings.append(
+        f"{BOTTLENECK[model]}.dead_code_restart_steps = {FLAGS.dead_code_restart_steps}")
   gin.clear_config()
   config_lib.parse_gin([config], bindings + FLAGS.gin_param)
-  restart = gin.query_parameter(f"{model}.dead_code_restart_steps")
+  restart = gin.query_parameter(f"{BOTTLENECK[model]}.dead_code_restart_steps")
   started = time.perf_counter()
   trainer = trainer_lib.Trainer(run_dir, data_dir=FLAGS.data_dir)
   last = trainer.train()

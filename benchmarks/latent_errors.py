@@ -1,8 +1,9 @@
 """Benchmark: where a latent model's predicted latents differ from its target encoder's.
 
 For the first --sentences pairs of a split, a trained latent_transformer run gives two latent
-sequences per sentence: the target encoder's on the reference (the hard E step, Eq. 1: the
-nearest codes, also in soft EM) and the latent predictor's, decoded greedily from the source.
+sequences per sentence: the target encoder's on the reference (`bottleneck.encode`: for the
+EM bottlenecks the hard E step, Eq. 1, the nearest codes, also in soft EM) and the latent
+predictor's, decoded greedily from the source.
 Prints how often the predicted latent count is right, too short or too long, how many
 positions agree, and the BLEU of the translations grouped by: all latents equal / same
 count, some codes differ / wrong count. With --latent_beams, the BLEU of decoding with beam
@@ -10,11 +11,12 @@ search over the latents (alpha 0 and 0.6). With --soft_inputs, the BLEU when the
 instead of the predicted code's embedding, the embedding expected under the predictor's
 distribution at each position (given the greedy latents before it): over all codes, over the
 top 10 and the top 3, and at softmax temperature 0.5 (soft EM's decoder saw averaged codes in
-training, Eq. 11). Also how soft the soft E step's posterior (§3.2, softmax of
--||z_e - e_j||^2 / temperature) is on the reference latents: its mean entropy and top-1
-probability, and for m draws (the run's num_samples, 10 in hard EM runs) the expected number
-of distinct codes, sum_j 1 - (1 - p_j)^m, and the probability that all m draws are one code,
-sum_j p_j^m, exact, not sampled. Nothing is trained; no timing.
+training, Eq. 11). For a one-block VectorQuantizer (hard_em, soft_em, vq), also how soft the
+soft E step's posterior (§3.2, softmax of -||z_e - e_j||^2 / temperature) is on the reference
+latents: its mean entropy and top-1 probability, and for m draws (the run's num_samples, 10
+in hard EM runs) the expected number of distinct codes, sum_j 1 - (1 - p_j)^m, and the
+probability that all m draws are one code, sum_j p_j^m, exact, not sampled. Nothing is
+trained; no timing.
 
   python benchmarks/latent_errors.py --run_dir=/tmp/distill_big10k/student --sentences=500
 """
@@ -28,9 +30,14 @@ import numpy as np
 import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from t2t_vqem import decode, metrics  # noqa: E402
 from t2t_vqem import config as config_lib  # noqa: E402
-from t2t_vqem.layers import discretization  # noqa: E402
+from t2t_vqem import decode  # noqa: E402
+from t2t_vqem import metrics  # noqa: E402
+from t2t_vqem.bottlenecks import VectorQuantizer  # noqa: E402
+from t2t_vqem.bottlenecks import equations  # noqa: E402
+from t2t_vqem.constants import PAD_ID  # noqa: E402
+from t2t_vqem.layers import compression  # noqa: E402
+from t2t_vqem.models import latent_transformer  # noqa: E402
 from t2t_vqem.train import trainer as trainer_lib  # noqa: E402
 
 flags.DEFINE_string("run_dir", None, "A latent_transformer_* training run (its output_dir).")
@@ -44,36 +51,47 @@ SOFT_INPUTS = (("expected, all codes", 0, 1.0), ("expected, top 10", 10, 1.0),
                ("expected, top 3", 3, 1.0), ("expected, temperature 0.5", 0, 0.5))
 
 
+def has_posterior(bottleneck):
+  """Whether the soft E step's posterior is defined here: a one-block VectorQuantizer."""
+  return isinstance(bottleneck, VectorQuantizer) and bottleneck.num_blocks == 1
+
+
 def latent_pairs(model, source, reference):
-  """(the target encoder's nearest codes, the predictor's greedy codes, the soft E step's
-  posterior [n, K] at the encoder's latents) of one pair."""
+  """(the target encoder's codes, the predictor's greedy codes, the soft E step's
+  posterior [n, K] at the encoder's latents or None) of one pair."""
   memory, memory_mask, codes, count = model.source_latents(tf.constant([source]), 1, 0.0)
   z_e, latent_mask = model.encode_target(tf.constant([reference]), memory, memory_mask)
   n = int(latent_mask.numpy().sum())
-  encoded = model.bottleneck.nearest(z_e).numpy()[0][:n]
-  codebook = tf.convert_to_tensor(model.bottleneck.codebook)
-  logits = discretization.code_logits(z_e[:, :n], codebook[tf.newaxis],
-                                      model.bottleneck.temperature)
-  return encoded, codes.numpy()[0][:int(count.numpy()[0])], tf.nn.softmax(logits)[0].numpy()
+  encoded = model.bottleneck.encode(z_e).numpy()[0][:n]
+  posterior = None
+  if has_posterior(model.bottleneck):
+    codebook = tf.convert_to_tensor(model.bottleneck.codebook)
+    logits = equations.code_logits(tf.cast(z_e[:, :n], tf.float32), codebook[tf.newaxis],
+                                   model.bottleneck.temperature)
+    posterior = tf.nn.softmax(logits)[0].numpy()
+  return encoded, codes.numpy()[0][:int(count.numpy()[0])], posterior
 
 
 def soft_input_decoder(model, top_k, temperature):
-  """Decode function: greedy latents, then the decoder fed sum_j p_j e_j at each latent,
-  p the latent predictor's softmax (over its top_k codes if top_k) given the latents before."""
-
+  """Decode function: greedy latents, then the decoder fed sum_j p_j embed(j) at each latent,
+  p the latent predictor's softmax (over its top_k codes if top_k) given the latents before
+  (translate_codes with expected embeddings instead of the codes' own)."""
   def decode_fn(inputs):
     memory, memory_mask, codes, count = model.source_latents(inputs, 1, 0.0)
     x = model._latent_predictor_inputs(tf.pad(codes, [[0, 0], [1, 0]]))  # pylint: disable=protected-access
     y = model.latent_predictor(x, memory=memory, memory_padding_mask=memory_mask)
-    logits = tf.cast(model.latent_logits(y), tf.float32)[:, :-1, :model.codebook_size]
+    logits = tf.cast(model.latent_logits(y), tf.float32)[:, :-1, :model.num_codes]
     logits /= temperature
     if top_k:
       kth = tf.math.top_k(logits, top_k).values[..., -1:]
       logits = tf.where(logits >= kth, logits, -1e9)
-    z = tf.einsum("blk,kd->bld", tf.nn.softmax(logits),
-                  tf.convert_to_tensor(model.bottleneck.codebook))
+    embeddings = model.bottleneck.embed(tf.range(model.num_codes))  # [num_codes, H]
+    z = tf.einsum("blk,kd->bld", tf.nn.softmax(logits), tf.cast(embeddings, tf.float32))
     latent_mask = tf.sequence_mask(count, tf.shape(codes)[1])
-    return model.translate_latents(z, latent_mask, memory, memory_mask)
+    ids = tf.argmax(model.decode_latents(z, latent_mask, memory, memory_mask), axis=-1,
+                    output_type=tf.int32)
+    ids = tf.where(compression.upsample_mask(latent_mask, model.compress_steps), ids, PAD_ID)
+    return latent_transformer.cut_at_eos(ids)
 
   return tf.function(decode_fn, input_signature=[tf.TensorSpec([None, None], tf.int32)])
 
@@ -117,14 +135,18 @@ def main(argv):
         f"{counts['long']}")
   print(f"positions where the predicted code is the encoder's: {agree} of {positions} "
         f"({agree / positions:.1%})")
-  p = np.concatenate(posteriors).astype(np.float64)
-  m = model.bottleneck.num_samples if model.bottleneck.mode == "soft_em" else 10
-  entropy = -np.sum(p * np.log(np.maximum(p, 1e-300)), axis=1)
-  distinct = np.sum(1.0 - (1.0 - p) ** m, axis=1)
-  print(f"soft E-step posterior at the {len(p)} reference latents: entropy "
-        f"{entropy.mean():.2f} nats, top-1 probability {p.max(axis=1).mean():.3f}; "
-        f"of m = {m} draws, distinct codes {distinct.mean():.2f} (expected), all one code "
-        f"with probability {np.sum(p ** m, axis=1).mean():.3f}")
+  if has_posterior(model.bottleneck):
+    p = np.concatenate(posteriors).astype(np.float64)
+    m = model.bottleneck.num_samples if model.bottleneck.mode == "soft_em" else 10
+    entropy = -np.sum(p * np.log(np.maximum(p, 1e-300)), axis=1)
+    distinct = np.sum(1.0 - (1.0 - p) ** m, axis=1)
+    print(f"soft E-step posterior at the {len(p)} reference latents: entropy "
+          f"{entropy.mean():.2f} nats, top-1 probability {p.max(axis=1).mean():.3f}; "
+          f"of m = {m} draws, distinct codes {distinct.mean():.2f} (expected), all one code "
+          f"with probability {np.sum(p ** m, axis=1).mean():.3f}")
+  else:
+    print(f"no soft E-step posterior: the bottleneck is a {type(model.bottleneck).__name__}, "
+          "not a one-block VectorQuantizer")
   print("| sentences | count | BLEU |\n|---|---|---|")
   for name, (hyps, refs) in groups.items():
     bleu = f"{metrics.corpus_bleu(hyps, refs)[0]:.2f}" if hyps else "-"
