@@ -34,10 +34,10 @@ from absl import logging
 import gin
 import numpy as np
 
+from t2t_vqem import config as config_lib
 from t2t_vqem import decode
 from t2t_vqem import metrics
 from t2t_vqem import pipeline as pipeline_lib
-from t2t_vqem import config as config_lib
 from t2t_vqem.cli import common  # noqa: F401  (the shared flags: --data_dir, --gin_param, ...)
 
 flags.DEFINE_string("pipeline_dir", None, "A finished em_distill_quickstart.gin run.")
@@ -119,8 +119,8 @@ def main(_):
     dev = stages[name]["dev"] if name else {}
     results[label] = {"bleu": bleu, "checkpoint": ckpt, "beam_size": beam,
                       "n_c": getattr(model, "compress_steps", None),
-                      "n_s": (bottleneck.num_samples if bottleneck is not None
-                              and bottleneck.mode == "soft_em" else None),
+                      "n_s": (bottleneck.num_samples
+                              if getattr(bottleneck, "mode", None) == "soft_em" else None),
                       "dev_usage": dev.get("usage"), "dev_perplexity": dev.get("perplexity"),
                       "steps": stages[name]["step"] if name else None}
     logging.info("%s: BLEU %.2f", label, bleu)
