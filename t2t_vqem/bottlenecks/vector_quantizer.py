@@ -12,9 +12,10 @@ Registered bottlenecks (presets of one layer, `VectorQuantizer`):
 
 A training call reads as the algorithm: flatten -> E step -> loss -> all-reduce
 of the statistics -> M step -> outputs. The execution path is chosen once when
-the layer is made: `jit_compile=True` compiles the E step (and Eq. 11) with XLA,
-whose GEMM is much faster on CPUs at large K (BENCHMARKS.md) but which compiles
-once per input shape; otherwise TensorFlow graph ops.
+the layer is made: TensorFlow graph ops by default; `jit_compile=True` compiles
+the E step's distances (with the argmin, or the soft E step's logits) and Eq. 11
+with XLA, once per input shape, and leaves the soft draws to TensorFlow's op.
+BENCHMARKS.md ("Bottlenecks") compares the two paths.
 
 Product quantization (`num_blocks` = B > 1, the DVQ of Kaiser et al. 2018): D is
 cut into B slices, each quantized with its own K codes. Per position the codes
@@ -35,11 +36,6 @@ from t2t_vqem.bottlenecks import equations as eq
 from t2t_vqem.bottlenecks import replicas
 
 MODES = ("hard_em", "soft_em", "vq")
-
-
-def _soft_e_step(x, codebook, num_samples, temperature):
-  """Eq. 9: num_samples draws per row [B, N, S] from the Multinomial."""
-  return eq.sample_codes(eq.code_logits(x, codebook, temperature), num_samples)
 
 
 class VectorQuantizer(base.Bottleneck):
@@ -83,7 +79,7 @@ class VectorQuantizer(base.Bottleneck):
       steps is re-seeded from a random batch vector (ours; 0 = off).
     codebook_initializer: Keras initializer (default T2T's
       variance_scaling(uniform), "uniform unit scaling").
-    jit_compile: run the E step and Eq. 11 under XLA.
+    jit_compile: run the distances, the argmin or logits, and Eq. 11 under XLA.
   """
 
   fixed_parameters = ()
@@ -145,24 +141,21 @@ class VectorQuantizer(base.Bottleneck):
 
     # The execution path, chosen once. The M step's ~10 elementwise passes
     # over [K, D] fuse under XLA; its shapes are fixed, so it compiles once.
+    # Under jit_compile the GEMM-bound parts run in XLA; the soft E step's draws
+    # stay a TF op (tf.random.categorical compiled by XLA is ~100x slower on CPU).
     self._ema_fn = tf.function(self._ema_values, jit_compile=True)
-    if self.mode == "soft_em":
-      e_step = lambda x, e: (_soft_e_step(x, e, self.num_samples, self.temperature), None)
-    else:
-      e_step = self._hard_e_step
-    if self.jit_compile:
-      self._e_step = tf.function(e_step, jit_compile=True)
-      self._mean_fn = tf.function(eq.mean_of_codes, jit_compile=True)
-      self._nearest_fn = tf.function(eq.nearest_codes, jit_compile=True)
-    else:
-      self._e_step, self._mean_fn = e_step, eq._fast_mean_of_codes  # pylint: disable=protected-access
-      self._nearest_fn = eq.nearest_codes
+    xla = lambda f: tf.function(f, jit_compile=True) if self.jit_compile else f
+    self._scores_fn = xla(eq.nearest_codes_and_scores if mode != "soft_em" else eq.code_logits)
+    self._nearest_fn = xla(eq.nearest_codes)
+    self._mean_fn = xla(eq.mean_of_codes) if self.jit_compile else eq._fast_mean_of_codes  # pylint: disable=protected-access
     self._build_if_dim_known()
 
-  @staticmethod
-  def _hard_e_step(x, codebook):
-    """Eq. 1: the nearest code [B, N, 1] and the winning score summed over blocks [N]."""
-    idx, score = eq.nearest_codes_and_scores(x, codebook)
+  def _e_step(self, x, codebook):
+    """The E step on x [B, N, d]: draws [B, N, S] and, in the hard modes, the
+    winning score summed over blocks [N] (None in soft EM)."""
+    if self.mode == "soft_em":  # Eq. 9: S draws from the Multinomial
+      return eq.sample_codes(self._scores_fn(x, codebook, self.temperature), self.num_samples), None
+    idx, score = self._scores_fn(x, codebook)  # Eq. 1: the nearest code
     return idx[..., tf.newaxis], tf.reduce_sum(score, axis=0)
 
   @property
