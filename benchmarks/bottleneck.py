@@ -56,6 +56,7 @@ DEFAULT_SHAPES = ("4096x512x4096",)
 def _import_sonnet():
   try:
     import sonnet as snt  # pylint: disable=g-import-not-at-top
+
     return snt, None
   except Exception as e:  # pylint: disable=broad-except
     return None, f"{type(e).__name__}: {e}"
@@ -74,6 +75,7 @@ def layer_step(layer):
   def step(x):
     out = layer(x, training=True)
     return first_elements(out.quantized, out.loss, out.perplexity)
+
   return step
 
 
@@ -81,33 +83,42 @@ def gemm_steps(codebook):
   """The bare distance GEMM, plain and under XLA (cut outside the XLA cluster)."""
   gemm = lambda x: tf.matmul(x, codebook, transpose_b=True)  # noqa: E731
   gemm_xla = tf.function(gemm, jit_compile=True)
-  return {"GEMM": tf.function(lambda x: first_elements(gemm(x))),
-          "GEMM, XLA": tf.function(lambda x: first_elements(gemm_xla(x)))}
+  return {
+    "GEMM": tf.function(lambda x: first_elements(gemm(x))),
+    "GEMM, XLA": tf.function(lambda x: first_elements(gemm_xla(x))),
+  }
 
 
 def _make_steps(k, d, args, snt):
   """name -> tf.function(x) of one step."""
   steps = gemm_steps(tf.Variable(tf.random.normal([k, d]), trainable=False))
   build = lambda name, **kw: layer_step(  # noqa: E731
-      registry.build_bottleneck(name, embedding_dim=d, **kw))
+    registry.build_bottleneck(name, embedding_dim=d, **kw)
+  )
   steps["hard_em"] = build("hard_em", codebook_size=k)
   steps["hard_em, jit_compile=True"] = build("hard_em", codebook_size=k, jit_compile=True)
   steps[f"soft_em, n_s = {args.num_samples}"] = build(
-      "soft_em", codebook_size=k, num_samples=args.num_samples)
+    "soft_em", codebook_size=k, num_samples=args.num_samples
+  )
   steps[f"soft_em, n_s = {args.num_samples}, jit_compile=True"] = build(
-      "soft_em", codebook_size=k, num_samples=args.num_samples, jit_compile=True)
+    "soft_em", codebook_size=k, num_samples=args.num_samples, jit_compile=True
+  )
   steps["vq"] = build("vq", codebook_size=k)
   steps["gumbel_softmax"] = build("gumbel_softmax", codebook_size=k)
   steps[f"semhash, num_bits = {args.num_bits}"] = build("semhash", num_bits=args.num_bits)
   if snt is not None:
-    for name, jit in (("Sonnet VectorQuantizerEMA", False),
-                      ("Sonnet VectorQuantizerEMA, XLA", True)):
-      vq = snt.nets.VectorQuantizerEMA(embedding_dim=d, num_embeddings=k, commitment_cost=0.25,
-                                       decay=0.999, epsilon=1e-5)
+    for name, jit in (
+      ("Sonnet VectorQuantizerEMA", False),
+      ("Sonnet VectorQuantizerEMA, XLA", True),
+    ):
+      vq = snt.nets.VectorQuantizerEMA(
+        embedding_dim=d, num_embeddings=k, commitment_cost=0.25, decay=0.999, epsilon=1e-5
+      )
 
       def sonnet(x, vq=vq):
         out = vq(x, is_training=True)
         return out["quantize"], out["loss"], out["perplexity"]
+
       fn = tf.function(sonnet, jit_compile=jit)
       steps[name] = tf.function(lambda x, fn=fn: first_elements(*fn(x)))
   return steps
@@ -117,10 +128,15 @@ def _make_parts(k, d, num_samples):
   """Growing prefixes of one hard_em and one soft_em step on graph ops, from the
   equations the layer runs: {"hard_em": {name: tf.function(x)}, "soft_em": ...},
   each starting with the bare GEMM and ending with the whole layer."""
-  layers = {mode: registry.build_bottleneck(mode, embedding_dim=d, codebook_size=k,
-                                            **({"num_samples": num_samples}
-                                               if mode == "soft_em" else {}))
-            for mode in ("hard_em", "soft_em")}
+  layers = {
+    mode: registry.build_bottleneck(
+      mode,
+      embedding_dim=d,
+      codebook_size=k,
+      **({"num_samples": num_samples} if mode == "soft_em" else {}),
+    )
+    for mode in ("hard_em", "soft_em")
+  }
   # The layer's initial codebook, so the soft rows see the layer's posterior.
   codebook = tf.Variable(layers["hard_em"].codebook.numpy(), trainable=False)
   ema_count = tf.Variable(tf.ones([1, k]), trainable=False)
@@ -151,14 +167,25 @@ def _make_parts(k, d, num_samples):
       *outputs, counts, sums = stats(x)
       return outputs + list(eq.ema_update(ema_count, cb(), counts, sums, 0.999, 1e-5, cb()))
 
-    first = "E step (GEMM, argmax, score)" if mode == "hard_em" else (
-        f"E step (GEMM, logits, {num_samples} draws per row)")
-    fns = {"GEMM": lambda x: tf.matmul(x, codebook, transpose_b=True),
-           first: e_step, "+ Eq. 11 mean of the drawn codes (gather / CSR)": mean,
-           "+ commitment loss": loss, "+ M-step statistics, perplexity": stats,
-           "+ EMA update values (no assign)": ema}
-    parts = {name: tf.function(lambda x, fn=fn: first_elements(
-        *[t for t in tf.nest.flatten(fn(x)) if t is not None])) for name, fn in fns.items()}
+    first = (
+      "E step (GEMM, argmax, score)"
+      if mode == "hard_em"
+      else (f"E step (GEMM, logits, {num_samples} draws per row)")
+    )
+    fns = {
+      "GEMM": lambda x: tf.matmul(x, codebook, transpose_b=True),
+      first: e_step,
+      "+ Eq. 11 mean of the drawn codes (gather / CSR)": mean,
+      "+ commitment loss": loss,
+      "+ M-step statistics, perplexity": stats,
+      "+ EMA update values (no assign)": ema,
+    }
+    parts = {
+      name: tf.function(
+        lambda x, fn=fn: first_elements(*[t for t in tf.nest.flatten(fn(x)) if t is not None])
+      )
+      for name, fn in fns.items()
+    }
     parts["whole layer (+ assigns, outputs)"] = layer_step(layers[mode])
     return parts
 
@@ -196,30 +223,41 @@ def main(argv=None):
   parser.add_argument("--reps", type=int, default=7)
   parser.add_argument("--num_samples", type=int, default=10, help="soft_em's n_s")
   parser.add_argument("--num_bits", type=int, default=12, help="semhash's bits")
-  parser.add_argument("--parts", action="store_true",
-                      help="also time growing prefixes of the hard_em and soft_em steps")
-  parser.add_argument("--shapes", nargs="+", default=DEFAULT_SHAPES,
-                      help="KxDxN triples (default: %(default)s)")
+  parser.add_argument(
+    "--parts",
+    action="store_true",
+    help="also time growing prefixes of the hard_em and soft_em steps",
+  )
+  parser.add_argument(
+    "--shapes", nargs="+", default=DEFAULT_SHAPES, help="KxDxN triples (default: %(default)s)"
+  )
   args = parser.parse_args(argv)
   snt, sonnet_error = _import_sonnet()
-  print(f"TF {tf.__version__}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPU threads, reps={args.reps}; t2t_vqem from "
-        f"{os.path.dirname(t2t_vqem.__file__)}")
-  print(f"dm-sonnet unavailable ({sonnet_error}): no Sonnet rows" if snt is None
-        else f"dm-sonnet {snt.__version__}")
+  print(
+    f"TF {tf.__version__}, {platform.processor() or platform.machine()}, "
+    f"{os.cpu_count()} CPU threads, reps={args.reps}; t2t_vqem from "
+    f"{os.path.dirname(t2t_vqem.__file__)}"
+  )
+  print(
+    f"dm-sonnet unavailable ({sonnet_error}): no Sonnet rows"
+    if snt is None
+    else f"dm-sonnet {snt.__version__}"
+  )
   for k, d, n in parse_shapes(args.shapes):
     t = measure(_make_steps(k, d, args, snt), d, n, args.reps)
-    print(f"\nK={k} D={d} N={n}: median ms of one training step; / GEMM: over the "
-          "plain GEMM; / GEMM XLA: over the GEMM under XLA\n")
+    print(
+      f"\nK={k} D={d} N={n}: median ms of one training step; / GEMM: over the "
+      "plain GEMM; / GEMM XLA: over the GEMM under XLA\n"
+    )
     print("| step | ms | / GEMM | / GEMM XLA |\n|---|---|---|---|")
     for name, value in t.items():
-      print(f"| {name} | {value:.1f} | {value / t['GEMM']:.2f} | "
-            f"{value / t['GEMM, XLA']:.2f} |")
+      print(f"| {name} | {value:.1f} | {value / t['GEMM']:.2f} | {value / t['GEMM, XLA']:.2f} |")
     if not args.parts:
       continue
     parts = _make_parts(k, d, args.num_samples)
-    t = measure({(mode, name): fn for mode, fns in parts.items() for name, fn in fns.items()},
-                d, n, args.reps)
+    t = measure(
+      {(mode, name): fn for mode, fns in parts.items() for name, fn in fns.items()}, d, n, args.reps
+    )
     for mode, fns in parts.items():
       print(f"\nParts of the {mode} step, K={k} D={d} N={n}, graph ops, median ms\n")
       print("| prefix of the step | ms | / GEMM | added ms |\n|---|---|---|---|")

@@ -64,8 +64,12 @@ def _load(name, path):
 def old_module(repo, base, directory):
   """The discretization module at `base`, importing its own vq_kernel copy."""
   for name in ("discretization.py", "vq_kernel.py", "vq_kernel.cc"):
-    source = subprocess.run(["git", "-C", repo, "show", f"{base}:{OLD_DIR}/{name}"],
-                            check=True, capture_output=True, text=True).stdout
+    source = subprocess.run(
+      ["git", "-C", repo, "show", f"{base}:{OLD_DIR}/{name}"],
+      check=True,
+      capture_output=True,
+      text=True,
+    ).stdout
     if name == "discretization.py":
       if source.count(OLD_IMPORT) != 1:
         raise SystemExit(f"{base}:{OLD_DIR}/{name} does not import vq_kernel as expected")
@@ -80,13 +84,18 @@ def _steps(old, k, d, num_samples):
   steps = bottleneck.gemm_steps(tf.Variable(tf.random.normal([k, d]), trainable=False))
   for mode in MODES:
     samples = {"num_samples": num_samples} if mode == "soft_em" else {}
-    for label, kwargs in (("default", {}), ("fused_kernel=False", {"fused_kernel": False}),
-                          ("jit_compile=True", {"jit_compile": True})):
-      steps[(mode, "old", label)] = bottleneck.layer_step(old.VectorQuantizer(
-          k, mode=mode, embedding_dim=d, **samples, **kwargs))
+    for label, kwargs in (
+      ("default", {}),
+      ("fused_kernel=False", {"fused_kernel": False}),
+      ("jit_compile=True", {"jit_compile": True}),
+    ):
+      steps[(mode, "old", label)] = bottleneck.layer_step(
+        old.VectorQuantizer(k, mode=mode, embedding_dim=d, **samples, **kwargs)
+      )
     for label, kwargs in (("default", {}), ("jit_compile=True", {"jit_compile": True})):
-      steps[(mode, "new", label)] = bottleneck.layer_step(registry.build_bottleneck(
-          mode, codebook_size=k, embedding_dim=d, **samples, **kwargs))
+      steps[(mode, "new", label)] = bottleneck.layer_step(
+        registry.build_bottleneck(mode, codebook_size=k, embedding_dim=d, **samples, **kwargs)
+      )
   return steps
 
 
@@ -94,41 +103,58 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--base", default="0f29608", help="the commit of the old module")
   parser.add_argument("--repo", default=ROOT, help="the git checkout holding --base")
-  parser.add_argument("--shapes", nargs="+", default=("4096x512x4096", "256x128x512"),
-                      help="KxDxN triples (default: %(default)s)")
+  parser.add_argument(
+    "--shapes",
+    nargs="+",
+    default=("4096x512x4096", "256x128x512"),
+    help="KxDxN triples (default: %(default)s)",
+  )
   parser.add_argument("--reps", type=int, default=7)
   parser.add_argument("--num_samples", type=int, default=10, help="soft_em's n_s")
   args = parser.parse_args(argv)
-  base = subprocess.run(["git", "-C", args.repo, "rev-parse", "--short", args.base],
-                        check=True, capture_output=True, text=True).stdout.strip()
-  print(f"TF {tf.__version__}, {os.cpu_count()} CPU threads, reps={args.reps}, soft_em "
-        f"n_s={args.num_samples}; old: {OLD_DIR}/discretization.py at {base}; new: "
-        f"{os.path.dirname(t2t_vqem.__file__)}/bottlenecks")
+  base = subprocess.run(
+    ["git", "-C", args.repo, "rev-parse", "--short", args.base],
+    check=True,
+    capture_output=True,
+    text=True,
+  ).stdout.strip()
+  print(
+    f"TF {tf.__version__}, {os.cpu_count()} CPU threads, reps={args.reps}, soft_em "
+    f"n_s={args.num_samples}; old: {OLD_DIR}/discretization.py at {base}; new: "
+    f"{os.path.dirname(t2t_vqem.__file__)}/bottlenecks"
+  )
   with tempfile.TemporaryDirectory() as tmp:  # the old files must exist while tracing
     old, kernel = old_module(args.repo, args.base, tmp)
     start = time.perf_counter()
     available = kernel.available()
-    print(f"old fused kernel: {'available' if available else 'UNAVAILABLE'} after "
-          f"{time.perf_counter() - start:.1f} s (g++ build, or load from its cache)"
-          + ("" if available else f": {kernel._state.get('why')}; old default = TF ops"))  # pylint: disable=protected-access
-    results = [((k, d, n), bottleneck.measure(_steps(old, k, d, args.num_samples), d, n, args.reps))
-               for k, d, n in bottleneck.parse_shapes(args.shapes)]
+    print(
+      f"old fused kernel: {'available' if available else 'UNAVAILABLE'} after "
+      f"{time.perf_counter() - start:.1f} s (g++ build, or load from its cache)"
+      + ("" if available else f": {kernel._state.get('why')}; old default = TF ops")
+    )  # pylint: disable=protected-access
+    results = [
+      ((k, d, n), bottleneck.measure(_steps(old, k, d, args.num_samples), d, n, args.reps))
+      for k, d, n in bottleneck.parse_shapes(args.shapes)
+    ]
   for (k, d, n), t in results:
     print(f"\nK={k} D={d} N={n}: median ms of one training step\n")
     print("| step | ms | / GEMM | / GEMM XLA |\n|---|---|---|---|")
     for name, value in t.items():
       label = name if isinstance(name, str) else f"{name[0]}, {name[1]}, {name[2]}"
-      print(f"| {label} | {value:.1f} | {value / t['GEMM']:.2f} | "
-            f"{value / t['GEMM, XLA']:.2f} |")
+      print(f"| {label} | {value:.1f} | {value / t['GEMM']:.2f} | {value / t['GEMM, XLA']:.2f} |")
     print(f"\nK={k} D={d} N={n}: new / old, ratios of the medians above (< 1: new faster)\n")
-    print("| mode | new / old default | new jit / old default | new / old fused_kernel=False "
-          "| new jit / old jit |\n|---|---|---|---|---|")
+    print(
+      "| mode | new / old default | new jit / old default | new / old fused_kernel=False "
+      "| new jit / old jit |\n|---|---|---|---|---|"
+    )
     for mode in MODES:
       r = lambda a, b, m=mode: t[(m, "new", a)] / t[(m, "old", b)]  # noqa: E731
-      print(f"| {mode} | {r('default', 'default'):.2f} | "
-            f"{r('jit_compile=True', 'default'):.2f} | "
-            f"{r('default', 'fused_kernel=False'):.2f} | "
-            f"{r('jit_compile=True', 'jit_compile=True'):.2f} |")
+      print(
+        f"| {mode} | {r('default', 'default'):.2f} | "
+        f"{r('jit_compile=True', 'default'):.2f} | "
+        f"{r('default', 'fused_kernel=False'):.2f} | "
+        f"{r('jit_compile=True', 'jit_compile=True'):.2f} |"
+      )
 
 
 if __name__ == "__main__":

@@ -48,9 +48,12 @@ flags.DEFINE_integer("train_steps", 200, "Training steps of every run.")
 flags.DEFINE_list("sizes", ["256", "4096", "16384"], "Codebook sizes K.")
 flags.DEFINE_list("seeds", ["1", "2", "3"], "Trainer.seed values.")
 flags.DEFINE_list("models", ["latent_transformer_vq", "latent_transformer_em"], "Models.")
-flags.DEFINE_integer("dead_code_restart_steps", None,
-                     "If set, binds <bottleneck>.dead_code_restart_steps (0 = off); "
-                     "default: the quickstart config's (20).")
+flags.DEFINE_integer(
+  "dead_code_restart_steps",
+  None,
+  "If set, binds <bottleneck>.dead_code_restart_steps (0 = off); "
+  "default: the quickstart config's (20).",
+)
 flags.DEFINE_integer("num_train", 5000, "translate_grammar_ende.num_train.")
 FLAGS = flags.FLAGS
 
@@ -58,15 +61,20 @@ MODE = {"latent_transformer_vq": "hard EM", "latent_transformer_em": "soft EM"}
 BOTTLENECK = {"latent_transformer_vq": "hard_em", "latent_transformer_em": "soft_em"}
 
 # em_distill_quickstart.gin's Pipeline.shared_gin and student schedule.
-SHARED = ["translate_grammar_ende.vocab_size = 2000",
-          "translate_grammar_ende.max_length = 64"]
-STUDENT = ["Trainer.eval_every = 0", "Trainer.eval_bleu_examples = 0", "Trainer.log_every = 50",
-           "make_optimizer.warmup_steps = 150", "make_optimizer.decay_steps = 600"]
+SHARED = ["translate_grammar_ende.vocab_size = 2000", "translate_grammar_ende.max_length = 64"]
+STUDENT = [
+  "Trainer.eval_every = 0",
+  "Trainer.eval_bleu_examples = 0",
+  "Trainer.log_every = 50",
+  "make_optimizer.warmup_steps = 150",
+  "make_optimizer.decay_steps = 600",
+]
 
 
 def run_name(model, k, seed):
-  restart = ("" if FLAGS.dead_code_restart_steps is None
-             else f"_restart{FLAGS.dead_code_restart_steps}")
+  restart = (
+    "" if FLAGS.dead_code_restart_steps is None else f"_restart{FLAGS.dead_code_restart_steps}"
+  )
   return f"{model}_K{k}_seed{seed}{restart}"
 
 
@@ -83,8 +91,9 @@ def dev_set_codes(trainer):
 
   counts = np.zeros([model.num_codes], np.int64)
   for features in trainer.problem.batches("dev", trainer.batch_tokens):
-    counts += codes(tf.cast(features["inputs"], tf.int32),
-                    tf.cast(features["targets"], tf.int32)).numpy()
+    counts += codes(
+      tf.cast(features["inputs"], tf.int32), tf.cast(features["targets"], tf.int32)
+    ).numpy()
   return counts
 
 
@@ -95,16 +104,22 @@ def one_run(model, k, seed):
     with open(path) as f:
       return json.load(f)
   config = model + "_quickstart.gin"
-  bindings = SHARED + STUDENT + [
+  bindings = (
+    SHARED
+    + STUDENT
+    + [
       f"translate_grammar_ende.num_train = {FLAGS.num_train}",
       f"Trainer.train_steps = {FLAGS.train_steps}",
       f"Trainer.checkpoint_every = {FLAGS.train_steps}",
       f"Trainer.seed = {seed}",
       f"{BOTTLENECK[model]}.codebook_size = {k}",
-      f"{model}.latent_loss_start_step = 100"]
+      f"{model}.latent_loss_start_step = 100",
+    ]
+  )
   if FLAGS.dead_code_restart_steps is not None:
     bindings.append(
-        f"{BOTTLENECK[model]}.dead_code_restart_steps = {FLAGS.dead_code_restart_steps}")
+      f"{BOTTLENECK[model]}.dead_code_restart_steps = {FLAGS.dead_code_restart_steps}"
+    )
   gin.clear_config()
   config_lib.parse_gin([config], bindings + FLAGS.gin_param)
   restart = gin.query_parameter(f"{BOTTLENECK[model]}.dead_code_restart_steps")
@@ -112,9 +127,16 @@ def one_run(model, k, seed):
   trainer = trainer_lib.Trainer(run_dir, data_dir=FLAGS.data_dir)
   last = trainer.train()
   train_seconds = time.perf_counter() - started
-  result = {"model": model, "mode": MODE[model], "K": k, "seed": seed,
-            "dead_code_restart_steps": restart, "steps": trainer.step,
-            "train_seconds": round(train_seconds, 1), "last_train": last}
+  result = {
+    "model": model,
+    "mode": MODE[model],
+    "K": k,
+    "seed": seed,
+    "dead_code_restart_steps": restart,
+    "steps": trainer.step,
+    "train_seconds": round(train_seconds, 1),
+    "last_train": last,
+  }
   try:
     result["dev"] = trainer.evaluate()
   except Exception:  # pylint: disable=broad-except
@@ -123,9 +145,12 @@ def one_run(model, k, seed):
   counts = dev_set_codes(trainer)
   total = counts.sum()
   probs = counts[counts > 0] / total
-  result["dev_set"] = {"latents": int(total), "codes_used": int((counts > 0).sum()),
-                       "usage": float((counts > 0).mean()),
-                       "perplexity": float(np.exp(-(probs * np.log(probs)).sum()))}
+  result["dev_set"] = {
+    "latents": int(total),
+    "codes_used": int((counts > 0).sum()),
+    "usage": float((counts > 0).mean()),
+    "perplexity": float(np.exp(-(probs * np.log(probs)).sum())),
+  }
   with open(path, "w") as f:
     json.dump(result, f, indent=2)
   logging.info("%s: %s", run_dir, json.dumps({k_: result[k_] for k_ in ("dev_set", "last_train")}))
@@ -151,34 +176,43 @@ def main(_):
       for seed in FLAGS.seeds:
         results.append(one_run(model, int(k), int(seed)))
   restart = sorted({str(r["dead_code_restart_steps"]) for r in results})
-  print(f"\n{FLAGS.train_steps} steps per run, seeds {','.join(FLAGS.seeds)}, "
-        f"dead_code_restart_steps = {'/'.join(restart)}; mean ± std over seeds (n-1)\n")
-  print("| mode | K | dev usage (per batch) | dev perplexity (per batch) | "
-        "dev-set usage (nearest code) | dev-set perplexity | codes used (dev set) | "
-        "last train usage | last train perplexity | dev reconstruction | dev nll |")
+  print(
+    f"\n{FLAGS.train_steps} steps per run, seeds {','.join(FLAGS.seeds)}, "
+    f"dead_code_restart_steps = {'/'.join(restart)}; mean ± std over seeds (n-1)\n"
+  )
+  print(
+    "| mode | K | dev usage (per batch) | dev perplexity (per batch) | "
+    "dev-set usage (nearest code) | dev-set perplexity | codes used (dev set) | "
+    "last train usage | last train perplexity | dev reconstruction | dev nll |"
+  )
   print("|" + "---|" * 11)
   for k in FLAGS.sizes:
     for model in FLAGS.models:
       rows = [r for r in results if r["model"] == model and r["K"] == int(k)]
       dev = [r.get("dev", {}) for r in rows]
-      print(f"| {MODE[model]} | {k} "
-            f"| {mean_std([d.get('usage') for d in dev], '.4f')} "
-            f"| {mean_std([d.get('perplexity') for d in dev], '.1f')} "
-            f"| {mean_std([r['dev_set']['usage'] for r in rows], '.4f')} "
-            f"| {mean_std([r['dev_set']['perplexity'] for r in rows], '.1f')} "
-            f"| {mean_std([r['dev_set']['codes_used'] for r in rows], '.0f')} "
-            f"| {mean_std([r['last_train'].get('usage') for r in rows], '.4f')} "
-            f"| {mean_std([r['last_train'].get('perplexity') for r in rows], '.1f')} "
-            f"| {mean_std([d.get('reconstruction') for d in dev], '.3f')} "
-            f"| {mean_std([d.get('nll') for d in dev], '.3f')} |")
+      print(
+        f"| {MODE[model]} | {k} "
+        f"| {mean_std([d.get('usage') for d in dev], '.4f')} "
+        f"| {mean_std([d.get('perplexity') for d in dev], '.1f')} "
+        f"| {mean_std([r['dev_set']['usage'] for r in rows], '.4f')} "
+        f"| {mean_std([r['dev_set']['perplexity'] for r in rows], '.1f')} "
+        f"| {mean_std([r['dev_set']['codes_used'] for r in rows], '.0f')} "
+        f"| {mean_std([r['last_train'].get('usage') for r in rows], '.4f')} "
+        f"| {mean_std([r['last_train'].get('perplexity') for r in rows], '.1f')} "
+        f"| {mean_std([d.get('reconstruction') for d in dev], '.3f')} "
+        f"| {mean_std([d.get('nll') for d in dev], '.3f')} |"
+      )
   latents = sorted({r["dev_set"]["latents"] for r in results})
-  print(f"\ndev latents per run: {latents}; training seconds per run: "
-        f"{min(r['train_seconds'] for r in results):.0f}-"
-        f"{max(r['train_seconds'] for r in results):.0f}")
+  print(
+    f"\ndev latents per run: {latents}; training seconds per run: "
+    f"{min(r['train_seconds'] for r in results):.0f}-"
+    f"{max(r['train_seconds'] for r in results):.0f}"
+  )
   errors = [r for r in results if "dev_error" in r]
   for r in errors:
-    print(f"Trainer.evaluate failed for {run_name(r['model'], r['K'], r['seed'])}:\n"
-          f"{r['dev_error']}")
+    print(
+      f"Trainer.evaluate failed for {run_name(r['model'], r['K'], r['seed'])}:\n{r['dev_error']}"
+    )
   with open(os.path.join(FLAGS.output_dir, "results.json"), "w") as f:
     json.dump(results, f, indent=2)
 

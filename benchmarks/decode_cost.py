@@ -47,8 +47,10 @@ def restored(run):
   """(problem, model, checkpoint path) of one of latent_speed's runs, from its operative config."""
   run_dir = os.path.join(FLAGS.runs_dir, run)
   if not os.path.isdir(os.path.join(run_dir, "checkpoints")):
-    raise SystemExit(f"no checkpoints in {run_dir}: train it with benchmarks/latent_speed.py "
-                     f"--output_dir={FLAGS.runs_dir} first")
+    raise SystemExit(
+      f"no checkpoints in {run_dir}: train it with benchmarks/latent_speed.py "
+      f"--output_dir={FLAGS.runs_dir} first"
+    )
   return trainer_lib.load_run(run_dir)
 
 
@@ -61,40 +63,50 @@ def graph_ops(function):
 def main(_):
   config_lib.register_everything()
   (problem, teacher, teacher_ckpt), (_, latent, latent_ckpt) = (restored(r) for r in RUNS)
-  fns = {"greedy": decode.decode_function(teacher, 1),
-         "beam 4": decode.decode_function(teacher, 4),
-         "latent n_c=3": decode.decode_function(latent, 1)}
+  fns = {
+    "greedy": decode.decode_function(teacher, 1),
+    "beam 4": decode.decode_function(teacher, 4),
+    "latent n_c=3": decode.decode_function(latent, 1),
+  }
   if FLAGS.stages:
     signature = [tf.TensorSpec([None, None], tf.int32)]
-    fns["teacher encoder"] = tf.function(lambda x: teacher.encode(x)[0],
-                                         input_signature=signature)
-    fns["latent encoder"] = tf.function(lambda x: latent.encode_source(x)[0],
-                                        input_signature=signature)
+    fns["teacher encoder"] = tf.function(lambda x: teacher.encode(x)[0], input_signature=signature)
+    fns["latent encoder"] = tf.function(
+      lambda x: latent.encode_source(x)[0], input_signature=signature
+    )
     fns["latent encoder + latents"] = tf.function(
-        lambda x: latent.source_latents(x, 1, 0.0)[2], input_signature=signature)
+      lambda x: latent.source_latents(x, 1, 0.0)[2], input_signature=signature
+    )
   sources, _ = problem.sources_and_references("test", FLAGS.sentences)
   times = decode.batch1_times(fns, problem.vocab, sources)
-  result = {"code": os.path.dirname(os.path.dirname(os.path.abspath(t2t_vqem.__file__))),
-            "checkpoints": [teacher_ckpt, latent_ckpt]}
+  result = {
+    "code": os.path.dirname(os.path.dirname(os.path.abspath(t2t_vqem.__file__))),
+    "checkpoints": [teacher_ckpt, latent_ckpt],
+  }
   for name, fn in fns.items():
-    result[name] = {"graph_ops": graph_ops(fn), "median_ms": round(float(np.median(times[name])), 2)}
-  result["greedy / latent"] = round(result["greedy"]["median_ms"]
-                                    / result["latent n_c=3"]["median_ms"], 2)
+    result[name] = {
+      "graph_ops": graph_ops(fn),
+      "median_ms": round(float(np.median(times[name])), 2),
+    }
+  result["greedy / latent"] = round(
+    result["greedy"]["median_ms"] / result["latent n_c=3"]["median_ms"], 2
+  )
   if FLAGS.stages:
     batches = [tf.constant([row]) for row in decode.encode_texts(problem.vocab, sources)]
     tokens = np.mean([int(np.sum(fns["greedy"](b).numpy() > 0)) for b in batches])  # EOS incl.
-    latents = np.mean([1 + int(latent.source_latents(b, 1, 0.0)[3].numpy()[0])
-                       for b in batches])
+    latents = np.mean([1 + int(latent.source_latents(b, 1, 0.0)[3].numpy()[0]) for b in batches])
     mean = {name: float(np.mean(t)) for name, t in times.items()}
     result["stages (means, ms)"] = {
-        "greedy steps per sentence": round(tokens, 2),
-        "latent steps per sentence": round(latents, 2),
-        "teacher encoder": round(mean["teacher encoder"], 2),
-        "greedy, per step": round((mean["greedy"] - mean["teacher encoder"]) / tokens, 2),
-        "latent encoder": round(mean["latent encoder"], 2),
-        "latent prediction, per step": round(
-            (mean["latent encoder + latents"] - mean["latent encoder"]) / latents, 2),
-        "parallel decoder pass": round(mean["latent n_c=3"] - mean["latent encoder + latents"], 2)}
+      "greedy steps per sentence": round(tokens, 2),
+      "latent steps per sentence": round(latents, 2),
+      "teacher encoder": round(mean["teacher encoder"], 2),
+      "greedy, per step": round((mean["greedy"] - mean["teacher encoder"]) / tokens, 2),
+      "latent encoder": round(mean["latent encoder"], 2),
+      "latent prediction, per step": round(
+        (mean["latent encoder + latents"] - mean["latent encoder"]) / latents, 2
+      ),
+      "parallel decoder pass": round(mean["latent n_c=3"] - mean["latent encoder + latents"], 2),
+    }
   print(json.dumps(result))
 
 

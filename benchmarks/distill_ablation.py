@@ -76,16 +76,22 @@ def main(_):
   teacher_dir = os.path.join(pipeline_dir, "teacher")
   distill_dir = os.path.join(pipeline_dir, "distill")
   # A Pipeline that only reads pipeline_dir: external teacher and distill_dir.
-  pipe = pipeline_lib.Pipeline(FLAGS.output_dir, data_dir=FLAGS.data_dir,
-                               teacher_gin=[], student_gin=student_gin, shared_gin=shared_gin,
-                               teacher_dir=teacher_dir, distill_dir=distill_dir)
+  pipe = pipeline_lib.Pipeline(
+    FLAGS.output_dir,
+    data_dir=FLAGS.data_dir,
+    teacher_gin=[],
+    student_gin=student_gin,
+    shared_gin=shared_gin,
+    teacher_dir=teacher_dir,
+    distill_dir=distill_dir,
+  )
   distilled_items = pipe._student_items()  # pylint: disable=protected-access
   gold_items = student_gin + shared_gin
   students = {
-      "em_distilled": (os.path.join(pipeline_dir, "student"), None),
-      "vq_distilled": (os.path.join(FLAGS.output_dir, "vq_distilled"), as_hard_em(distilled_items)),
-      "em_gold": (os.path.join(FLAGS.output_dir, "em_gold"), gold_items),
-      "vq_gold": (os.path.join(FLAGS.output_dir, "vq_gold"), as_hard_em(gold_items)),
+    "em_distilled": (os.path.join(pipeline_dir, "student"), None),
+    "vq_distilled": (os.path.join(FLAGS.output_dir, "vq_distilled"), as_hard_em(distilled_items)),
+    "em_gold": (os.path.join(FLAGS.output_dir, "em_gold"), gold_items),
+    "vq_gold": (os.path.join(FLAGS.output_dir, "vq_gold"), as_hard_em(gold_items)),
   }
   stages = {}
   for name, (run_dir, items) in students.items():
@@ -99,58 +105,84 @@ def main(_):
   # Evaluation, every row in this process.
   problem, teacher, teacher_ckpt, _ = pipe._load(teacher_dir)  # pylint: disable=protected-access
   sources, references = problem.sources_and_references("test", FLAGS.bleu_sentences)
-  rows = [("Transformer (greedy)", teacher, 1, teacher_ckpt, None),
-          (f"Transformer (beam {teacher_beam})", teacher, teacher_beam, teacher_ckpt, None)]
-  labels = {"em_distilled": "soft EM + distillation", "vq_distilled": "hard EM + distillation",
-            "em_gold": "soft EM, no distillation", "vq_gold": "hard EM, no distillation"}
+  rows = [
+    ("Transformer (greedy)", teacher, 1, teacher_ckpt, None),
+    (f"Transformer (beam {teacher_beam})", teacher, teacher_beam, teacher_ckpt, None),
+  ]
+  labels = {
+    "em_distilled": "soft EM + distillation",
+    "vq_distilled": "hard EM + distillation",
+    "em_gold": "soft EM, no distillation",
+    "vq_gold": "hard EM, no distillation",
+  }
   for name, (run_dir, _) in students.items():
     student_problem, model, ckpt, _ = pipe._load(run_dir)  # pylint: disable=protected-access
     if student_problem.vocab.path != problem.vocab.path:
-      raise ValueError(f"{run_dir} uses vocabulary {student_problem.vocab.path}, "
-                       f"the teacher {problem.vocab.path}")
+      raise ValueError(
+        f"{run_dir} uses vocabulary {student_problem.vocab.path}, the teacher {problem.vocab.path}"
+      )
     rows.append((labels[name], model, 1, ckpt, name))
   results = {}
   decode_fns = {label: decode.decode_function(model, beam) for label, model, beam, _, _ in rows}
   for label, model, beam, ckpt, name in rows:
-    hyps = decode.translate(model, problem.vocab, sources, batch_size=64,
-                            decode_fn=decode_fns[label])
+    hyps = decode.translate(
+      model, problem.vocab, sources, batch_size=64, decode_fn=decode_fns[label]
+    )
     bleu, signature = metrics.corpus_bleu(hyps, references)
     bottleneck = getattr(model, "bottleneck", None)
     dev = stages[name]["dev"] if name else {}
-    results[label] = {"bleu": bleu, "checkpoint": ckpt, "beam_size": beam,
-                      "n_c": getattr(model, "compress_steps", None),
-                      "n_s": (bottleneck.num_samples
-                              if getattr(bottleneck, "mode", None) == "soft_em" else None),
-                      "dev_usage": dev.get("usage"), "dev_perplexity": dev.get("perplexity"),
-                      "steps": stages[name]["step"] if name else None}
+    results[label] = {
+      "bleu": bleu,
+      "checkpoint": ckpt,
+      "beam_size": beam,
+      "n_c": getattr(model, "compress_steps", None),
+      "n_s": (bottleneck.num_samples if getattr(bottleneck, "mode", None) == "soft_em" else None),
+      "dev_usage": dev.get("usage"),
+      "dev_perplexity": dev.get("perplexity"),
+      "steps": stages[name]["step"] if name else None,
+    }
     logging.info("%s: BLEU %.2f", label, bleu)
-  latency_sources = sources[:FLAGS.latency_sentences]
+  latency_sources = sources[: FLAGS.latency_sentences]
   times = decode.batch1_times(decode_fns, problem.vocab, latency_sources)
   for label, row_times in times.items():
     results[label]["times"] = row_times
 
   greedy = np.median(results["Transformer (greedy)"]["times"])
   beam_ms = np.median(results[f"Transformer (beam {teacher_beam})"]["times"])
-  print(f"\nBLEU on {len(sources)} test sentences ({signature}); latency: median (mean) "
-        f"batch-1 decode time over {len(latency_sources)} test sentences, interleaved; "
-        f"{platform.machine()}, {os.cpu_count()} CPU threads visible\n")
-  print(f"| Model | n_c | n_s | BLEU | Latency median (mean), ms | Speedup vs greedy | "
-        f"Speedup vs beam {teacher_beam} | dev usage | dev perplexity |")
+  print(
+    f"\nBLEU on {len(sources)} test sentences ({signature}); latency: median (mean) "
+    f"batch-1 decode time over {len(latency_sources)} test sentences, interleaved; "
+    f"{platform.machine()}, {os.cpu_count()} CPU threads visible\n"
+  )
+  print(
+    f"| Model | n_c | n_s | BLEU | Latency median (mean), ms | Speedup vs greedy | "
+    f"Speedup vs beam {teacher_beam} | dev usage | dev perplexity |"
+  )
   print("|---|---|---|---|---|---|---|---|---|")
-  summary = {"pipeline_dir": os.path.abspath(pipeline_dir), "bleu_sentences": len(sources),
-             "latency_sentences": len(latency_sources), "bleu_signature": signature,
-             "stages": stages, "rows": {}}
+  summary = {
+    "pipeline_dir": os.path.abspath(pipeline_dir),
+    "bleu_sentences": len(sources),
+    "latency_sentences": len(latency_sources),
+    "bleu_signature": signature,
+    "stages": stages,
+    "rows": {},
+  }
   for label, row in results.items():
     times = row.pop("times")
-    row.update(latency_median_ms=float(np.median(times)), latency_mean_ms=float(np.mean(times)),
-               speedup_vs_greedy=greedy / np.median(times),
-               speedup_vs_beam=beam_ms / np.median(times))
+    row.update(
+      latency_median_ms=float(np.median(times)),
+      latency_mean_ms=float(np.mean(times)),
+      speedup_vs_greedy=greedy / np.median(times),
+      speedup_vs_beam=beam_ms / np.median(times),
+    )
     summary["rows"][label] = row
     cell = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
-    print(f"| {label} | {cell(row['n_c'], 'd')} | {cell(row['n_s'], 'd')} | {row['bleu']:.2f} "
-          f"| {row['latency_median_ms']:.1f} ({row['latency_mean_ms']:.1f}) "
-          f"| {row['speedup_vs_greedy']:.2f}x | {row['speedup_vs_beam']:.2f}x "
-          f"| {cell(row['dev_usage'], '.4f')} | {cell(row['dev_perplexity'], '.1f')} |")
+    print(
+      f"| {label} | {cell(row['n_c'], 'd')} | {cell(row['n_s'], 'd')} | {row['bleu']:.2f} "
+      f"| {row['latency_median_ms']:.1f} ({row['latency_mean_ms']:.1f}) "
+      f"| {row['speedup_vs_greedy']:.2f}x | {row['speedup_vs_beam']:.2f}x "
+      f"| {cell(row['dev_usage'], '.4f')} | {cell(row['dev_perplexity'], '.1f')} |"
+    )
   with open(os.path.join(FLAGS.output_dir, "results.json"), "w") as f:
     json.dump(summary, f, indent=2, default=float)
 

@@ -61,8 +61,11 @@ def run(variant):
       out = model.bottleneck(z_e, training=training)
       z, commitment = tf.identity(out.quantized), out.loss
     logits = model.decode_logits(z)
-    nll = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.cast(images, tf.int32), logits=logits))
+    nll = tf.reduce_mean(
+      tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(images, tf.int32), logits=logits
+      )
+    )
     return nll, commitment
 
   @tf.function

@@ -30,10 +30,17 @@ flags.DEFINE_integer("train_steps", 400, "Training steps of every run.")
 flags.DEFINE_list("seeds", ["1", "2", "3"], "Trainer seeds.")
 FLAGS = flags.FLAGS
 
-MODES = (("hard EM", "image_shapes_vq_quickstart.gin"),
-         ("soft EM (n_s = 10)", "image_shapes_em_quickstart.gin"))
-REPORTED = ("bits_per_dim", "bits_per_dim_reconstruction", "bits_per_dim_prior",
-            "usage", "perplexity")
+MODES = (
+  ("hard EM", "image_shapes_vq_quickstart.gin"),
+  ("soft EM (n_s = 10)", "image_shapes_em_quickstart.gin"),
+)
+REPORTED = (
+  "bits_per_dim",
+  "bits_per_dim_reconstruction",
+  "bits_per_dim_prior",
+  "usage",
+  "perplexity",
+)
 
 
 def train_and_test(config, seed, run_dir):
@@ -43,9 +50,16 @@ def train_and_test(config, seed, run_dir):
     with open(result_path) as f:
       return json.load(f)
   gin.clear_config()
-  config_lib.parse_gin([config] + FLAGS.gin_file,
-                       [f"Trainer.train_steps = {FLAGS.train_steps}", f"Trainer.seed = {seed}",
-                        "Trainer.eval_every = 0", "Trainer.eval_pictures = 8"] + FLAGS.gin_param)
+  config_lib.parse_gin(
+    [config] + FLAGS.gin_file,
+    [
+      f"Trainer.train_steps = {FLAGS.train_steps}",
+      f"Trainer.seed = {seed}",
+      "Trainer.eval_every = 0",
+      "Trainer.eval_pictures = 8",
+    ]
+    + FLAGS.gin_param,
+  )
   trainer = trainer_lib.Trainer(run_dir, data_dir=FLAGS.data_dir)
   start = trainer.restore()
   images, started = 0.0, time.perf_counter()
@@ -71,17 +85,24 @@ def main(_):
       run_dir = os.path.join(FLAGS.output_dir, f"{config.split('_')[2]}-seed{seed}")
       results[name].append(train_and_test(config, seed, run_dir))
   print(json.dumps(results, indent=2))
-  print(f"\n{FLAGS.train_steps} steps per run, seeds {', '.join(FLAGS.seeds)}; "
-        "test split; mean ± std over seeds\n")
-  print("| bottleneck | bits/dim | reconstruction part | prior part | codebook usage | "
-        "perplexity | train images/s |")
+  print(
+    f"\n{FLAGS.train_steps} steps per run, seeds {', '.join(FLAGS.seeds)}; "
+    "test split; mean ± std over seeds\n"
+  )
+  print(
+    "| bottleneck | bits/dim | reconstruction part | prior part | codebook usage | "
+    "perplexity | train images/s |"
+  )
   print("|---|---|---|---|---|---|---|")
   for name, runs in results.items():
     cells = []
     for key in REPORTED + ("images_per_s",):
       values = np.array([run[key] for run in runs if run[key] is not None], float)
-      cells.append(f"{values.mean():.3f} ± {values.std():.3f}" if key != "images_per_s"
-                   else f"{values.mean():.1f}")
+      cells.append(
+        f"{values.mean():.3f} ± {values.std():.3f}"
+        if key != "images_per_s"
+        else f"{values.mean():.1f}"
+      )
     print(f"| {name} | " + " | ".join(cells) + " |")
 
 

@@ -47,8 +47,12 @@ flags.DEFINE_list("latent_beams", [], "Beam sizes over the latents to score, e.g
 flags.DEFINE_bool("soft_inputs", False, "Also score expected code embeddings as decoder input.")
 FLAGS = flags.FLAGS
 
-SOFT_INPUTS = (("expected, all codes", 0, 1.0), ("expected, top 10", 10, 1.0),
-               ("expected, top 3", 3, 1.0), ("expected, temperature 0.5", 0, 0.5))
+SOFT_INPUTS = (
+  ("expected, all codes", 0, 1.0),
+  ("expected, top 10", 10, 1.0),
+  ("expected, top 3", 3, 1.0),
+  ("expected, temperature 0.5", 0, 0.5),
+)
 
 
 def has_posterior(bottleneck):
@@ -66,21 +70,23 @@ def latent_pairs(model, source, reference):
   posterior = None
   if has_posterior(model.bottleneck):
     codebook = tf.convert_to_tensor(model.bottleneck.codebook)
-    logits = equations.code_logits(tf.cast(z_e[:, :n], tf.float32), codebook[tf.newaxis],
-                                   model.bottleneck.temperature)
+    logits = equations.code_logits(
+      tf.cast(z_e[:, :n], tf.float32), codebook[tf.newaxis], model.bottleneck.temperature
+    )
     posterior = tf.nn.softmax(logits)[0].numpy()
-  return encoded, codes.numpy()[0][:int(count.numpy()[0])], posterior
+  return encoded, codes.numpy()[0][: int(count.numpy()[0])], posterior
 
 
 def soft_input_decoder(model, top_k, temperature):
   """Decode function: greedy latents, then the decoder fed sum_j p_j embed(j) at each latent,
   p the latent predictor's softmax (over its top_k codes if top_k) given the latents before
   (translate_codes with expected embeddings instead of the codes' own)."""
+
   def decode_fn(inputs):
     memory, memory_mask, codes, count = model.source_latents(inputs, 1, 0.0)
     x = model._latent_predictor_inputs(tf.pad(codes, [[0, 0], [1, 0]]))  # pylint: disable=protected-access
     y = model.latent_predictor(x, memory=memory, memory_padding_mask=memory_mask)
-    logits = tf.cast(model.latent_logits(y), tf.float32)[:, :-1, :model.num_codes]
+    logits = tf.cast(model.latent_logits(y), tf.float32)[:, :-1, : model.num_codes]
     logits /= temperature
     if top_k:
       kth = tf.math.top_k(logits, top_k).values[..., -1:]
@@ -88,8 +94,9 @@ def soft_input_decoder(model, top_k, temperature):
     embeddings = model.bottleneck.embed(tf.range(model.num_codes))  # [num_codes, H]
     z = tf.einsum("blk,kd->bld", tf.nn.softmax(logits), tf.cast(embeddings, tf.float32))
     latent_mask = tf.sequence_mask(count, tf.shape(codes)[1])
-    ids = tf.argmax(model.decode_latents(z, latent_mask, memory, memory_mask), axis=-1,
-                    output_type=tf.int32)
+    ids = tf.argmax(
+      model.decode_latents(z, latent_mask, memory, memory_mask), axis=-1, output_type=tf.int32
+    )
     ids = tf.where(compression.upsample_mask(latent_mask, model.compress_steps), ids, PAD_ID)
     return latent_transformer.cut_at_eos(ids)
 
@@ -109,8 +116,11 @@ def main(argv):
 
   counts = {"right": 0, "short": 0, "long": 0}
   positions = agree = 0
-  groups = {"all latents equal": ([], []), "same count, some codes differ": ([], []),
-            "wrong count": ([], [])}
+  groups = {
+    "all latents equal": ([], []),
+    "same count, some codes differ": ([], []),
+    "wrong count": ([], []),
+  }
   posteriors = []
   for i, (source, reference) in enumerate(zip(encoded_sources, encoded_references)):
     encoded, predicted, posterior = latent_pairs(model, source, reference)
@@ -120,8 +130,11 @@ def main(argv):
     agree += int(np.sum(encoded[:n] == predicted[:n]))
     if len(predicted) == len(encoded):
       counts["right"] += 1
-      group = ("all latents equal" if np.array_equal(encoded, predicted)
-               else "same count, some codes differ")
+      group = (
+        "all latents equal"
+        if np.array_equal(encoded, predicted)
+        else "same count, some codes differ"
+      )
     else:
       counts["short" if len(predicted) < len(encoded) else "long"] += 1
       group = "wrong count"
@@ -131,36 +144,46 @@ def main(argv):
   total = len(sources)
   print(f"{path}: {total} {FLAGS.split} sentences")
   print(f"BLEU (greedy latents): {metrics.corpus_bleu(hypotheses, references)[0]:.2f}")
-  print(f"latent count right / too short / too long: {counts['right']} / {counts['short']} / "
-        f"{counts['long']}")
-  print(f"positions where the predicted code is the encoder's: {agree} of {positions} "
-        f"({agree / positions:.1%})")
+  print(
+    f"latent count right / too short / too long: {counts['right']} / {counts['short']} / "
+    f"{counts['long']}"
+  )
+  print(
+    f"positions where the predicted code is the encoder's: {agree} of {positions} "
+    f"({agree / positions:.1%})"
+  )
   if has_posterior(model.bottleneck):
     p = np.concatenate(posteriors).astype(np.float64)
     m = model.bottleneck.num_samples if model.bottleneck.mode == "soft_em" else 10
     entropy = -np.sum(p * np.log(np.maximum(p, 1e-300)), axis=1)
     distinct = np.sum(1.0 - (1.0 - p) ** m, axis=1)
-    print(f"soft E-step posterior at the {len(p)} reference latents: entropy "
-          f"{entropy.mean():.2f} nats, top-1 probability {p.max(axis=1).mean():.3f}; "
-          f"of m = {m} draws, distinct codes {distinct.mean():.2f} (expected), all one code "
-          f"with probability {np.sum(p ** m, axis=1).mean():.3f}")
+    print(
+      f"soft E-step posterior at the {len(p)} reference latents: entropy "
+      f"{entropy.mean():.2f} nats, top-1 probability {p.max(axis=1).mean():.3f}; "
+      f"of m = {m} draws, distinct codes {distinct.mean():.2f} (expected), all one code "
+      f"with probability {np.sum(p**m, axis=1).mean():.3f}"
+    )
   else:
-    print(f"no soft E-step posterior: the bottleneck is a {type(model.bottleneck).__name__}, "
-          "not a one-block VectorQuantizer")
+    print(
+      f"no soft E-step posterior: the bottleneck is a {type(model.bottleneck).__name__}, "
+      "not a one-block VectorQuantizer"
+    )
   print("| sentences | count | BLEU |\n|---|---|---|")
   for name, (hyps, refs) in groups.items():
     bleu = f"{metrics.corpus_bleu(hyps, refs)[0]:.2f}" if hyps else "-"
     print(f"| {name} | {len(hyps)} | {bleu} |")
   if FLAGS.soft_inputs:
     for name, top_k, temperature in SOFT_INPUTS:
-      hyps = decode.translate(model, problem.vocab, sources,
-                              decode_fn=soft_input_decoder(model, top_k, temperature))
+      hyps = decode.translate(
+        model, problem.vocab, sources, decode_fn=soft_input_decoder(model, top_k, temperature)
+      )
       print(f"decoder input {name}: BLEU {metrics.corpus_bleu(hyps, references)[0]:.2f}")
   for beam in (int(b) for b in FLAGS.latent_beams):
     for alpha in (0.0, 0.6):
       hyps = decode.translate(model, problem.vocab, sources, beam_size=beam, alpha=alpha)
-      print(f"latent beam {beam}, alpha {alpha}: BLEU "
-            f"{metrics.corpus_bleu(hyps, references)[0]:.2f}")
+      print(
+        f"latent beam {beam}, alpha {alpha}: BLEU {metrics.corpus_bleu(hyps, references)[0]:.2f}"
+      )
 
 
 if __name__ == "__main__":
