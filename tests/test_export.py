@@ -365,7 +365,15 @@ def test_image_export_encodes_decodes_and_samples_without_t2t_vqem(tmp_path):
   assert served["signatures"] == ["decode", "encode", "sample", "serving_default"]
   got = served["results"]
   np.testing.assert_array_equal(got[0]["codes"]["value"], codes.numpy())
-  np.testing.assert_array_equal(got[1]["images"]["value"], model.decode(codes).numpy())
+  # encode is the nearest codebook row of every encoder output (Eq. 1), in numpy.
+  z_e = model.encode_continuous(images).numpy().astype(np.float64)
+  codebook = model.bottleneck.codebook.numpy().astype(np.float64)
+  d2 = ((z_e[..., None, :] - codebook) ** 2).sum(-1)
+  np.testing.assert_array_equal(got[0]["codes"]["value"], d2.argmin(-1))
+  # decode is the decoder's most likely sub-pixels given those codebook rows.
+  rows = tf.constant(codebook[np.array(got[0]["codes"]["value"])], tf.float32)
+  want = np.argmax(model.decode_logits(rows).numpy(), axis=-1)
+  np.testing.assert_array_equal(got[1]["images"]["value"], want)
   samples = np.array(got[2]["images"]["value"])
   assert samples.shape == (2, 32, 32, 3)
   np.testing.assert_array_equal(samples, got[3]["images"]["value"])  # same seed, same pictures
