@@ -258,7 +258,8 @@ class VectorQuantizer(base.Bottleneck):
     frozen = tf.stop_gradient(codebook)
 
     draws, score = self._e_step(xb, frozen)  # E step: [B, N, S], [N] or None
-    q = self._from_blocks(self._mean_fn(frozen if self.mode != "vq" else codebook, draws))
+    # Eq. 11 (Eq. 1 for one draw); only in vq mode is the codebook trainable.
+    q = self._from_blocks(self._mean_fn(codebook, draws))
     loss = self.beta * eq.commitment_loss(flat, q, score, weights)  # Eq. 2
     if self.mode == "vq":
       loss += eq.codebook_loss(flat, q, score, weights)

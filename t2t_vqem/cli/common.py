@@ -32,9 +32,6 @@ flags.DEFINE_string(
 )
 FLAGS = flags.FLAGS
 
-# Still importable from here (benchmarks run against older trees use it); its home is
-# t2t_vqem.config.
-parse_gin = config.parse_gin
 
 HELP_ARGS = ("-h", "-?", "--help", "-help", "--helpshort", "-helpshort")
 HELPFULL_ARGS = ("--helpfull", "-helpfull")
