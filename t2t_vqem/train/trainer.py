@@ -20,6 +20,7 @@ import tensorflow as tf
 from t2t_vqem import config
 from t2t_vqem import constants
 from t2t_vqem import export as export_lib
+from t2t_vqem import figures
 from t2t_vqem import pictures
 from t2t_vqem import registry
 from t2t_vqem.train import progress as progress_lib
@@ -52,6 +53,35 @@ def check_run_info(output_dir, info):
   os.makedirs(output_dir, exist_ok=True)
   with open(path, "w") as f:
     json.dump(info, f, indent=2)
+
+
+def write_eval_history(output_dir, step, split, results):
+  """Puts one evaluation's row into output_dir/eval_history.csv (see Trainer).
+
+  The row replaces any earlier one of the same step and split; result names not
+  yet in the header are appended to it (sorted), the file rewritten whole.
+  """
+  clash = set(results) & set(figures.KEY_COLUMNS)
+  if clash:
+    raise ValueError(f"a result may not be called {', '.join(sorted(clash))}")
+  path = figures.history_path(output_dir)
+  columns, rows = figures.read_csv_table(path)
+  columns = list(columns or figures.KEY_COLUMNS)
+  columns += sorted(set(results) - set(columns))
+  key = (str(step), split)
+  rows = [row for row in rows if (row["step"], row["split"]) != key]
+  rows.append({"step": key[0], "split": split, **{k: repr(float(v)) for k, v in results.items()}})
+  figures.write_csv_table(path, columns, rows)
+
+
+def truncate_eval_history(output_dir, step):
+  """Drops the rows of output_dir/eval_history.csv past `step`; returns how many."""
+  path = figures.history_path(output_dir)
+  columns, rows = figures.read_csv_table(path)
+  kept = [row for row in rows if int(row["step"]) <= step]
+  if len(kept) < len(rows):
+    figures.write_csv_table(path, columns, kept)
+  return len(rows) - len(kept)
 
 
 def replica_shard(features):
@@ -132,6 +162,20 @@ class Trainer:
     export_at_end: after training, write the serving SavedModel to
       output_dir/export (see t2t_vqem.export; its settings are the Gin
       parameters of export_model).
+
+  Evaluation history: every `evaluate` (those during training, the entry point's
+  after it, a test split's) also puts a row into output_dir/eval_history.csv:
+  `step`, `split`, then each result name (losses and metrics; for a latent
+  translation model bleu_teacher_forced, bleu_greedy, perplexity and usage, the
+  paper's Figure 3 plotting the first), a value written as Python's repr of the
+  float, a cell empty where that evaluation gave no such result. The header only
+  grows: a new result name is appended to it. Each write rewrites the whole file
+  to a temporary one and renames it over, so after a crash the file is complete
+  or absent. A step and split evaluated again replaces its row, and `restore`
+  drops every row past the restored checkpoint's step (0 without one): a run
+  killed after evaluating past its last checkpoint evaluates those steps again
+  on resuming, and holds each once.
+  t2t_vqem.figures reads and plots it.
   """
 
   def __init__(
@@ -228,6 +272,14 @@ class Trainer:
           f"configured now (were its sizes changed?): {str(e).splitlines()[0]}"
         ) from None
       logging.info("Resumed from %s at step %d", path, self.step)
+    dropped = truncate_eval_history(self.output_dir, self.step)
+    if dropped:
+      logging.info(
+        "Dropped %d evaluation(s) past step %d from %s",
+        dropped,
+        self.step,
+        figures.history_path(self.output_dir),
+      )
     return self.step
 
   def _global_mean(self, terms):
@@ -272,7 +324,8 @@ class Trainer:
 
     Plus the problem's metrics of the model's outputs (text: greedy BLEU and,
     for latent models, BLEU with latents from the target encoder) and its
-    pictures (images: see `write_pictures`).
+    pictures (images: see `write_pictures`). Written to TensorBoard and as a row
+    of output_dir/eval_history.csv (see the class docstring).
     """
     totals = {}
     dataset = self.problem.batches(split, self.batch_amount, num_replicas=self.num_replicas)
@@ -286,6 +339,7 @@ class Trainer:
     with self.eval_writer.as_default(step=step):
       for name, value in results.items():
         tf.summary.scalar(name, value)
+    write_eval_history(self.output_dir, step, split, results)
     logging.info(
       "eval %s at step %d: %s",
       split,
