@@ -126,7 +126,13 @@ def test_schedule_gold_rate_and_latent_loss_start():
   model = latent_transformer.LatentTransformerEm(
     vocab_size=12, **dict(TINY, mask_startup_steps=100, latent_loss_start_step=50)
   )
-  assert [float(model.gold_rate(s)) for s in (0, 50, 100, 200)] == [1.0, 0.5, 0.0, 0.0]
+  # The reference code's schedule: 1 - lin(step) * exp(step), T2T's inverse_lin_decay
+  # over 100 steps times inverse_exp_decay over 25, both rising from 0.01.
+  for step in (0, 10, 50, 99, 100, 200):
+    lin = min(step / 100, 1.0) * 0.99 + 0.01
+    exp = 0.01 ** (max(25 - step, 0) / 25)
+    np.testing.assert_allclose(float(model.gold_rate(step)), 1 - min(lin * exp, 1.0), atol=1e-6)
+  assert float(model.gold_rate(100)) == 0.0
   features = _pairs(3, 6, 12)
   before, _ = model.loss_terms(features, training=False, step=49)
   after, _ = model.loss_terms(features, training=False, step=50)
@@ -233,3 +239,111 @@ def test_batched_decode_equals_batch_one_when_the_length_limit_binds():
     np.testing.assert_array_equal(
       np.pad(alone, (0, width - len(alone))), np.pad(batched[row], (0, width - batched.shape[1]))
     )
+
+
+# -- fidelity to the reference code (Tensor2Tensor's transformer_nat.py) -------------------
+
+
+def _np_layer_norm(x, norm):
+  mean = x.mean(-1, keepdims=True)
+  var = ((x - mean) ** 2).mean(-1, keepdims=True)
+  return (x - mean) / np.sqrt(var + 1e-6) * norm.gamma.numpy() + norm.beta.numpy()
+
+
+def _np_conv(x, conv, stride=1):
+  """Conv1D with 'same' padding in numpy: x [T, H] -> [T / stride, H]."""
+  kernel, bias = conv.kernel.numpy(), conv.bias.numpy()  # [k, H, H], [H]
+  k = kernel.shape[0]
+  out_len = -(-x.shape[0] // stride)
+  pad = max((out_len - 1) * stride + k - x.shape[0], 0)
+  padded = np.pad(x, [[pad // 2, pad - pad // 2], [0, 0]])
+  return np.stack(
+    [sum(padded[i * stride + j] @ kernel[j] for j in range(k)) + bias for i in range(out_len)]
+  )
+
+
+def test_compressor_is_the_reference_codes_stack():
+  """Compress1D = residual blocks (norm, 3 x (ReLU, kernel-3 conv), added) then n_c times
+  (ReLU, kernel-2 stride-2 conv); checked against numpy with the layer's own weights."""
+  steps, hidden, blocks = 2, 6, 2
+  keras.utils.set_random_seed(1)
+  compress = compression.Compress1D(hidden, steps, residual_layers=blocks)
+  compress.build()
+  x = np.random.RandomState(0).normal(size=(8, hidden)).astype(np.float32)
+  got = compress(tf.constant(x[None]))[0].numpy()
+  want = x
+  for i in range(blocks):
+    y = _np_layer_norm(want, getattr(compress.residual, f"norm_{i}"))
+    for j in range(3):
+      y = _np_conv(np.maximum(y, 0), getattr(compress.residual, f"conv_{i}_{j}"))
+    want = want + y
+  for i in range(steps):
+    want = _np_conv(np.maximum(want, 0), getattr(compress, f"stride_{i}"), stride=2)
+  assert want.shape == (2, hidden)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_gold_warm_up_is_teacher_forcing():
+  """With the latents held fixed and gold rate 1, the decoder's logits at position i do
+  not change when a gold target at a position >= i changes, and do change with the gold
+  target before i (the warm-up feeds the shifted-right answer, never the answer)."""
+  vocab, length = 20, 8
+  model = latent_transformer.LatentTransformerEm(
+    vocab_size=vocab, **dict(TINY, mask_startup_steps=100)
+  )
+  rng = np.random.RandomState(0)
+  inputs = tf.constant(rng.randint(3, vocab, size=(1, 5)), tf.int32)
+  memory, memory_mask = model.encode_source(inputs)
+  z_q = tf.constant(rng.normal(size=(1, length // 4, 32)), tf.float32)
+  latent_mask = tf.ones([1, length // 4], tf.bool)
+  targets = rng.randint(3, vocab, size=(1, length))
+
+  def logits(t):
+    gold = model.embedding(tf.constant(t, tf.int32))
+    return model.decode_latents(z_q, latent_mask, memory, memory_mask, gold, 1.0).numpy()[0]
+
+  base = logits(targets)
+  for i in range(length):
+    changed = targets.copy()
+    changed[0, i:] = (changed[0, i:] + 1 - 3) % (vocab - 3) + 3
+    moved = np.abs(logits(changed) - base).max(-1)
+    np.testing.assert_allclose(moved[: i + 1], 0.0, atol=1e-5)
+    if i + 1 < length:
+      assert moved[i + 1] > 1e-4, f"gold target {i} does not reach position {i + 1}"
+
+
+def test_warm_up_with_a_bidirectional_decoder_is_refused():
+  with pytest.raises(ValueError, match="decoder_causal=True"):
+    latent_transformer.LatentTransformerEm(
+      vocab_size=12, **dict(TINY, mask_startup_steps=10, decoder_causal=False)
+    )
+  with pytest.raises(ValueError, match="latent_predictor_inputs"):
+    latent_transformer.LatentTransformerEm(vocab_size=12, **dict(TINY, latent_predictor_inputs="x"))
+
+
+@pytest.mark.parametrize("inputs", ["bottleneck", "embedding"])
+def test_latent_predictor_inputs_and_gradients(inputs):
+  """ "bottleneck" (the reference code): the latent predictor's loss trains the source
+  encoder and, through z_q, the target encoder; "embedding" (ours): neither."""
+  model = latent_transformer.LatentTransformerVq(
+    vocab_size=12, **dict(TINY, latent_predictor_inputs=inputs)
+  )
+  features = _pairs(3, 6, 12)
+  names = ("source_encoder", "compress", "latent_predictor")
+  variables = [getattr(model, name).trainable_variables for name in names]
+  with tf.GradientTape() as tape:
+    losses, _ = model.loss_terms(features, training=False, step=10)
+    num, den = losses["latent_prediction"]
+    loss = num / den
+  grads = tape.gradient(loss, variables)
+  grads = {
+    name: [tf.zeros_like(v) if g is None else g for v, g in zip(vs, gs)]
+    for name, vs, gs in zip(names, variables, grads)
+  }
+  norm = {name: float(tf.linalg.global_norm(g)) for name, g in grads.items()}
+  assert norm["latent_predictor"] > 0
+  if inputs == "bottleneck":
+    assert norm["source_encoder"] > 0 and norm["compress"] > 0
+    assert not hasattr(model, "latent_embedding")
+  else:
+    assert norm["source_encoder"] == 0 and norm["compress"] == 0

@@ -1,10 +1,13 @@
 """Compress / decompress stacks of the Latent Transformer's target autoencoder.
 
-Text (Kaiser et al. 2018, §5.1 of the paper): residual convolutions, then
-`compress_steps` (n_c) strided convolutions, each halving the length, so a
-target of length T gives ceil(T / 2^n_c) latents; decompression mirrors it
-with depth-to-space steps (a 1x1 convolution to twice the width, then each
-position split in two), each preceded by residual convolutions.
+Text (Kaiser et al. 2018, §5.1 of the paper), as the reference code
+(Tensor2Tensor's transformer_nat.py) has them: `residual_layers` residual
+blocks (layer norm, then `residual_convs` ReLU + kernel-3 convolutions, dropout,
+added to the input), then `compress_steps` (n_c) strided convolutions (ReLU,
+then kernel 2, stride 2), each halving the length, so a target of length T
+gives ceil(T / 2^n_c) latents. Decompression mirrors it: n_c times one
+residual block, then a depth-to-space step (a 1x1 convolution to twice the
+width, preceded by a ReLU after the first step, each position split in two).
 
 Every convolution output is multiplied by the position mask, so padding never
 leaks into real positions: a sequence gives the same result alone or padded
@@ -38,72 +41,104 @@ def upsample_mask(mask, steps):
 
 
 class ResidualConv1D(keras.layers.Layer):
-  """x + dropout(conv(relu(norm(x)))), repeated `num_layers` times (T2T residual_conv)."""
+  """x + dropout(convs(norm(x))), `num_layers` times (T2T's residual_conv).
 
-  def __init__(self, hidden_size, num_layers=1, kernel_size=3, dropout=0.0, **kwargs):
+  convs: `convs` times ReLU then a kernel_size convolution (T2T's conv_block).
+  """
+
+  def __init__(self, hidden_size, num_layers=1, convs=3, kernel_size=3, dropout=0.0, **kwargs):
     super().__init__(**kwargs)
-    self.hidden_size, self.num_layers = hidden_size, num_layers
+    self.hidden_size, self.num_layers, self.convs = hidden_size, num_layers, convs
     for i in range(num_layers):
       setattr(self, f"norm_{i}", layers.LayerNorm(epsilon=1e-6))
-      setattr(self, f"conv_{i}", keras.layers.Conv1D(hidden_size, kernel_size, padding="same"))
+      for j in range(convs):
+        setattr(
+          self, f"conv_{i}_{j}", keras.layers.Conv1D(hidden_size, kernel_size, padding="same")
+        )
     self.dropout = keras.layers.Dropout(dropout)
 
   def build(self, input_shape=None):
     for i in range(self.num_layers):
       getattr(self, f"norm_{i}").build((None, None, self.hidden_size))
-      getattr(self, f"conv_{i}").build((None, None, self.hidden_size))
+      for j in range(self.convs):
+        getattr(self, f"conv_{i}_{j}").build((None, None, self.hidden_size))
 
   def call(self, x, padding_mask=None, training=False):
     mask = padding_mask
     for i in range(self.num_layers):
-      y = getattr(self, f"conv_{i}")(tf.nn.relu(getattr(self, f"norm_{i}")(x)))
+      y = getattr(self, f"norm_{i}")(x)
+      for j in range(self.convs):
+        y = _apply_mask(getattr(self, f"conv_{i}_{j}")(tf.nn.relu(y)), mask)
       x = _apply_mask(x + self.dropout(y, training=training), mask)
     return x
 
 
 class Compress1D(keras.layers.Layer):
-  """[B, T, H] -> [B, T / 2^n_c, H] (T must be a multiple of 2^n_c; see `pad_to_multiple`)."""
+  """[B, T, H] -> [B, T / 2^n_c, H] (T must be a multiple of 2^n_c; see `pad_to_multiple`).
+
+  Args:
+    hidden_size, compress_steps: H and n_c.
+    residual_layers: residual blocks before the strided steps (reference code: n_c).
+    residual_convs, kernel_size: convolutions per block and their kernel (3, 3).
+    stride_kernel_size: of the strided convolutions (reference code: 2, so each
+      latent reads exactly its 2^n_c positions).
+    output_norm: layer-normalise the output z_e (ours, not the reference code's).
+  """
 
   def __init__(
-    self, hidden_size, compress_steps=3, residual_layers=1, kernel_size=3, dropout=0.0, **kwargs
+    self,
+    hidden_size,
+    compress_steps=3,
+    residual_layers=3,
+    residual_convs=3,
+    kernel_size=3,
+    stride_kernel_size=2,
+    output_norm=False,
+    dropout=0.0,
+    **kwargs,
   ):
     super().__init__(**kwargs)
     self.hidden_size, self.compress_steps = hidden_size, compress_steps
-    self.residual = ResidualConv1D(hidden_size, residual_layers, kernel_size, dropout)
+    self.residual = ResidualConv1D(
+      hidden_size, residual_layers, residual_convs, kernel_size, dropout, name="residual"
+    )
     for i in range(compress_steps):
       setattr(
         self,
         f"stride_{i}",
-        keras.layers.Conv1D(hidden_size, kernel_size, strides=2, padding="same", activation="relu"),
+        keras.layers.Conv1D(hidden_size, stride_kernel_size, strides=2, padding="same"),
       )
-    self.norm = layers.LayerNorm(epsilon=1e-6)
+    self.norm = layers.LayerNorm(epsilon=1e-6) if output_norm else None
 
   def build(self, input_shape=None):
     self.residual.build()
     for i in range(self.compress_steps):
       getattr(self, f"stride_{i}").build((None, None, self.hidden_size))
-    self.norm.build((None, None, self.hidden_size))
+    if self.norm is not None:
+      self.norm.build((None, None, self.hidden_size))
 
   def call(self, x, padding_mask=None, training=False):
     mask = padding_mask
     x = self.residual(_apply_mask(x, mask), padding_mask=mask, training=training)
     for i in range(self.compress_steps):
       mask = None if mask is None else downsample_mask(mask, 1)
-      x = _apply_mask(getattr(self, f"stride_{i}")(x), mask)
-    return _apply_mask(self.norm(x), mask)
+      x = _apply_mask(getattr(self, f"stride_{i}")(tf.nn.relu(x)), mask)
+    return x if self.norm is None else _apply_mask(self.norm(x), mask)
 
 
 class Decompress1D(keras.layers.Layer):
-  """[B, L, H] -> [B, L * 2^n_c, H]: residual conv + depth-to-space, n_c times."""
+  """[B, L, H] -> [B, L * 2^n_c, H]: a residual block + depth-to-space, n_c times."""
 
   def __init__(
-    self, hidden_size, compress_steps=3, residual_layers=1, kernel_size=3, dropout=0.0, **kwargs
+    self, hidden_size, compress_steps=3, residual_convs=3, kernel_size=3, dropout=0.0, **kwargs
   ):
     super().__init__(**kwargs)
     self.hidden_size, self.compress_steps = hidden_size, compress_steps
     for i in range(compress_steps):
       setattr(
-        self, f"residual_{i}", ResidualConv1D(hidden_size, residual_layers, kernel_size, dropout)
+        self,
+        f"residual_{i}",
+        ResidualConv1D(hidden_size, 1, residual_convs, kernel_size, dropout),
       )
       setattr(self, f"widen_{i}", layers.Dense(2 * hidden_size))
 
@@ -158,7 +193,7 @@ def _check_image_sizes(conv_layers, compress_steps):
 class Compress2D(keras.layers.Layer):
   """Image encoder: [B, H, W, C] float -> [B, H / 2^s, W / 2^s, n, D] (s = compress_steps).
 
-  Each latent vector is layer-normalised, as the text compressor's output is:
+  Each latent vector is layer-normalised (ours, as `Compress1D(output_norm=True)`):
   that sets the scale of the distances of the E step (Eq. 1, 7). Without it
   a freshly initialised encoder gives vectors of squared norm ~0.01, every
   distance is ~0.01 and soft EM draws codes uniformly at random.

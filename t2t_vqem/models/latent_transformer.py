@@ -5,10 +5,16 @@ as simplified by the paper):
 
   source x --EncoderStack--> memory
   target y --embed, Compress1D (n_c halvings)--> z_e --bottleneck--> z_q, codes
-  z_q --Decompress1D--> d --DecoderStack(non-causal, attends to memory)--> p(y | z, x)
-  codes --latent predictor: DecoderStack(causal, attends to memory)--> p(z | x)
+  z_q --Decompress1D--> d --shift right, DecoderStack(causal, attends to memory)--> p(y | z, x)
+  z_q --shift right, latent predictor: DecoderStack(causal, attends to memory)--> p(z | x)
 
-Losses: reconstruction -log p(y | z_q, x) (label-smoothed cross entropy), the
+As in the reference code (Tensor2Tensor's transformer_nat.py, which cites the
+paper), the decoder is a Transformer decoder over d shifted right by one
+position: causal self-attention, still one parallel pass at inference since d
+does not depend on the output. `decoder_causal=False` (ours) reads d unshifted
+with bidirectional self-attention.
+
+Losses: reconstruction -log p(y | z_q, x) (cross entropy, label smoothing optional), the
 bottleneck's commitment loss beta ||z_e - sg(z_q)||^2 (Eq. 2), and the latent
 predictor's cross entropy against the soft targets (the mean of the sampled
 one-hots, §3.2; exact one-hots in hard EM).
@@ -19,10 +25,20 @@ A target of T tokens (EOS included) has ceil(T / 2^n_c) latents, and at
 inference the number of decoded latents sets the target length (2^n_c tokens
 per latent); the parallel decoder's output is cut at its first EOS.
 
-Training schedule (as in the paper's original code): the decoder input is
-mixed with the embedded gold target, position by position, with a probability
-that anneals linearly from 1 to 0 over `mask_startup_steps`; the latent
-predictor's loss is off before `latent_loss_start_step`.
+Training schedule (the reference code's): before the shift, the decoder input
+is mixed with the embedded gold target, position by position, with the
+probability `gold_rate(step)`, 1 at step 0 and 0 from `mask_startup_steps` on;
+after the shift position i sees gold tokens < i only, so the warm-up is teacher
+forcing (a non-causal decoder would see the answer: that is refused). The
+latent predictor's loss is off before `latent_loss_start_step`.
+
+The latent predictor (`latent_predictor_inputs`): "bottleneck" (the reference
+code) reads the bottleneck's output z_q (Eq. 11's mean, straight-through) in
+training and the codebook rows of the decoded codes (`bottleneck.embed`) at
+inference, and its loss trains the source encoder and, through z_q, the target
+encoder; "embedding" (ours) reads its own embedding of the argmax codes, and
+its loss trains neither encoder. BENCHMARKS.md ("Latent predictor") compares
+the two.
 """
 
 import keras
@@ -31,11 +47,14 @@ import tensorflow as tf
 from t2t_vqem import bottlenecks  # noqa: F401  (registers the bottlenecks)
 from t2t_vqem import registry
 from t2t_vqem import search
+from t2t_vqem.bottlenecks import base as bottleneck_base
 from t2t_vqem.layers import compression
 from t2t_vqem.layers import transformer as layers
 from t2t_vqem.models import transformer as transformer_model
 from t2t_vqem.search import EOS_ID
 from t2t_vqem.search import PAD_ID
+
+LATENT_PREDICTOR_INPUTS = ("bottleneck", "embedding")
 
 
 class LatentTransformer(keras.Model):
@@ -46,9 +65,13 @@ class LatentTransformer(keras.Model):
     hidden_size, num_layers, num_heads, filter_size, dropout: Transformer sizes
       of the source encoder, the decoder and (unless latent_layers is set) the
       latent predictor.
-    label_smoothing: of the reconstruction loss.
+    label_smoothing: of the reconstruction loss (reference code: 0).
     compress_steps: n_c; the latent sequence is 2^n_c times shorter.
-    residual_layers: residual convolutions before each (de)compression stack.
+    residual_layers: residual blocks before the compressor's strided steps
+      (default n_c, as the reference code); the decompressor has one per step.
+    residual_convs: convolutions per residual block (reference code: 3).
+    compress_kernel_size: of the strided convolutions (reference code: 2).
+    compress_output_norm: layer-normalise z_e (ours; not in the reference code).
     compress_attend_to_source: the target encoder also attends to the source
       encoder output (Kaiser et al.); off by default (§5.1.1).
     bottleneck: the registered name of the bottleneck (`--registry_help`
@@ -59,8 +82,13 @@ class LatentTransformer(keras.Model):
     bottleneck_args: dict of the bottleneck's arguments (embedding_dim is
       hidden_size).
     latent_layers: layers of the latent predictor (default num_layers).
+    latent_predictor_inputs: "bottleneck" (the reference code) or "embedding"
+      (ours); see the module docstring.
+    decoder_causal: the decoder reads d shifted right with causal
+      self-attention (True, the reference code) or d as it is, bidirectionally
+      (False, ours; needs mask_startup_steps = 0).
     mask_startup_steps: steps over which the decoder input goes from gold
-      target embeddings to decompressed latents only.
+      target embeddings to decompressed latents only (see `gold_rate`).
     latent_loss_start_step: the latent predictor's loss counts from this step.
     latent_loss_weight: its weight.
     beam_size, alpha: search over latents at inference (1 = greedy).
@@ -79,13 +107,18 @@ class LatentTransformer(keras.Model):
     num_heads=8,
     filter_size=2048,
     dropout=0.1,
-    label_smoothing=0.1,
+    label_smoothing=0.0,
     compress_steps=3,
-    residual_layers=1,
+    residual_layers=None,
+    residual_convs=3,
+    compress_kernel_size=2,
+    compress_output_norm=False,
     compress_attend_to_source=False,
     bottleneck=None,
     bottleneck_args=None,
     latent_layers=None,
+    latent_predictor_inputs="bottleneck",
+    decoder_causal=True,
     mask_startup_steps=50000,
     latent_loss_start_step=10000,
     latent_loss_weight=1.0,
@@ -95,7 +128,21 @@ class LatentTransformer(keras.Model):
     **kwargs,
   ):
     super().__init__(**kwargs)
+    if latent_predictor_inputs not in LATENT_PREDICTOR_INPUTS:
+      raise ValueError(
+        f"latent_predictor_inputs={latent_predictor_inputs!r} is not accepted; "
+        f"expected one of {LATENT_PREDICTOR_INPUTS}"
+      )
+    bottleneck_base.check_int("mask_startup_steps", mask_startup_steps, 0, "steps of warm-up")
+    if mask_startup_steps and not decoder_causal:
+      raise ValueError(
+        f"mask_startup_steps={mask_startup_steps} with decoder_causal=False: the gold-target "
+        "warm-up would show a bidirectional decoder the tokens it must predict; accepted: "
+        "decoder_causal=True (the reference code), or mask_startup_steps=0"
+      )
     self.vocab_size, self.hidden_size = vocab_size, hidden_size
+    self.latent_predictor_inputs = latent_predictor_inputs
+    self.decoder_causal = bool(decoder_causal)
     self.label_smoothing = label_smoothing
     self.compress_steps = compress_steps
     self.compress_attend_to_source = compress_attend_to_source
@@ -112,7 +159,14 @@ class LatentTransformer(keras.Model):
       num_layers, hidden_size, num_heads, filter_size, dropout, name="source_encoder"
     )
     self.compress = compression.Compress1D(
-      hidden_size, compress_steps, residual_layers, dropout=dropout, name="compress"
+      hidden_size,
+      compress_steps,
+      compress_steps if residual_layers is None else residual_layers,
+      residual_convs=residual_convs,
+      stride_kernel_size=compress_kernel_size,
+      output_norm=compress_output_norm,
+      dropout=dropout,
+      name="compress",
     )
     if compress_attend_to_source:
       self.compress_attention_norm = layers.LayerNorm(epsilon=1e-6)
@@ -128,7 +182,7 @@ class LatentTransformer(keras.Model):
     self.num_codes = self.bottleneck.num_codes
     self.end_id = self.num_codes  # the latent predictor's END class
     self.decompress = compression.Decompress1D(
-      hidden_size, compress_steps, residual_layers, dropout=dropout, name="decompress"
+      hidden_size, compress_steps, residual_convs=residual_convs, dropout=dropout, name="decompress"
     )
     self.decoder = layers.DecoderStack(
       num_layers,
@@ -136,13 +190,14 @@ class LatentTransformer(keras.Model):
       num_heads,
       filter_size,
       dropout,
-      causal=False,
+      causal=self.decoder_causal,
       cross_attention=True,
       name="decoder",
     )
-    self.latent_embedding = keras.layers.Embedding(
-      self.num_codes, hidden_size, name="latent_embedding"
-    )
+    if latent_predictor_inputs == "embedding":
+      self.latent_embedding = keras.layers.Embedding(
+        self.num_codes, hidden_size, name="latent_embedding"
+      )
     self.latent_predictor = layers.DecoderStack(
       latent_layers,
       hidden_size,
@@ -166,7 +221,8 @@ class LatentTransformer(keras.Model):
       self.latent_predictor,
     ):
       layer.build()
-    self.latent_embedding.build((None,))
+    if self.latent_predictor_inputs == "embedding":
+      self.latent_embedding.build((None,))
     self.latent_logits.build((None, self.hidden_size))
     if self.compress_attend_to_source:
       self.compress_attention_norm.build((None, None, self.hidden_size))
@@ -210,32 +266,49 @@ class LatentTransformer(keras.Model):
     """Parallel decoder: z_q [B, L, H] -> logits [B, L * 2^n_c, V].
 
     With `gold` (embedded targets [B, L * 2^n_c, H]) each position takes the
-    gold embedding instead of the decompressed latent with probability gold_rate.
+    gold embedding instead of the decompressed latent with probability
+    gold_rate; the causal decoder then reads the mix shifted right by one, so
+    position i sees gold tokens before i only.
     """
     d = self.decompress(z_q, padding_mask=latent_mask, training=training)
     mask = compression.upsample_mask(latent_mask, self.compress_steps)
     if gold is not None:
       use_gold = tf.random.uniform(tf.shape(mask)) < gold_rate
       d = tf.where(use_gold[..., None], tf.cast(gold, d.dtype), d)
-    d = self._with_positions(d, training)
+    if self.decoder_causal:
+      d = self.input_dropout(layers.shifted_inputs(_shift_right(d)), training=training)
+      padding = None  # causal: a real position never attends to a later (padded) one
+    else:
+      d = self._with_positions(d, training)
+      padding = mask
     y = self.decoder(
-      d, memory=memory, memory_padding_mask=memory_mask, padding_mask=mask, training=training
+      d, memory=memory, memory_padding_mask=memory_mask, padding_mask=padding, training=training
     )
     return self.embedding.logits(y)
 
-  def _latent_predictor_inputs(self, codes, start=0, training=False):
-    """codes [B, n] (the latents before positions start..start+n-1) -> [B, n, H].
+  def _latent_predictor_inputs(self, previous, start=0, training=False):
+    """The latent predictor's inputs [B, n, H] at positions start..start+n-1.
 
-    Position 0 gets a zero vector (the start symbol).
+    previous: what precedes each position, the latent before it (position 0's
+    is ignored: the start symbol is a zero vector): codes int [B, n] for
+    "embedding" inputs, vectors [B, n, H] (z_q in training, codebook rows at
+    inference) for "bottleneck" inputs.
     """
-    x = self.latent_embedding(tf.minimum(codes, self.num_codes - 1))
-    return self.input_dropout(layers.shifted_inputs(x, start), training=training)
+    if self.latent_predictor_inputs == "embedding":
+      previous = self.latent_embedding(tf.minimum(previous, self.num_codes - 1))
+    return self.input_dropout(layers.shifted_inputs(previous, start), training=training)
 
   def gold_rate(self, step):
-    """Probability of feeding the gold target at a decoder position: 1 -> 0 linearly."""
+    """Probability of feeding the gold target at a decoder position (the reference code):
+    1 - min(1, lin(step) * exp(step)), T2T's inverse_lin_decay over mask_startup_steps
+    times inverse_exp_decay over a quarter of them; 1 at step 0, 0 from mask_startup_steps."""
     if step is None or not self.mask_startup_steps:
       return 0.0
-    return tf.maximum(0.0, 1.0 - tf.cast(step, tf.float32) / self.mask_startup_steps)
+    startup = self.mask_startup_steps
+    masking = bottleneck_base.inverse_lin_decay(startup, step) * bottleneck_base.inverse_exp_decay(
+      max(startup // 4, 1), step
+    )
+    return 1.0 - tf.clip_by_value(masking, 0.0, 1.0)
 
   # -- training ---------------------------------------------------------------
 
@@ -271,10 +344,12 @@ class LatentTransformer(keras.Model):
     end = tf.one_hot(num_latents, length)[..., None] * tf.one_hot(self.end_id, self.num_codes + 1)
     labels += end
     predictor_mask = tf.sequence_mask(num_latents + 1, length)
-    x = self._latent_predictor_inputs(tf.pad(codes, [[0, 0], [1, 0]]), training=training)
-    y = self.latent_predictor(
-      x, memory=tf.stop_gradient(memory), memory_padding_mask=memory_mask, training=training
-    )
+    if self.latent_predictor_inputs == "bottleneck":  # z_q, straight-through; both encoders learn
+      previous = tf.pad(tf.identity(out.quantized), [[0, 0], [1, 0], [0, 0]])
+    else:  # its own embedding of the codes; neither encoder learns from this loss
+      previous, memory = tf.pad(codes, [[0, 0], [1, 0]]), tf.stop_gradient(memory)
+    x = self._latent_predictor_inputs(previous, training=training)
+    y = self.latent_predictor(x, memory=memory, memory_padding_mask=memory_mask, training=training)
     latent_logits = tf.cast(self.latent_logits(y), tf.float32)
     return {
       "logits": logits,
@@ -293,7 +368,7 @@ class LatentTransformer(keras.Model):
   def loss_terms(self, features, training=False, step=None):
     """Losses and metrics as {name: (numerator, denominator)}.
 
-    losses: "reconstruction" (label-smoothed token cross entropy), "commitment"
+    losses: "reconstruction" (token cross entropy, label_smoothing), "commitment"
       (beta ||z_e - sg(z_q)||^2, Eq. 2, averaged over real latents),
       "latent_prediction" (cross entropy against the soft targets, weighted by
       latent_loss_weight once step >= latent_loss_start_step).
@@ -356,7 +431,10 @@ class LatentTransformer(keras.Model):
     }
 
     def symbols_to_logits(ids, step, cache):
-      x = self._latent_predictor_inputs(ids[:, -1:], start=step)
+      previous = ids[:, -1:]  # at step 0 the initial END, which the start symbol hides
+      if self.latent_predictor_inputs == "bottleneck":
+        previous = self.bottleneck.embed(tf.minimum(previous, self.num_codes - 1))
+      x = self._latent_predictor_inputs(previous, start=step)
       y, decoder_cache = self.latent_predictor(x, cache=cache["decoder"], step=step)
       logits = tf.cast(self.latent_logits(y[:, 0]), tf.float32)
       # At least one latent; END once the limit is reached.
@@ -424,6 +502,11 @@ class LatentTransformer(keras.Model):
     ids = tf.argmax(logits, axis=-1, output_type=tf.int32)
     ids = tf.where(compression.upsample_mask(latent_mask, self.compress_steps), ids, PAD_ID)
     return cut_at_eos(ids)
+
+
+def _shift_right(x):
+  """[B, T, H] -> [B, T, H]: position i holds x[:, i - 1], position 0 zeros."""
+  return tf.pad(x, [[0, 0], [1, 0], [0, 0]])[:, :-1]
 
 
 def cut_at_eos(ids):
