@@ -240,9 +240,11 @@ class Pipeline:
       max_shards=max_shards,
     )
 
-  def _student_items(self):
-    """The student's config: its own, then translate_distilled on the teacher's problem."""
-    with config.stage_config(self.student_gin + self.shared_gin):
+  def _student_items(self, student_gin=None):
+    """The student's config: its own (`student_gin`, default Pipeline.student_gin), then
+    translate_distilled on the teacher's problem."""
+    student_gin = self.student_gin if student_gin is None else list(student_gin)
+    with config.stage_config(student_gin + self.shared_gin):
       student_problem = gin.query_parameter("Trainer.problem")
     teacher_problem = distill_lib.read_info(self.distill_dir)["problem"]
     if student_problem not in (teacher_problem, "translate_distilled"):
@@ -252,7 +254,7 @@ class Pipeline:
         "Pipeline.student_gin (the pipeline then trains on its distilled version)"
       )
     return (
-      self.student_gin
+      student_gin
       + self.shared_gin
       + [
         "Trainer.problem = 'translate_distilled'",

@@ -4,7 +4,9 @@
   t2t_vqem-trainer --registry_help
 
 A Gin config that binds Pipeline.student_gin (em_distill.gin) runs the whole
-teacher -> distillation -> student -> results pipeline (t2t_vqem/pipeline.py).
+teacher -> distillation -> student -> results pipeline (t2t_vqem/pipeline.py);
+one that binds Study.rows (paper_table1.gin) runs a study: one teacher, many
+students, one table of the paper (t2t_vqem/study.py).
 An image run ends with the test split's bits/dim in OUTPUT_DIR/test_results.json.
 """
 
@@ -16,6 +18,7 @@ from absl import logging
 from t2t_vqem import config
 from t2t_vqem import pipeline as pipeline_lib
 from t2t_vqem import registry
+from t2t_vqem import study as study_lib
 from t2t_vqem.cli import common
 from t2t_vqem.train import trainer as trainer_lib
 
@@ -42,6 +45,9 @@ def main(argv):
   if not FLAGS.gin_file:
     raise config.UsageError("give at least one --gin_file (e.g. transformer_quickstart.gin)")
   config.parse_gin(FLAGS.gin_file, FLAGS.gin_param)
+  if study_lib.is_configured():  # one teacher, many students -> one table of the paper
+    study_lib.Study(FLAGS.output_dir, data_dir=FLAGS.data_dir).run()
+    return
   if pipeline_lib.is_configured():  # teacher -> distillation -> student -> results table
     pipeline_lib.Pipeline(FLAGS.output_dir, data_dir=FLAGS.data_dir).run()
     return
