@@ -1,4 +1,4 @@
-"""One command per translation table of the paper: a teacher and many students, one table.
+"""One command per table and figure of the paper: a teacher and many students, one table.
 
   t2t_vqem-trainer --gin_file=paper_table1.gin --output_dir=runs/paper_table1
 
@@ -17,12 +17,19 @@ are the Pipeline's own (a Pipeline is built for them). In OUTPUT_DIR:
                       the teacher's as teacher_greedy and teacher_beam<B>
   eval/latency.json   batch-1 latency of every row, timed side by side
   results.json, results.md   the table: ours, the paper's, the speedups
+  <file>.png, .csv    each of `Study.figures`: the rows' evaluation histories against
+                      the step (Figure 3; t2t_vqem/study_figures.py)
+
+A study of image rows (models serving images: Table 2, §5.2) has no teacher and
+no BLEU or latency: each row's test bits/dim and its parts (eval/<name>.json,
+from rows/<name>/test_results.json) and its Fig. 4 grid (fig4_<name>.png) make
+the table instead (t2t_vqem/study_images.py).
 
 Rerunning the command resumes: finished rows are neither trained nor decoded
 again. To redo a row, delete rows/<name>/ (trained and evaluated again) or only
 eval/<name>.json (evaluated again). Whenever a row is evaluated anew, the
 latencies of all rows are timed again, side by side, so that every latency of
-the table comes from one session.
+the table comes from one session. The figures are drawn again on every run.
 """
 
 import os
@@ -37,12 +44,14 @@ from t2t_vqem import constants
 from t2t_vqem import decode
 from t2t_vqem import distill as distill_lib
 from t2t_vqem import pipeline as pipeline_lib
+from t2t_vqem import study_figures
+from t2t_vqem import study_images
 from t2t_vqem.train import trainer as trainer_lib
 
 ROWS_DIR = "rows"
 LATENCY = "latency"
 ROW_KEYS = ("name", "label", "gin", "distilled", "paper")
-PAPER_KEYS = ("bleu", "latency_ms", "speedup")
+PAPER_KEYS = ("bleu", "latency_ms", "speedup", "bits_per_dim")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _read_json, _write_json = pipeline_lib._read_json, pipeline_lib._write_json
 
@@ -109,7 +118,20 @@ def _cell(value, fmt, suffix=""):
 
 
 def results_markdown(results):
-  """The results as a Markdown table, ours beside the paper's figures, with its notes."""
+  """The results as a Markdown table, ours beside the paper's figures, with its notes, then
+  the figures (each row's last and largest value) and the study's note."""
+  if results.get("images"):
+    table = study_images.results_markdown(results)
+  else:
+    table = translation_markdown(results)
+  lines = study_figures.markdown(results.get("figures") or [])
+  if results.get("note"):
+    lines += ["", results["note"]]
+  return table + "".join(line + "\n" for line in lines)
+
+
+def translation_markdown(results):
+  """The translation rows as a Markdown table (BLEU, latency, speedups), with its notes."""
   beam = results["teacher_beam_size"]
   lines = [f"## {results['title']}", ""] if results.get("title") else []
   lines += [
@@ -155,7 +177,7 @@ def results_markdown(results):
 
 @gin.configurable(denylist=["output_dir", "data_dir"])
 class Study:
-  """One teacher, one distilled training set, many students: one table of the paper.
+  """One teacher, one distilled training set, many students: one table (and figures) of the paper.
 
   Args:
     output_dir: every stage's output (see the module docstring).
@@ -175,6 +197,10 @@ class Study:
     title: the heading of results.md (e.g. "Table 1").
     shared_gin: files and bindings applied after every run's own (the teacher's
       and each row's), e.g. a smaller problem for all.
+    figures: line plots of the rows' evaluation histories drawn once they are all
+      trained, on every run (see study_figures.check_figures), e.g. Figure 3's
+      [{"metric": "bleu_teacher_forced", "file": "fig3", "ylabel": "teacher-forced BLEU"}].
+    note: a paragraph ending results.md (e.g. how the paper reads its figure).
     teacher_dir, teacher_checkpoint, distill_dir, distill_beam_size,
       distill_alpha, distill_batch_size, distill_shard_size, teacher_beam_size,
       bleu_split, bleu_sentences, latency_sentences, decode_batch_size,
@@ -191,6 +217,8 @@ class Study:
     teacher_paper=None,
     title=None,
     shared_gin=(),
+    figures=(),
+    note=None,
     teacher_dir=None,
     teacher_checkpoint=None,
     distill_dir=None,
@@ -225,6 +253,8 @@ class Study:
     for key, paper in self.teacher_paper.items():
       _check_paper(paper, f"Study.teacher_paper[{key!r}]")
     self.title, self.row_gin = title, list(row_gin)
+    self.figures, self.note = study_figures.check_figures(figures), note
+    self.images = self.problem = None  # the rows' kind and problem: set by check_problems
     self.output_dir, self.data_dir = output_dir, data_dir
     self.rows_dir = os.path.join(output_dir, ROWS_DIR)
     # The teacher and distillation stages, and the evaluation of one run, are the Pipeline's.
@@ -254,28 +284,34 @@ class Study:
     return os.path.join(self.rows_dir, name)
 
   def _problem_of(self, items):
+    """(Trainer.problem, Trainer.model) of a run's config."""
     with config.stage_config(items):
-      return gin.query_parameter("Trainer.problem")
+      return gin.query_parameter("Trainer.problem"), gin.query_parameter("Trainer.model")
 
   def check_problems(self):
-    """Every row trains on the teacher's problem (else on the first row's); fails before
-    any training otherwise. Returns that problem's name."""
+    """Every row trains on the teacher's problem (else on the first row's), and all rows
+    serve images (then without a teacher) or none does; fails before any training
+    otherwise. Returns that problem's name."""
     pipeline = self.pipeline
     if pipeline.external_teacher:
       expected = _read_json(os.path.join(pipeline.teacher_dir, trainer_lib.RUN_INFO))["problem"]
       who = f"the teacher in {pipeline.teacher_dir}"
     elif self.has_teacher:
-      expected, who = self._problem_of(pipeline.teacher_gin + pipeline.shared_gin), "the teacher"
+      expected = self._problem_of(pipeline.teacher_gin + pipeline.shared_gin)[0]
+      who = "the teacher"
     else:
-      expected = self._problem_of(self._row_gin(self.rows[0]) + pipeline.shared_gin)
+      expected = self._problem_of(self._row_gin(self.rows[0]) + pipeline.shared_gin)[0]
       who = f"row {self.rows[0]['name']!r}"
+    models = {}
     for row in self.rows:
-      problem = self._problem_of(self._row_gin(row) + pipeline.shared_gin)
+      problem, models[row["name"]] = self._problem_of(self._row_gin(row) + pipeline.shared_gin)
       if problem != expected:
         raise ValueError(
           f"row {row['name']!r} trains on problem {problem!r} but {who} on {expected!r}: "
           "every row of a table is scored on the same test set"
         )
+    self.images = study_images.rows_serve_images(models, self.has_teacher)
+    self.problem = expected
     return expected
 
   # -- stages -------------------------------------------------------------------
@@ -324,7 +360,46 @@ class Study:
     ]
 
   def evaluate(self, stages=None):
-    """BLEU of every row (cached per row), the latencies, then results.json and results.md."""
+    """Every row's results (cached per row), the figures, then results.json and results.md.
+
+    Translation rows: BLEU and the latencies; image rows: test bits/dim and Fig. 4.
+    """
+    if self.images is None:
+      self.check_problems()
+    stages = stages or {}
+    if self.images:
+      results = self._evaluate_images(stages)
+    else:
+      results = self._evaluate_translations(stages)
+    labels = study_figures.line_labels(self.rows)
+    runs = {labels[row["name"]]: self.row_dir(row["name"]) for row in self.rows}
+    results["figures"] = study_figures.draw(self.figures, runs, self.output_dir)
+    results["note"] = self.note
+    _write_json(os.path.join(self.output_dir, pipeline_lib.RESULTS_JSON), results)
+    with open(os.path.join(self.output_dir, pipeline_lib.RESULTS_MD), "w") as f:
+      f.write(results_markdown(results))
+    return results
+
+  def _evaluate_images(self, stages):
+    """Test bits/dim and the Fig. 4 grid of every image row (study_images), cached in
+    eval/<name>.json; the results dict of Table 2."""
+    rows = []
+    for row in self.rows:
+      name = row["name"]
+      path = os.path.join(self.eval_dir, name + ".json")
+      result = study_images.row_results(
+        self.row_dir(name), self._row_items(row), path, self.data_dir
+      )
+      result.update(name=name, model=row["label"], paper=row["paper"], distilled=False)
+      result["fig4"] = study_images.copy_grid(result, self.output_dir, name)
+      if name in stages:
+        result["stage"] = stages[name]
+      rows.append(result)
+    info = {"images": True, "problem": self.problem, "machine": pipeline_lib._machine()}
+    return dict(info, title=self.title, rows=rows)
+
+  def _evaluate_translations(self, stages):
+    """BLEU of every row (cached per row) and the latencies; the results dict."""
     specs = self._specs()
     loaded, decode_fns = {}, {}
 
@@ -354,7 +429,6 @@ class Study:
         os.remove(latency_path)  # stale: every row is timed again, side by side
       fns = {name: decode_fn(name, run_dir, beam) for name, run_dir, beam, _, _ in specs}
       latency = self.pipeline._latencies(fns, loaded[specs[0][1]][0])
-    stages = stages or {}
     for row, (name, _, _, _, paper) in zip(rows, specs):
       row.update(latency[name], name=name, paper=paper)
       row["distilled"] = any(r["name"] == name and r["distilled"] for r in self.rows)
@@ -380,9 +454,6 @@ class Study:
       "machine": pipeline_lib._machine(),
       "distill": distill_lib.read_info(self.pipeline.distill_dir) if used_distill else None,
     }
-    _write_json(os.path.join(self.output_dir, pipeline_lib.RESULTS_JSON), results)
-    with open(os.path.join(self.output_dir, pipeline_lib.RESULTS_MD), "w") as f:
-      f.write(results_markdown(results))
     return results
 
   def run(self):
@@ -406,7 +477,7 @@ class Study:
           f"distillation in {self.pipeline.distill_dir!r} did not finish; rerun to continue"
         )
     stages.update(self.train_rows())
-    logging.info("Evaluation on the %s split", self.pipeline.bleu_split)
+    logging.info("Evaluation on the %s split", "test" if self.images else self.pipeline.bleu_split)
     results = self.evaluate(stages)
     logging.info("Study finished in %.1f s", time.perf_counter() - started)
     print(results_markdown(results))
