@@ -19,6 +19,8 @@ import sacrebleu
 from t2t_vqem import config
 from t2t_vqem import registry
 from t2t_vqem import study as study_lib
+from t2t_vqem import study_figures
+from t2t_vqem import study_images
 from t2t_vqem.cli import trainer as trainer_cli
 from t2t_vqem.problems import grammar
 from t2t_vqem.train import trainer as trainer_lib
@@ -409,4 +411,72 @@ def test_shipped_table_config_has_the_papers_rows(table, quickstart):
         assert hidden == 512
         if bn in ("hard_em", "soft_em", "gumbel_softmax"):
           assert size == 2**12
+  gin.clear_config()
+
+
+def _parse_shipped(name):
+  gin.clear_config()
+  config.parse_gin([name], [], finalize=False)
+  assert study_lib.is_configured()
+  study = {key: list(_bound(f"Study.{key}", [])) for key in ("rows", "row_gin", "shared_gin")}
+  assert not _bound("Study.teacher_gin") and not _bound("Study.teacher_dir")
+  return study, study_lib.check_rows(study["rows"], ["latency"])
+
+
+@pytest.mark.parametrize("quickstart", [False, True], ids=["paper", "quickstart"])
+def test_shipped_fig3_config_has_the_papers_runs_and_figures(quickstart):
+  """Figure 3: hard EM vs soft EM n_s 5, 10 at 2^14 codes, the target encoder attending to
+  the source, on gold targets, evaluated (with BLEU) during training."""
+  study, rows = _parse_shipped("paper_fig3" + ("_quickstart" if quickstart else "") + ".gin")
+  assert [(r["name"], r["distilled"]) for r in rows] == [
+    ("vq", False),
+    ("em_ns5", False),
+    ("em_ns10", False),
+  ]
+  problem = "translate_grammar_ende" if quickstart else "translate_ende_wmt"
+  expected = [("hard_em", None), ("soft_em", 5), ("soft_em", 10)]
+  for row, (bottleneck, n_s) in zip(rows, expected):
+    model, row_problem, bn, nc, ns, size, hidden = _describe(row, study)
+    assert (row_problem, bn, ns, size, nc) == (problem, bottleneck, n_s, 2**14, 3), row["name"]
+    assert hidden == (128 if quickstart else 512)
+    with config.stage_config(row["gin"] + study["row_gin"] + study["shared_gin"]):
+      assert gin.query_parameter(f"{model}.compress_attend_to_source") is True
+      assert gin.query_parameter("Trainer.eval_every") > 0
+      assert gin.query_parameter("Trainer.eval_bleu_examples") > 0
+      steps = gin.query_parameter("Trainer.train_steps")
+      assert steps // gin.query_parameter("Trainer.eval_every") >= 10  # points per line
+  figures = study_figures.check_figures(gin.query_parameter("Study.figures"))
+  assert [(f["file"], f["metric"], f["split"]) for f in figures] == [
+    ("fig3", "bleu_teacher_forced", "dev"),
+    ("fig3_usage", "usage", "dev"),
+    ("fig3_perplexity", "perplexity", "dev"),
+  ]
+  note = gin.query_parameter("Study.note")
+  assert "collapsed" in note and "test set" in note and "dev" in note
+  gin.clear_config()
+
+
+@pytest.mark.parametrize("quickstart", [False, True], ids=["paper", "quickstart"])
+def test_shipped_table2_config_has_the_papers_rows(quickstart):
+  """Table 2: VQ-VAE (hard EM) and EM (n_s 5), 2^8 codes, 8x8x10 latents, the paper's
+  bits/dim, its reference rows in the note."""
+  study, rows = _parse_shipped("paper_table2" + ("_quickstart" if quickstart else "") + ".gin")
+  assert [(r["name"], r["distilled"], r["paper"]) for r in rows] == [
+    ("vq", False, {"bits_per_dim": 4.83}),
+    ("em_ns5", False, {"bits_per_dim": 4.80}),
+  ]
+  problem = "image_shapes" if quickstart else "image_cifar10"
+  for row, (model, bottleneck, n_s) in zip(
+    rows, [("image_vqvae_vq", "hard_em", None), ("image_vqvae_em", "soft_em", 5)]
+  ):
+    got = _describe(row, study)
+    assert (got[0], got[1], got[2], got[4], got[5]) == (model, problem, bottleneck, n_s, 256)
+    assert study_images.serves_images(model)
+    with config.stage_config(row["gin"] + study["row_gin"] + study["shared_gin"]):
+      assert _bound(f"{model}.latents_per_position") == 10
+      assert _bound(f"{model}.compress_steps", 2) == 2  # 32x32 -> an 8x8 field
+      assert gin.query_parameter("Trainer.eval_pictures") > 0  # the Fig. 4 grid
+  note = gin.query_parameter("Study.note")
+  for figure in ("ImageTransformer 2.92", "VAE 4.51", "4.67", "4.83", "4.80"):
+    assert figure in note
   gin.clear_config()
