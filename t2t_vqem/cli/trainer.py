@@ -5,8 +5,8 @@
 
 A Gin config that binds Pipeline.student_gin (em_distill.gin) runs the whole
 teacher -> distillation -> student -> results pipeline (t2t_vqem/pipeline.py);
-one that binds Study.rows (paper_table1.gin) runs a study: one teacher, many
-students, one table of the paper (t2t_vqem/study.py).
+one that binds Study.rows (paper_table1.gin, paper_fig3.gin) runs a study: many runs (an
+optional teacher and distillation), one table or figure of the paper (t2t_vqem/study.py).
 An image run ends with the test split's bits/dim in OUTPUT_DIR/test_results.json.
 """
 
