@@ -61,7 +61,9 @@ latent_transformer_em.compress_steps = 1
 soft_em.codebook_size = 16
 soft_em.num_samples = 4
 soft_em.init_from_first_batch = True
-latent_transformer_em.mask_startup_steps = 4
+# Learns the three pairs by heart within STEPS: no warm-up, z_e layer-normalised (ours).
+latent_transformer_em.mask_startup_steps = 0
+latent_transformer_em.compress_output_norm = True
 latent_transformer_em.latent_loss_start_step = 0
 """
 
