@@ -32,6 +32,10 @@ import sys
 
 from absl import app
 from absl import flags
+import gin
+
+from t2t_vqem import config
+from t2t_vqem import pipeline  # noqa: F401  (registers Pipeline with Gin)
 
 flags.DEFINE_string("pipeline_dir", None, "A finished em_distill_quickstart.gin run.")
 flags.DEFINE_string("output_dir", "/tmp/bench_latent_predictor", "Where the students go.")
@@ -97,11 +101,6 @@ def run_one(variant, seed):
 
 
 def _quickstart_student():
-  import gin
-
-  from t2t_vqem import config
-  from t2t_vqem import pipeline  # noqa: F401  (registers Pipeline with Gin)
-
   gin.clear_config()
   config.parse_gin(["em_distill_quickstart.gin"], [], finalize=False)
   items = list(gin.query_parameter("Pipeline.student_gin"))

@@ -37,8 +37,8 @@ code) reads the bottleneck's output z_q (Eq. 11's mean, straight-through) in
 training and the codebook rows of the decoded codes (`bottleneck.embed`) at
 inference, and its loss trains the source encoder and, through z_q, the target
 encoder; "embedding" (ours) reads its own embedding of the argmax codes, and
-its loss trains neither encoder. BENCHMARKS.md ("Latent predictor") compares
-the two.
+its loss trains neither encoder. BENCHMARKS.md ("The reference code's Latent
+Transformer vs our earlier variants") compares the two.
 """
 
 import keras
