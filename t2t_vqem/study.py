@@ -12,7 +12,9 @@ are the Pipeline's own (a Pipeline is built for them). In OUTPUT_DIR:
   teacher/            the Transformer (`Study.teacher_gin`), unless `Study.teacher_dir`
                       names a trained one; without either, no teacher rows
   distill/            the teacher's beam outputs for every training source
-  rows/<name>/        each row's training run (rows/<name>/stage_done.json when done)
+  rows/<name>/        each row's training run (rows/<name>/stage_done.json when done);
+                      with `Study.seeds`, rows/<name>.seed<s>/ for each seed but the
+                      first (t2t_vqem/study_seeds.py)
   eval/<name>.json    each row's BLEU on `bleu_split` (its outputs in <name>.hyp.txt),
                       the teacher's as teacher_greedy and teacher_beam<B>
   eval/latency.json   batch-1 latency of every row, timed side by side
@@ -46,6 +48,7 @@ from t2t_vqem import distill as distill_lib
 from t2t_vqem import pipeline as pipeline_lib
 from t2t_vqem import study_figures
 from t2t_vqem import study_images
+from t2t_vqem import study_seeds
 from t2t_vqem.train import trainer as trainer_lib
 
 ROWS_DIR = "rows"
@@ -124,7 +127,9 @@ def results_markdown(results):
     table = study_images.results_markdown(results)
   else:
     table = translation_markdown(results)
-  lines = study_figures.markdown(results.get("figures") or [])
+  metric = "bits_per_dim" if results.get("images") else "bleu"
+  lines = study_seeds.markdown(results.get("seeds") or [], metric)
+  lines += study_figures.markdown(results.get("figures") or [])
   if results.get("note"):
     lines += ["", results["note"]]
   return table + "".join(line + "\n" for line in lines)
@@ -201,6 +206,8 @@ class Study:
       trained, on every run (see study_figures.check_figures), e.g. Figure 3's
       [{"metric": "bleu_teacher_forced", "file": "fig3", "ylabel": "teacher-forced BLEU"}].
     note: a paragraph ending results.md (e.g. how the paper reads its figure).
+    seeds: Trainer seeds of every row; with more than one, each row is trained once
+      per seed and results.md gives each row's spread (t2t_vqem/study_seeds.py).
     teacher_dir, teacher_checkpoint, distill_dir, distill_beam_size,
       distill_alpha, distill_batch_size, distill_shard_size, teacher_beam_size,
       bleu_split, bleu_sentences, latency_sentences, decode_batch_size,
@@ -219,6 +226,7 @@ class Study:
     shared_gin=(),
     figures=(),
     note=None,
+    seeds=(1,),
     teacher_dir=None,
     teacher_checkpoint=None,
     distill_dir=None,
@@ -244,7 +252,8 @@ class Study:
       else []
     )
     reserved = [spec[0] for spec in self.teacher_specs] + [LATENCY]
-    self.rows = check_rows(rows, reserved)
+    self.seeds = study_seeds.check_seeds(seeds)
+    self.rows = study_seeds.expand(check_rows(rows, reserved), self.seeds)
     if any(row["distilled"] for row in self.rows) and not self.has_teacher:
       raise ValueError("a row is distilled but the study has no teacher (Study.teacher_gin)")
     self.teacher_paper = teacher_paper or {}
@@ -374,6 +383,8 @@ class Study:
     labels = study_figures.line_labels(self.rows)
     runs = {labels[row["name"]]: self.row_dir(row["name"]) for row in self.rows}
     results["figures"] = study_figures.draw(self.figures, runs, self.output_dir)
+    metric = "bits_per_dim" if self.images else "bleu"
+    results["seeds"] = study_seeds.summary(self.rows, results["rows"], metric)
     results["note"] = self.note
     _write_json(os.path.join(self.output_dir, pipeline_lib.RESULTS_JSON), results)
     with open(os.path.join(self.output_dir, pipeline_lib.RESULTS_MD), "w") as f:

@@ -13,14 +13,17 @@ import shutil
 from absl import flags
 from absl.testing import flagsaver
 import gin
+import numpy as np
 import pytest
 import sacrebleu
+import tensorflow as tf
 
 from t2t_vqem import config
 from t2t_vqem import registry
 from t2t_vqem import study as study_lib
 from t2t_vqem import study_figures
 from t2t_vqem import study_images
+from t2t_vqem import study_seeds
 from t2t_vqem.cli import trainer as trainer_cli
 from t2t_vqem.problems import grammar
 from t2t_vqem.train import trainer as trainer_lib
@@ -243,6 +246,51 @@ def test_resumed_study_redoes_only_the_deleted_row(finished, monkeypatch):
   latency = json.loads((out / "eval" / "latency.json").read_text())
   for row in results["rows"]:
     assert row["latency_ms"] == latency[row["name"]]["latency_ms"]
+
+
+def test_seeded_study_trains_each_row_once_per_seed_and_gives_its_spread(finished, tmp_path):
+  out, data_dir, _ = finished
+  study = study_lib.Study(
+    str(tmp_path),
+    data_dir=data_dir,
+    rows=ROWS[:1],
+    row_gin=["Trainer.train_steps = 3"],
+    teacher_dir=str(out / "teacher"),
+    shared_gin=PROBLEM,
+    bleu_sentences=BLEU_SENTENCES,
+    latency_sentences=2,
+    evaluate_dev=False,
+    seeds=[1, 2],
+  )
+  results = study.run()
+  names = [row["name"] for row in results["rows"]]
+  assert names == ["teacher_greedy", "teacher_beam4", "semhash", "semhash.seed2"]
+  weights = []
+  for name, seed in (("semhash", 1), ("semhash.seed2", 2)):
+    run = tmp_path / "rows" / name
+    assert f"Trainer.seed = {seed}\n" in (run / "operative_config.gin").read_text()
+    reader = tf.train.load_checkpoint(str(run / "checkpoints"))
+    key = sorted(k for k in reader.get_variable_to_shape_map() if "embedding" in k.lower())[0]
+    weights.append(reader.get_tensor(key))
+  assert weights[0].shape == weights[1].shape and not np.allclose(weights[0], weights[1])
+  bleu = [row["bleu"] for row in results["rows"][2:]]
+  [spread] = results["seeds"]
+  assert (spread["name"], spread["label"], spread["seeds"]) == ("semhash", "LT + Semhash", [1, 2])
+  assert spread["bleu"] == bleu
+  assert spread["mean"] == pytest.approx(np.mean(bleu))
+  assert (spread["min"], spread["max"]) == (min(bleu), max(bleu))
+  table = (tmp_path / "results.md").read_text()
+  assert "Over the seeds 1, 2" in table
+  assert f"| LT + Semhash (semhash) | {np.mean(bleu):.2f} |" in table
+
+
+def test_seeds_are_checked():
+  for seeds in ([], [1, 1], ["1"]):
+    with pytest.raises(ValueError, match="Study.seeds"):
+      study_seeds.check_seeds(seeds)
+  rows = study_lib.check_rows([{"name": "a", "gin": []}, {"name": "a.seed2", "gin": []}])
+  with pytest.raises(ValueError, match="also the name"):
+    study_seeds.expand(rows, [1, 2])
 
 
 def test_rows_are_checked():
