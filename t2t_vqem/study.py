@@ -426,7 +426,7 @@ class Study:
       path = os.path.join(self.eval_dir, name + ".json")
       cached = _read_json(path) if os.path.exists(path) else None
       if cached and cached["run_dir"] == os.path.abspath(run_dir):  # else another run's
-        rows.append(cached)
+        rows.append(dict(cached, model=label))  # the label of this run's config
         continue
       self._forget_eval(name)
       logging.info("evaluating row %d/%d: %s", i, len(specs), label)
