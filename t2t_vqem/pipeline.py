@@ -13,8 +13,11 @@ exists (so rerunning the command after a crash resumes where it stopped):
   student/   the Latent Transformer (`Pipeline.student_gin`) trained on
              `translate_distilled`: distilled train targets, gold dev/test
   eval/      one JSON per table row (BLEU on `bleu_split`), latency.json (batch-1
-             latency of all rows, timed side by side)
-  results.json, results.md   the table (model, n_c, n_s, BLEU, latency, speedups)
+             latency of all rows, timed side by side, overall and by the
+             reference's length) and throughput.json (sentences per second at
+             batch `throughput_batch_size`; t2t_vqem/speed.py)
+  results.json, results.md   the table (model, n_c, n_s, BLEU, latency, speedups,
+             throughput)
 
 Every stage runs under its own Gin config (`t2t_vqem.config.stage_config`):
 the global config is cleared, the stage's files and bindings (then
@@ -30,7 +33,6 @@ import time
 
 from absl import logging
 import gin
-import numpy as np
 import tensorflow as tf
 
 from t2t_vqem import config
@@ -38,6 +40,7 @@ from t2t_vqem import constants
 from t2t_vqem import decode
 from t2t_vqem import distill as distill_lib
 from t2t_vqem import metrics
+from t2t_vqem import speed
 from t2t_vqem.problems import problem as problem_lib
 from t2t_vqem.train import trainer as trainer_lib
 
@@ -75,30 +78,50 @@ def _cell(value, fmt):
   return "-" if value is None else format(value, fmt)
 
 
+def _times(value):
+  return "-" if value is None else f"{value:.2f}x"
+
+
 def results_markdown(results):
   """The results as a Markdown table like the paper's Table 1, with its notes."""
   beam = results["teacher_beam_size"]
-  lines = [
-    f"| Model | n_c | n_s | BLEU | Latency (ms) | Speedup vs greedy | Speedup vs beam {beam} |",
-    "|---|---|---|---|---|---|---|",
-  ]
+  bands = list(results["rows"][0].get("by_length", {}))
+  throughput = results.get("throughput_batch_size")
+  columns = ["Model", "n_c", "n_s", "BLEU", "% of greedy BLEU", "Latency (ms)"]
+  columns += ["Speedup vs greedy", f"Speedup vs beam {beam}"]
+  columns += [f"Speedup vs greedy, {band} subwords" for band in bands]
+  columns += [f"Sentences/s at batch {throughput}"] if throughput else []
+  lines = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+  greedy_bleu = results["rows"][0]["bleu"]
   for row in results["rows"]:
-    lines.append(
-      f"| {row['model']} | {_cell(row['n_c'], 'd')} | {_cell(row['n_s'], 'd')} "
-      f"| {row['bleu']:.2f} | {row['latency_ms']:.1f} "
-      f"| {row['speedup_vs_greedy']:.2f}x | {row['speedup_vs_beam']:.2f}x |"
-    )
+    share = 100 * row["bleu"] / greedy_bleu if greedy_bleu else None
+    cells = [row["model"], _cell(row["n_c"], "d"), _cell(row["n_s"], "d")]
+    cells += [f"{row['bleu']:.2f}", _cell(share, ".1f"), f"{row['latency_ms']:.1f}"]
+    cells += [_times(row["speedup_vs_greedy"]), _times(row["speedup_vs_beam"])]
+    for band in bands:
+      cell = row["by_length"][band]
+      cells.append(f"{_times(cell['speedup_vs_greedy'])} ({cell['sentences']})")
+    if throughput:
+      cells.append(_cell(row.get("sentences_per_second"), ".1f"))
+    lines.append("| " + " | ".join(cells) + " |")
   lines += [
     "",
     f"BLEU on the {results['bleu_split']} split of {results['problem']} "
     f"({results['bleu_sentences']} sentences), sacrebleu {results['bleu_signature']}.",
     f"Latency: median batch-1 decode time over the first {results['latency_sentences']} "
     f"{results['bleu_split']} sources on {results['machine']}, the three decoders timed "
-    "in turn on each sentence (rotating order); speedups are ratios of these medians.",
+    "in turn on each sentence (rotating order); speedups are ratios of these medians"
+    + (", also within bands of the reference's length (in brackets: sentences)." if bands else "."),
     f"Student trained on the teacher's beam-{results['distill']['beam_size']} outputs for "
     f"{results['distill']['num_sources']} training sources (teacher step "
     f"{results['distill']['teacher']['step']}).",
   ]
+  if throughput:
+    lines.append(
+      f"Throughput: the {results['bleu_sentences']} {results['bleu_split']} sources translated "
+      f"in length-sorted batches of {throughput}, the decoders in turn; the median of "
+      f"{results['throughput_rounds']} rounds."
+    )
   return "\n".join(lines) + "\n"
 
 
@@ -134,6 +157,11 @@ class Pipeline:
     bleu_split: the split BLEU is computed on (its gold references).
     bleu_sentences: at most this many sentences of it (None: all).
     latency_sentences: sources decoded one at a time for the latency columns.
+    latency_bands: bands of the reference's length in subwords, (lowest, highest),
+      each with its own median latency and speedups (t2t_vqem/speed.py).
+    throughput_batch_size: batch of the throughput column (sentences per second
+      translating the BLEU sources); 0: no throughput column.
+    throughput_rounds: timed passes over those sources per decoder (the median).
     decode_batch_size: sentences per batch when decoding for BLEU.
     evaluate_dev: run each trainer's dev evaluation after training (its
       results go to stage_done.json and results.json).
@@ -157,6 +185,9 @@ class Pipeline:
     bleu_split=constants.TEST,
     bleu_sentences=None,
     latency_sentences=100,
+    latency_bands=speed.LENGTH_BANDS,
+    throughput_batch_size=64,
+    throughput_rounds=2,
     decode_batch_size=64,
     evaluate_dev=True,
   ):
@@ -175,6 +206,8 @@ class Pipeline:
     problem_lib.check_split(bleu_split)
     self.bleu_split, self.bleu_sentences = bleu_split, bleu_sentences
     self.latency_sentences, self.decode_batch_size = latency_sentences, decode_batch_size
+    self.latency_bands = speed.check_bands(latency_bands)
+    self.throughput_batch_size, self.throughput_rounds = throughput_batch_size, throughput_rounds
     self.evaluate_dev = evaluate_dev
     self._teacher_problem = None
 
@@ -306,24 +339,39 @@ class Pipeline:
     return row
 
   def _latencies(self, decode_fns, problem):
-    """Batch-1 latency of every row, timed side by side (decode.batch1_times); cached in
-    eval/latency.json. decode_fns: {row name: compiled decode function}."""
+    """Batch-1 latency of every row, timed side by side, overall and by the reference's
+    length (speed.latencies); cached in eval/latency.json. decode_fns: {row name:
+    compiled decode function}."""
     path = os.path.join(self.eval_dir, "latency.json")
     if os.path.exists(path):
       return _read_json(path)
-    sources, _ = problem.sources_and_references(self.bleu_split, self.latency_sentences)
+    sources, references = problem.sources_and_references(self.bleu_split, self.latency_sentences)
     logging.info(
       "Timing %d sentences at batch 1, the %d decoders in turn", len(sources), len(decode_fns)
     )
-    times = decode.batch1_times(decode_fns, problem.vocab, sources)
-    result = {
-      name: {
-        "latency_ms": float(np.median(t)),
-        "latency_mean_ms": float(np.mean(t)),
-        "latency_sentences": len(t),
-      }
-      for name, t in times.items()
-    }
+    result = speed.latencies(decode_fns, problem.vocab, sources, references, self.latency_bands)
+    _write_json(path, result)
+    return result
+
+  def _throughputs(self, decode_fns, problem):
+    """Sentences per second of every row at batch throughput_batch_size over the BLEU
+    sources (speed.throughputs); cached in eval/throughput.json; {} when disabled."""
+    if not self.throughput_batch_size:
+      return {}
+    path = os.path.join(self.eval_dir, "throughput.json")
+    if os.path.exists(path):
+      return _read_json(path)
+    sources, _ = problem.sources_and_references(self.bleu_split, self.bleu_sentences)
+    logging.info(
+      "Timing %d sentences at batch %d, the %d decoders in turn, %d rounds",
+      len(sources),
+      self.throughput_batch_size,
+      len(decode_fns),
+      self.throughput_rounds,
+    )
+    result = speed.throughputs(
+      decode_fns, problem.vocab, sources, self.throughput_batch_size, self.throughput_rounds
+    )
     _write_json(path, result)
     return result
 
@@ -344,12 +392,11 @@ class Pipeline:
     }
     rows = [self._bleu_row(*spec, decode_fns[spec[0]]) for spec in specs]
     latency = self._latencies(decode_fns, teacher_run[0])
+    throughput = self._throughputs(decode_fns, teacher_run[0])
     for row, (name, _, _, _) in zip(rows, specs):
       row.update(latency[name])
-    greedy_ms, beam_ms = rows[0]["latency_ms"], rows[1]["latency_ms"]
-    for row in rows:
-      row["speedup_vs_greedy"] = greedy_ms / row["latency_ms"]
-      row["speedup_vs_beam"] = beam_ms / row["latency_ms"]
+      row.update(throughput.get(name, {}))
+    speed.add_speedups(rows, greedy=rows[0], beam=rows[1])
     student = rows[2]
     info = distill_lib.read_info(self.distill_dir)
     stages = {}
@@ -363,6 +410,8 @@ class Pipeline:
       "bleu_sentences": student["bleu_sentences"],
       "bleu_signature": student["bleu_signature"],
       "latency_sentences": student["latency_sentences"],
+      "throughput_batch_size": self.throughput_batch_size or None,
+      "throughput_rounds": self.throughput_rounds,
       "teacher_beam_size": beam,
       "machine": _machine(),
       "distill": info,

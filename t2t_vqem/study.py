@@ -46,6 +46,7 @@ from t2t_vqem import constants
 from t2t_vqem import decode
 from t2t_vqem import distill as distill_lib
 from t2t_vqem import pipeline as pipeline_lib
+from t2t_vqem import speed
 from t2t_vqem import study_figures
 from t2t_vqem import study_images
 from t2t_vqem import study_seeds
@@ -445,11 +446,8 @@ class Study:
       row["distilled"] = any(r["name"] == name and r["distilled"] for r in self.rows)
       if name in stages:
         row["stage"] = stages[name]
-    greedy = rows[0]["latency_ms"] if self.has_teacher else None
-    beam = rows[1]["latency_ms"] if self.has_teacher else None
-    for row in rows:
-      row["speedup_vs_greedy"] = greedy / row["latency_ms"] if greedy else None
-      row["speedup_vs_beam"] = beam / row["latency_ms"] if beam else None
+    teacher = self.has_teacher
+    speed.add_speedups(rows, greedy=rows[0] if teacher else None, beam=rows[1] if teacher else None)
     used_distill = any(row["distilled"] for row in self.rows)
     last = rows[-1]  # a student: its problem is the base of translate_distilled
     results = {

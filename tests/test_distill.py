@@ -279,6 +279,13 @@ def test_pipeline_end_to_end_and_resume(tmp_path, data_dir):
       teacher_model, problem.vocab, [s for s, _ in gold_test], beam_size=beam_size
     )
   assert saved["rows"][0]["speedup_vs_greedy"] == pytest.approx(1.0)
+  # The timed sentences by the length of their reference, and the batch-64 throughput.
+  lengths = [len(problem.vocab.tokenize(tf.constant([t])).to_list()[0]) for t in references[:2]]
+  for row in saved["rows"]:
+    for band, (lo, hi) in zip(("1-20", "21-50"), ((1, 20), (21, 50))):
+      assert row["by_length"][band]["sentences"] == sum(lo <= n <= hi for n in lengths)
+    assert (row["throughput_batch_size"], row["throughput_sentences"]) == (64, 6)
+    assert row["sentences_per_second"] > 0
   assert student["speedup_vs_beam"] == pytest.approx(
     saved["rows"][1]["latency_ms"] / student["latency_ms"]
   )
