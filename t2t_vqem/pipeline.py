@@ -165,6 +165,9 @@ class Pipeline:
     decode_batch_size: sentences per batch when decoding for BLEU.
     evaluate_dev: run each trainer's dev evaluation after training (its
       results go to stage_done.json and results.json).
+    student_warm_start: start every distilled student from the teacher's weights
+      where the two share a part (ours, not the paper's: Trainer.warm_start_from,
+      t2t_vqem/train/warm_start.py; by default the embedding and source encoder).
   """
 
   def __init__(
@@ -190,8 +193,10 @@ class Pipeline:
     throughput_rounds=2,
     decode_batch_size=64,
     evaluate_dev=True,
+    student_warm_start=False,
   ):
     self.output_dir, self.data_dir = output_dir, data_dir
+    self.student_warm_start = student_warm_start
     self.teacher_gin, self.student_gin = list(teacher_gin), list(student_gin)
     self.shared_gin = list(shared_gin)
     self.external_teacher = teacher_dir
@@ -294,6 +299,11 @@ class Pipeline:
         f"translate_distilled.base_problem = {teacher_problem!r}",
         f"translate_distilled.distill_dir = {os.path.abspath(self.distill_dir)!r}",
       ]
+      + (
+        [f"Trainer.warm_start_from = {os.path.abspath(self.teacher_dir)!r}"]
+        if self.student_warm_start
+        else []
+      )
     )
 
   def train_student(self):

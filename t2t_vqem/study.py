@@ -212,7 +212,7 @@ class Study:
     teacher_dir, teacher_checkpoint, distill_dir, distill_beam_size,
       distill_alpha, distill_batch_size, distill_shard_size, teacher_beam_size,
       bleu_split, bleu_sentences, latency_sentences, decode_batch_size,
-      evaluate_dev: as the Pipeline's (t2t_vqem.pipeline.Pipeline).
+      evaluate_dev, student_warm_start: as the Pipeline's (t2t_vqem.pipeline.Pipeline).
   """
 
   def __init__(
@@ -241,6 +241,7 @@ class Study:
     latency_sentences=100,
     decode_batch_size=64,
     evaluate_dev=True,
+    student_warm_start=False,
   ):
     self.has_teacher = bool(teacher_gin) or teacher_dir is not None
     beam = teacher_beam_size
@@ -287,6 +288,7 @@ class Study:
       latency_sentences=latency_sentences,
       decode_batch_size=decode_batch_size,
       evaluate_dev=evaluate_dev,
+      student_warm_start=student_warm_start,
     )
     self.eval_dir = self.pipeline.eval_dir
 

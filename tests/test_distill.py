@@ -10,6 +10,7 @@ import json
 import os
 
 import gin
+import numpy as np
 import pytest
 import sacrebleu
 import tensorflow as tf
@@ -357,3 +358,66 @@ def _bound(name):
   except ValueError:
     return False
   return True
+
+
+def _weights(layer):
+  return [w.numpy() for w in layer.weights]
+
+
+def test_warm_started_student_starts_with_the_teachers_embedding_and_source_encoder(
+  tmp_path, teacher, data_dir
+):
+  """Trainer.warm_start_from: at step 0 the student's embedding and source encoder are the
+  teacher's trained weights; its other parts are its own; a resumed run is not reset."""
+  teacher_dir, teacher_model, _, _ = teacher
+  student = STUDENT + ["Trainer.train_steps = 0", f"Trainer.warm_start_from = {teacher_dir!r}"]
+  with pipeline_lib.stage_config(student + PROBLEM):
+    trainer = trainer_lib.Trainer(str(tmp_path / "student"), data_dir=data_dir)
+    fresh_decoder = _weights(trainer.model.decoder)
+    trainer.train()
+  model = trainer.model
+  for mine, theirs in (
+    (model.embedding, teacher_model.embedding),
+    (model.source_encoder, teacher_model.encoder),
+  ):
+    got, want = _weights(mine), _weights(theirs)
+    assert len(got) == len(want) > 0
+    for g, w in zip(got, want):
+      np.testing.assert_array_equal(g, w)
+  for g, fresh in zip(_weights(model.decoder), fresh_decoder):
+    np.testing.assert_array_equal(g, fresh)  # not a shared part: untouched
+  assert not np.array_equal(_weights(model.decoder)[0], _weights(teacher_model.decoder)[0])
+
+  # Trained, checkpointed, then resumed: its own checkpoint wins over the teacher.
+  with pipeline_lib.stage_config(student + PROBLEM + ["Trainer.train_steps = 2"]):
+    trainer = trainer_lib.Trainer(str(tmp_path / "student"), data_dir=data_dir)
+    trainer.train()
+    trained = _weights(trainer.model.source_encoder)
+  with pipeline_lib.stage_config(student + PROBLEM + ["Trainer.train_steps = 2"]):
+    resumed = trainer_lib.Trainer(str(tmp_path / "student"), data_dir=data_dir)
+    resumed.train()
+  for g, w in zip(_weights(resumed.model.source_encoder), trained):
+    np.testing.assert_array_equal(g, w)
+  assert any(not np.array_equal(g, w) for g, w in zip(trained, _weights(teacher_model.encoder)))
+
+
+def test_warm_start_of_parts_that_do_not_match_is_refused(teacher):
+  from t2t_vqem.train import warm_start  # noqa: PLC0415
+
+  _, teacher_model, _, _ = teacher
+  with pytest.raises(ValueError, match="has no layer 'nope'"):
+    warm_start.copy_parts(teacher_model, teacher_model, [("nope", "encoder")])
+  with pytest.raises(ValueError, match="weights against"):
+    warm_start.copy_parts(teacher_model, teacher_model, [("encoder", "decoder")])
+  with pytest.raises(ValueError, match="give a pair"):
+    warm_start.check_parts(["encoder"])
+
+
+def test_pipeline_warm_starts_its_student_from_its_teacher_only_when_asked(tmp_path, monkeypatch):
+  monkeypatch.setattr(distill_lib, "read_info", lambda d: {"problem": "translate_grammar_ende"})
+  binding = f"Trainer.warm_start_from = {str(tmp_path / 'teacher')!r}"
+  for asked in (False, True):
+    pipeline = pipeline_lib.Pipeline(
+      str(tmp_path), teacher_gin=TEACHER, student_gin=STUDENT, student_warm_start=asked
+    )
+    assert (binding in pipeline._student_items()) == asked

@@ -26,6 +26,7 @@ from t2t_vqem import registry
 from t2t_vqem.train import progress as progress_lib
 from t2t_vqem.train import schedule
 from t2t_vqem.train import strategy as strategy_lib
+from t2t_vqem.train import warm_start
 
 RUN_INFO = "run_info.json"
 TEST_RESULTS = "test_results.json"
@@ -162,6 +163,12 @@ class Trainer:
     export_at_end: after training, write the serving SavedModel to
       output_dir/export (see t2t_vqem.export; its settings are the Gin
       parameters of export_model).
+    warm_start_from: a trained run whose model's parts start this one (ours;
+      t2t_vqem/train/warm_start.py), e.g. the teacher of a distilled student;
+      None: from scratch. Only a fresh run is warm-started.
+    warm_start_parts: (this model's layer, that model's layer) pairs to copy;
+      the default: a Latent Transformer's embedding and source encoder from a
+      Transformer's.
 
   Evaluation history: every `evaluate` (those during training, the entry point's
   after it, a test split's) also puts a row into output_dir/eval_history.csv:
@@ -197,6 +204,8 @@ class Trainer:
     checkpoint_data=True,
     batch_multiple=None,
     export_at_end=False,
+    warm_start_from=None,
+    warm_start_parts=warm_start.STUDENT_FROM_TEACHER,
   ):
     self.output_dir = output_dir
     self.model_name, self.problem_name = model, problem
@@ -206,6 +215,8 @@ class Trainer:
     self.eval_bleu_examples, self.log_every = eval_bleu_examples, log_every
     self.seed = seed
     self.export_at_end = export_at_end
+    self.data_dir, self.warm_start_from = data_dir, warm_start_from
+    self.warm_start_parts = warm_start.check_parts(warm_start_parts)
     # Fail on unknown names before any work is done.
     registry.model(model)
     registry.problem(problem)
@@ -398,6 +409,8 @@ class Trainer:
   def train(self):
     """Trains to train_steps from wherever the output_dir left off."""
     start = self.restore()
+    if start == 0 and self.warm_start_from:
+      warm_start.from_run(self.model, self.warm_start_from, self.warm_start_parts, self.data_dir)
     self.write_operative_config()
     if start >= self.train_steps:
       logging.info("Already trained to step %d (train_steps=%d)", start, self.train_steps)
