@@ -278,10 +278,12 @@ class Pipeline:
       max_shards=max_shards,
     )
 
-  def _student_items(self, student_gin=None):
+  def _student_items(self, student_gin=None, warm_start=None):
     """The student's config: its own (`student_gin`, default Pipeline.student_gin), then
-    translate_distilled on the teacher's problem."""
+    translate_distilled on the teacher's problem (and, if warm_start, default
+    Pipeline.student_warm_start, the teacher's weights to start from)."""
     student_gin = self.student_gin if student_gin is None else list(student_gin)
+    warm_start = self.student_warm_start if warm_start is None else warm_start
     with config.stage_config(student_gin + self.shared_gin):
       student_problem = gin.query_parameter("Trainer.problem")
     teacher_problem = distill_lib.read_info(self.distill_dir)["problem"]
@@ -299,11 +301,7 @@ class Pipeline:
         f"translate_distilled.base_problem = {teacher_problem!r}",
         f"translate_distilled.distill_dir = {os.path.abspath(self.distill_dir)!r}",
       ]
-      + (
-        [f"Trainer.warm_start_from = {os.path.abspath(self.teacher_dir)!r}"]
-        if self.student_warm_start
-        else []
-      )
+      + ([f"Trainer.warm_start_from = {os.path.abspath(self.teacher_dir)!r}"] if warm_start else [])
     )
 
   def train_student(self):

@@ -54,7 +54,7 @@ from t2t_vqem.train import trainer as trainer_lib
 
 ROWS_DIR = "rows"
 LATENCY = "latency"
-ROW_KEYS = ("name", "label", "gin", "distilled", "paper")
+ROW_KEYS = ("name", "label", "gin", "distilled", "paper", "warm_start")
 PAPER_KEYS = ("bleu", "latency_ms", "speedup", "bits_per_dim")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _read_json, _write_json = pipeline_lib._read_json, pipeline_lib._write_json
@@ -84,7 +84,9 @@ def check_rows(rows, reserved=()):
   Each row is a dict: "name" (its folder, unique), "gin" (list of Gin files
   and bindings of its training run), optional "label" (its text in the table,
   default the name), "distilled" (train on the teacher's distilled targets,
-  default False) and "paper" (the paper's figures: keys among PAPER_KEYS).
+  default False), "paper" (the paper's figures: keys among PAPER_KEYS) and
+  "warm_start" (a distilled row: start from the teacher's weights, ours; default
+  Study.student_warm_start).
   """
   if not rows:
     raise ValueError("Study.rows is empty: give at least one row")
@@ -105,12 +107,16 @@ def check_rows(rows, reserved=()):
     gin_items = row["gin"]
     if isinstance(gin_items, str) or not all(isinstance(g, str) for g in gin_items):
       raise ValueError(f"{where}: 'gin' must be a list of Gin files and bindings")
+    warm_start = row.get("warm_start")
+    if warm_start not in (None, True, False) or (warm_start and not row.get("distilled")):
+      raise ValueError(f"{where}: 'warm_start' is True or False, and only for a distilled row")
     checked.append(
       {
         "name": name,
         "label": str(row.get("label", name)),
         "gin": list(gin_items),
         "distilled": bool(row.get("distilled", False)),
+        "warm_start": warm_start,
         "paper": _check_paper(row.get("paper", {}), where),
       }
     )
@@ -334,7 +340,7 @@ class Study:
   def _row_items(self, row):
     """A row's whole config: its gin, row_gin, shared_gin (and translate_distilled)."""
     if row["distilled"]:  # translate_distilled on the teacher's problem
-      return self.pipeline._student_items(self._row_gin(row))
+      return self.pipeline._student_items(self._row_gin(row), row["warm_start"])
     return self._row_gin(row) + self.pipeline.shared_gin
 
   def train_rows(self):

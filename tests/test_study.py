@@ -306,8 +306,17 @@ def test_rows_are_checked():
     study_lib.check_rows([{"name": "a", "gin": [], "paper": {"BLEU": 1}}])
   with pytest.raises(ValueError, match="no teacher"):
     study_lib.Study("/nonexistent", rows=[{"name": "a", "gin": [], "distilled": True}])
+  with pytest.raises(ValueError, match="only for a distilled row"):
+    study_lib.check_rows([{"name": "a", "gin": [], "warm_start": True}])
   assert study_lib.check_rows([{"name": "a", "gin": ["x.gin"]}]) == [
-    {"name": "a", "label": "a", "gin": ["x.gin"], "distilled": False, "paper": {}}
+    {
+      "name": "a",
+      "label": "a",
+      "gin": ["x.gin"],
+      "distilled": False,
+      "paper": {},
+      "warm_start": None,
+    }
   ]
 
 
