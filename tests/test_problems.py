@@ -45,6 +45,22 @@ def test_tsv_pairs_and_examples_end_with_eos(tmp_path):
     assert features["targets"].tolist() == vocab.encode(t) + [vocab_lib.EOS_ID]
 
 
+def test_tsv_vocabulary_of_another_corpus_in_the_same_data_dir_is_its_own(tmp_path):
+  first = _tsv_problem(tmp_path)
+  other_pairs = [("green apples fall .", "grüne Äpfel fallen .")] * 20
+  (tmp_path / "other").mkdir()
+  other_train = _write_tsv(tmp_path / "other" / "train.tsv", other_pairs)
+  other = _tsv_problem(tmp_path, train_path=other_train)
+  assert other.vocab_path != first.vocab_path
+  # Each learned from its own training file: its words round-trip, the other's are unknown.
+  assert other.vocab.decode(other.vocab.encode("grüne Äpfel")) == "grüne Äpfel"
+  assert vocab_lib.UNK_ID in first.vocab.encode("grüne Äpfel")
+  assert first.vocab.decode(first.vocab.encode("der Hund")) == "der Hund"
+  assert vocab_lib.UNK_ID in other.vocab.encode("der Hund")
+  # The same file again: the cached vocabulary.
+  assert _tsv_problem(tmp_path).vocab_path == first.vocab_path
+
+
 def test_tsv_malformed_line_names_file_and_line(tmp_path):
   bad = tmp_path / "bad.tsv"
   bad.write_text("a\tb\nno tab here\n", encoding="utf-8")

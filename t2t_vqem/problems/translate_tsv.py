@@ -1,5 +1,6 @@
 """The user's own parallel corpus: `source<TAB>target` lines, one file per split."""
 
+import hashlib
 import os
 
 import tensorflow as tf
@@ -51,6 +52,20 @@ class TranslateTsv(problem.TranslationProblem):
     super().__init__(data_dir, vocab_size, max_length, vocab_sample_size)
     self.paths = {"train": train_path, "dev": dev_path, "test": test_path}
     self._checked = set()
+    self._train_digest = None
+
+  @property
+  def problem_dir(self):
+    # The vocabulary is learned from the training file, so its content is part of
+    # where it is cached: another corpus in the same data_dir gets its own.
+    if self._train_digest is None:
+      check_tsv(self.paths["train"], "train")
+      digest = hashlib.sha256()
+      with open(self.paths["train"], "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+          digest.update(block)
+      self._train_digest = digest.hexdigest()[:12]
+    return super().problem_dir + f"-{self._train_digest}"
 
   def text_pairs(self, split):
     problem.check_split(split)
