@@ -87,16 +87,20 @@ def isolated_config():
   """Runs the body under an empty Gin config; gives the caller's config back afterwards.
 
   The caller's bindings (and whether its config was locked) are restored even
-  when the body raises. Gin's record of which configurables were called
-  (`gin.operative_config_str`) starts afresh inside and is not restored.
+  when the body raises, and so is Gin's record of which configurables the
+  caller called (`gin.operative_config_str`), which starts afresh inside: a
+  run that loads another run (a warm start) still writes its own operative
+  config. (Gin has no public API for that record; its module dict is copied.)
   """
   saved, locked = gin.config_str(), gin.config_is_locked()
+  operative = dict(gin.config._OPERATIVE_CONFIG)  # noqa: SLF001
   gin.clear_config()
   try:
     yield
   finally:
     gin.clear_config()
     gin.parse_config(saved)
+    gin.config._OPERATIVE_CONFIG.update(operative)  # noqa: SLF001
     if locked:
       gin.finalize()
 

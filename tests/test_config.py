@@ -103,6 +103,20 @@ def test_stage_config_restores_the_callers_bindings_and_lock():
   assert "transformer" not in gin.config_str()  # nothing of the stages stayed behind
 
 
+def test_stage_config_keeps_the_callers_record_of_called_configurables():
+  @gin.configurable("probe_for_operative")
+  def probe(value=1):
+    return value
+
+  gin.clear_config()
+  config.parse_gin([], ["probe_for_operative.value = 5"], finalize=False)
+  assert probe() == 5
+  with config.stage_config(["Trainer.train_steps = 3"]):
+    assert "probe_for_operative" not in gin.operative_config_str()
+  assert "probe_for_operative.value = 5" in gin.operative_config_str()
+  gin.clear_config()
+
+
 def test_run_config_of_a_directory_that_is_not_a_run(tmp_path):
   with pytest.raises(FileNotFoundError, match="a training run?"):
     with config.run_config(str(tmp_path)):

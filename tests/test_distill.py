@@ -387,10 +387,14 @@ def test_warm_started_student_starts_with_the_teachers_embedding_and_source_enco
   for g, fresh in zip(_weights(model.decoder), fresh_decoder):
     np.testing.assert_array_equal(g, fresh)  # not a shared part: untouched
   assert not np.array_equal(_weights(model.decoder)[0], _weights(teacher_model.decoder)[0])
-  # Its operative config is its own whole config: the run loads again as itself.
-  operative = (tmp_path / "student" / "operative_config.gin").read_text()
+  # A warm-started run trained to its end writes its own whole operative config (loading
+  # the teacher does not erase Gin's record of it) and loads again as itself.
+  with pipeline_lib.stage_config(student + PROBLEM + ["Trainer.train_steps = 2"]):
+    trainer_lib.Trainer(str(tmp_path / "trained"), data_dir=data_dir).train()
+  operative = (tmp_path / "trained" / "operative_config.gin").read_text()
   assert f"Trainer.warm_start_from = {teacher_dir!r}" in operative
   assert "latent_transformer_em.compress_steps = 2" in operative
+  trainer_lib.load_run(str(tmp_path / "trained"), data_dir=data_dir)
 
   # Trained, checkpointed, then resumed: its own checkpoint wins over the teacher.
   with pipeline_lib.stage_config(student + PROBLEM + ["Trainer.train_steps = 2"]):

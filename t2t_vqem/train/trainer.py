@@ -409,7 +409,7 @@ class Trainer:
   def train(self):
     """Trains to train_steps from wherever the output_dir left off."""
     start = self.restore()
-    self.write_operative_config()  # before loading another run resets Gin's record of it
+    self.write_operative_config()
     if start == 0 and self.warm_start_from:
       warm_start.from_run(self.model, self.warm_start_from, self.warm_start_parts, self.data_dir)
     if start >= self.train_steps:
