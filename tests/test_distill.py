@@ -432,3 +432,31 @@ def test_pipeline_warm_starts_its_student_from_its_teacher_only_when_asked(tmp_p
       str(tmp_path), teacher_gin=TEACHER, student_gin=STUDENT, student_warm_start=asked
     )
     assert (binding in pipeline._student_items()) == asked
+
+
+def test_quickstart_students_warm_start_parts_match_its_teachers():
+  """em_distill_quickstart.gin warm-starts its student from its teacher: every part named
+  exists in both models with the same weight shapes (else the quickstart fails at step 0)."""
+  from t2t_vqem.train import warm_start  # noqa: PLC0415
+
+  gin.clear_config()
+  config.parse_gin(["em_distill_quickstart.gin"], [], finalize=False)
+  assert gin.query_parameter("Pipeline.student_warm_start") is True
+  stages = {s: list(gin.query_parameter(f"Pipeline.{s}_gin")) for s in ("teacher", "student")}
+  features = {"inputs": tf.constant([[5, 6, 7, 1]]), "targets": tf.constant([[5, 6, 7, 8, 1]])}
+  models = {}
+  for stage, items in stages.items():
+    with pipeline_lib.stage_config(items):
+      models[stage] = registry.build_model(gin.query_parameter("Trainer.model"), vocab_size=64)
+      models[stage](features, training=False)
+      if stage == "student":
+        parts = gin.query_parameter("Trainer.warm_start_parts")
+  assert len(parts) == 4
+  copied = warm_start.copy_parts(models["student"], models["teacher"], parts)
+  assert copied > 0
+  for mine, theirs in parts:
+    for d, s in zip(
+      getattr(models["student"], mine).weights, getattr(models["teacher"], theirs).weights
+    ):
+      np.testing.assert_array_equal(d.numpy(), s.numpy())
+  gin.clear_config()
