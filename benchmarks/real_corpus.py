@@ -55,11 +55,10 @@ LABEL = re.compile(r"\s*(\[[^\]]*\]|\{[^}]*\}|<[^>]*>)")
 PLACEHOLDER = re.compile(r"\b(etw|jdm|jdn|jds|jd|sb|sth)\.")
 
 
-def extract(package_file):
-  """Returns the root of the extracted package, downloading it first if not given."""
+def extract(package_file, tmp):
+  """Returns the root of the extracted package (under tmp), downloading it first if not given."""
   if package_file and os.path.isdir(package_file):
     return package_file
-  tmp = tempfile.mkdtemp(prefix="real_corpus_")
   if not package_file:
     subprocess.run(["apt-get", "download", PACKAGE], cwd=tmp, check=True)
     package_file = os.path.join(tmp, [f for f in os.listdir(tmp) if f.endswith(".deb")][0])
@@ -102,13 +101,14 @@ def read_pairs(path):
 
 
 def main(_):
-  root = extract(FLAGS.package_file)
-  header, pairs = read_pairs(os.path.join(root, DATA_PATH))
-  version = "?"
-  changelog = os.path.join(root, CHANGELOG_PATH)
-  if os.path.exists(changelog):
-    with gzip.open(changelog, "rt", encoding="utf-8") as f:
-      version = f.readline().split("(")[1].split(")")[0]  # "ding (1.9-6) unstable; ..."
+  with tempfile.TemporaryDirectory(prefix="real_corpus_") as tmp:
+    root = extract(FLAGS.package_file, tmp)
+    header, pairs = read_pairs(os.path.join(root, DATA_PATH))
+    version = "?"
+    changelog = os.path.join(root, CHANGELOG_PATH)
+    if os.path.exists(changelog):
+      with gzip.open(changelog, "rt", encoding="utf-8") as f:
+        version = f.readline().split("(")[1].split(")")[0]  # "ding (1.9-6) unstable; ..."
   if FLAGS.source_lang == "en":
     pairs = [(en, de) for de, en in pairs]
   pairs = sorted(set(pairs))
