@@ -74,12 +74,9 @@ def _write_json(path, value):
   os.replace(tmp, path)
 
 
-def _cell(value, fmt):
-  return "-" if value is None else format(value, fmt)
-
-
-def _times(value):
-  return "-" if value is None else f"{value:.2f}x"
+def _cell(value, fmt, suffix=""):
+  """A table cell: value formatted with fmt and suffix, "-" for None."""
+  return "-" if value is None else format(value, fmt) + suffix
 
 
 def results_markdown(results):
@@ -97,10 +94,10 @@ def results_markdown(results):
     share = 100 * row["bleu"] / greedy_bleu if greedy_bleu else None
     cells = [row["model"], _cell(row["n_c"], "d"), _cell(row["n_s"], "d")]
     cells += [f"{row['bleu']:.2f}", _cell(share, ".1f"), f"{row['latency_ms']:.1f}"]
-    cells += [_times(row["speedup_vs_greedy"]), _times(row["speedup_vs_beam"])]
+    cells += [_cell(row[key], ".2f", "x") for key in ("speedup_vs_greedy", "speedup_vs_beam")]
     for band in bands:
       cell = row["by_length"][band]
-      cells.append(f"{_times(cell['speedup_vs_greedy'])} ({cell['sentences']})")
+      cells.append(f"{_cell(cell['speedup_vs_greedy'], '.2f', 'x')} ({cell['sentences']})")
     if throughput:
       cells.append(_cell(row.get("sentences_per_second"), ".1f"))
     lines.append("| " + " | ".join(cells) + " |")

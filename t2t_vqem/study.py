@@ -58,6 +58,7 @@ ROW_KEYS = ("name", "label", "gin", "distilled", "paper", "warm_start")
 PAPER_KEYS = ("bleu", "latency_ms", "speedup", "bits_per_dim")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _read_json, _write_json = pipeline_lib._read_json, pipeline_lib._write_json
+_cell = pipeline_lib._cell
 
 
 def is_configured():
@@ -121,10 +122,6 @@ def check_rows(rows, reserved=()):
       }
     )
   return checked
-
-
-def _cell(value, fmt, suffix=""):
-  return "-" if value is None else format(value, fmt) + suffix
 
 
 def results_markdown(results):

@@ -24,6 +24,7 @@ from t2t_vqem import pipeline as pipeline_lib
 from t2t_vqem import registry
 from t2t_vqem.train import trainer as trainer_lib
 
+_cell = pipeline_lib._cell
 IMAGE_INTERFACE = "image"
 FIG4 = "fig4_{name}.png"
 RESULT_KEYS = (
@@ -121,10 +122,6 @@ def copy_grid(row, output_dir, name):
   file = FIG4.format(name=name)
   shutil.copyfile(row["pictures"], os.path.join(output_dir, file))
   return file
-
-
-def _cell(value, fmt):
-  return "-" if value is None else format(value, fmt)
 
 
 def results_markdown(results):
