@@ -40,14 +40,6 @@ def padded(fn, multiple):
   return run
 
 
-def compiled(model, beam_size, xla):
-  return tf.function(
-    lambda inputs: model.decode(inputs, beam_size=beam_size),
-    input_signature=[tf.TensorSpec([None, None], tf.int32)],
-    jit_compile=xla,
-  )
-
-
 def main(_):
   config_lib.register_everything()
   problem, teacher, _ = trainer_lib.load_run(os.path.join(FLAGS.pipeline_dir, "teacher"))
@@ -55,9 +47,9 @@ def main(_):
   fns = {}
   for xla in (False, True):
     tag = " (XLA)" if xla else ""
-    fns["greedy" + tag] = padded(compiled(teacher, 1, xla), FLAGS.pad)
-    fns["beam 4" + tag] = padded(compiled(teacher, 4, xla), FLAGS.pad)
-    fns["student" + tag] = padded(compiled(student, 1, xla), FLAGS.pad)
+    fns["greedy" + tag] = padded(decode.decode_function(teacher, 1, jit_compile=xla), FLAGS.pad)
+    fns["beam 4" + tag] = padded(decode.decode_function(teacher, 4, jit_compile=xla), FLAGS.pad)
+    fns["student" + tag] = padded(decode.decode_function(student, 1, jit_compile=xla), FLAGS.pad)
   sources, _ = problem.sources_and_references("test", FLAGS.sentences)
   encoded = decode.encode_texts(problem.vocab, sources)
   widths = sorted({-(-len(row) // FLAGS.pad) * FLAGS.pad for row in encoded})

@@ -6,13 +6,28 @@ import numpy as np
 import tensorflow as tf
 
 from t2t_vqem import constants
+from t2t_vqem.models import transformer
 
 
-def decode_function(model, beam_size=None, alpha=None):
-  """model.decode compiled once for any [batch, length] int32 input."""
+def decode_function(model, beam_size=None, alpha=None, jit_compile=False):
+  """model.decode compiled once for any [batch, length] int32 input.
+
+  With jit_compile, the decode is compiled by XLA, once per input shape: the
+  model decodes into buffers whose widths follow from the input's
+  (`decode(..., trim=False)`), and the padding columns are trimmed outside.
+  """
+  signature = [tf.TensorSpec([None, None], tf.int32)]
+  if not jit_compile:
+    return tf.function(
+      lambda inputs: model.decode(inputs, beam_size=beam_size, alpha=alpha),
+      input_signature=signature,
+    )
+  compiled = tf.function(
+    lambda inputs: model.decode(inputs, beam_size=beam_size, alpha=alpha, trim=False),
+    jit_compile=True,
+  )
   return tf.function(
-    lambda inputs: model.decode(inputs, beam_size=beam_size, alpha=alpha),
-    input_signature=[tf.TensorSpec([None, None], tf.int32)],
+    lambda inputs: transformer.trim_padding(compiled(inputs)), input_signature=signature
   )
 
 

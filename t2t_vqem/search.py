@@ -4,11 +4,13 @@ Both searches drive a model through one function,
 
     symbols_to_logits_fn(ids, step, cache) -> (logits, new_cache)
 
-- `ids`: int32 [batch, step + 1], the sequences so far. Column 0 holds the
-  initial id (`initial_ids`, a start symbol the model may ignore); column
-  j + 1 holds the token chosen at step j. A model with an incremental cache
-  reads only `ids[:, -1]` (the previous token); a model without one may
-  recompute from the whole prefix.
+- `ids`: int32 [batch, max_length + 1], a buffer of fixed width (so that the
+  loop has static shapes and compiles with XLA). Column 0 holds the initial
+  id (`initial_ids`, a start symbol the model may ignore); column j + 1 holds
+  the token chosen at step j; the columns after `step` hold pad_id. A model
+  with an incremental cache reads only `previous_ids(ids, step)` (the token
+  before the one being predicted); a model without one may recompute from
+  the prefix `ids[:, : step + 1]`.
 - `step`: int32 scalar tensor, the index (0-based) of the token being
   predicted, which equals `tf.shape(ids)[1] - 1`.
 - `cache`: a nest (dicts/lists/tuples) of tensors whose leading axis is the
@@ -23,10 +25,11 @@ Both searches drive a model through one function,
   the same size).
 
 Both searches run a `tf.while_loop` (they are meant to be called inside a
-`tf.function`), stop at `max_length` tokens or as soon as no sequence can
-change any more, and return ids without the initial id: every row is the
-hypothesis up to and including EOS, then PAD. A row that never produced EOS
-within `max_length` steps has no EOS.
+`tf.function`, with or without jit_compile), stop at `max_length` tokens or as
+soon as no sequence can change any more, and return ids without the initial
+id, `max_length` columns wide: every row is the hypothesis up to and
+including EOS, then pad_id. A row that never produced EOS within `max_length`
+steps has no EOS.
 """
 
 import tensorflow as tf
@@ -47,6 +50,17 @@ def _relax_batch_dim(tensor):
 
 def _cache_invariants(cache):
   return tf.nest.map_structure(_relax_batch_dim, cache)
+
+
+def previous_ids(ids, step):
+  """The tokens before position `step`: ids[:, step], int32 [batch] (see the contract)."""
+  return tf.gather(ids, step, axis=1)
+
+
+def _write_column(buffer, column, values):
+  """buffer [..., W] with values [...] written at the given column (a scalar tensor)."""
+  at = tf.equal(tf.range(tf.shape(buffer)[-1]), column)
+  return tf.where(at, values[..., None], buffer)
 
 
 def end_at_limit(logits, step, limit, eos_id, forbid_before=None):
@@ -72,9 +86,8 @@ def greedy_search(
     eos_id: the end-of-sequence id; after it a row only gets pad_id.
 
   Returns:
-    ids int32 [batch, length] (length <= max_length; the last column holds
-    at least one EOS unless max_length was reached) and scores float32
-    [batch], the sum of log-probabilities of each row's tokens up to EOS.
+    ids int32 [batch, max_length] and scores float32 [batch], the sum of
+    log-probabilities of each row's tokens up to EOS.
   """
   initial_ids = tf.convert_to_tensor(initial_ids, tf.int32)
   batch_size = tf.shape(initial_ids)[0]
@@ -92,19 +105,20 @@ def greedy_search(
     scores += tf.where(finished, 0.0, next_log_probs)
     next_ids = tf.where(finished, pad_id, next_ids)
     finished = tf.logical_or(finished, tf.equal(next_ids, eos_id))
-    ids = tf.concat([ids, next_ids[:, None]], axis=1)
+    ids = _write_column(ids, step + 1, next_ids)
     return step + 1, ids, finished, scores, new_cache
 
+  ids = tf.fill([batch_size, max_length + 1], pad_id)
   loop_vars = (
     tf.constant(0),
-    initial_ids[:, None],
+    _write_column(ids, 0, initial_ids),
     tf.zeros([batch_size], tf.bool),
     tf.zeros([batch_size], tf.float32),
     cache,
   )
   invariants = (
     tf.TensorShape([]),
-    tf.TensorShape([None, None]),
+    tf.TensorShape([None, ids.shape[1]]),
     tf.TensorShape([None]),
     tf.TensorShape([None]),
     _cache_invariants(cache),
@@ -168,7 +182,7 @@ def beam_search(
     alpha: length penalty exponent (>= 0).
 
   Returns:
-    ids int32 [batch, beam_size, length] and scores float32 [batch,
+    ids int32 [batch, beam_size, max_length] and scores float32 [batch,
     beam_size], best first. For an example with no finished hypothesis the
     alive hypotheses are returned, scored by their penalised log-probability.
   """
@@ -181,12 +195,14 @@ def beam_search(
   k = beam_size
 
   cache = tf.nest.map_structure(lambda t: tile_beams(t, k), cache)
-  alive_seq = tf.tile(initial_ids[:, None, None], [1, k, 1])  # [B, K, 1]
+  alive_seq = _write_column(
+    tf.fill([batch_size, k, max_length + 1], pad_id), 0, tf.tile(initial_ids[:, None], [1, k])
+  )  # [B, K, W]
   # Only beam 0 is live at the start, so the first step expands one hypothesis.
   alive_log_probs = tf.tile(
     tf.concat([[0.0], tf.fill([k - 1], -INF)], axis=0)[None], [batch_size, 1]
   )
-  finished_seq = tf.zeros_like(alive_seq)
+  finished_seq = tf.fill(tf.shape(alive_seq), pad_id)
   finished_scores = tf.fill([batch_size, k], -INF)
   finished_flags = tf.zeros([batch_size, k], tf.bool)
   batch_pos = tf.range(batch_size)[:, None]  # [B, 1]
@@ -199,8 +215,7 @@ def beam_search(
     return tf.logical_and(step < max_length, tf.logical_not(bound_met))
 
   def body(step, alive_seq, alive_log_probs, finished_seq, finished_scores, finished_flags, cache):
-    length = tf.shape(alive_seq)[2]
-    flat_ids = tf.reshape(alive_seq, [batch_size * k, length])
+    flat_ids = tf.reshape(alive_seq, [batch_size * k, -1])
     logits, new_cache = symbols_to_logits_fn(flat_ids, step, cache)
     log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
     vocab_size = tf.shape(log_probs)[-1]
@@ -213,9 +228,9 @@ def beam_search(
     top_log_probs = top_scores * penalty
     top_parent = top_index // vocab_size
     top_token = top_index % vocab_size
-    top_seq = tf.concat(
-      [tf.gather(alive_seq, top_parent, axis=1, batch_dims=1), top_token[:, :, None]], axis=2
-    )  # [B, 2K, t + 2]
+    top_seq = _write_column(
+      tf.gather(alive_seq, top_parent, axis=1, batch_dims=1), step + 1, top_token
+    )  # [B, 2K, W]
     # An EOS extension of a dead beam (log-probability ~ -INF, possible when the
     # vocabulary has fewer than 2K tokens) is not a hypothesis.
     top_is_eos = tf.logical_and(tf.equal(top_token, eos_id), top_log_probs > -INF / 2)
@@ -232,8 +247,7 @@ def beam_search(
     new_cache = tf.nest.map_structure(lambda t: _gather_beams(t, flat_parent), new_cache)
 
     # New finished set: the K best among the old finished and the new EOS ones.
-    padded_finished = tf.pad(finished_seq, [[0, 0], [0, 0], [0, 1]], constant_values=pad_id)
-    all_seq = tf.concat([padded_finished, top_seq], axis=1)  # [B, 3K, t + 2]
+    all_seq = tf.concat([finished_seq, top_seq], axis=1)  # [B, 3K, W]
     all_scores = tf.concat([finished_scores, tf.where(top_is_eos, top_scores, -INF)], axis=1)
     all_flags = tf.concat([finished_flags, top_is_eos], axis=1)
     new_finished_scores, finished_pick = tf.math.top_k(all_scores, k=k)
@@ -261,9 +275,9 @@ def beam_search(
   )
   invariants = (
     tf.TensorShape([]),
-    tf.TensorShape([None, k, None]),
+    tf.TensorShape([None, k, alive_seq.shape[2]]),
     tf.TensorShape([None, k]),
-    tf.TensorShape([None, k, None]),
+    tf.TensorShape([None, k, alive_seq.shape[2]]),
     tf.TensorShape([None, k]),
     tf.TensorShape([None, k]),
     _cache_invariants(cache),

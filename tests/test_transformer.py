@@ -52,7 +52,7 @@ class ToyModel:
     }
 
   def fn(self, ids, step, cache):
-    last = ids[:, -1]
+    last = search.previous_ids(ids, step)
     counts = cache["counts"] + tf.cast(step > 0, tf.float32) * tf.one_hot(last, self.vocab)
     logits = tf.gather(tf.constant(self.table), last) + cache["bias"] + self.c * counts
     return logits, {
@@ -156,7 +156,7 @@ def test_greedy_search_equals_numpy_stepwise_argmax(max_length):
 
   ids, scores = (t.numpy() for t in run())
   expected = [_numpy_greedy(toy, b, max_length) for b in range(batch)]
-  assert ids.shape == (batch, max(len(s) for s, _ in expected))
+  assert ids.shape == (batch, max_length)  # the search's fixed buffer
   for b, (seq, score) in enumerate(expected):
     assert list(ids[b, : len(seq)]) == seq
     assert np.all(ids[b, len(seq) :] == PAD_ID)
@@ -175,7 +175,7 @@ def test_greedy_search_stops_when_all_rows_finished():
     return fn(ids, step, cache)
 
   ids, _ = search.greedy_search(counting_fn, tf.zeros([3], tf.int32), {}, 50, EOS_ID)
-  assert ids.numpy().tolist() == [[EOS_ID]] * 3
+  assert ids.numpy().tolist() == [[EOS_ID] + [PAD_ID] * 49] * 3
   assert len(calls) == 1  # eager while_loop: one Python call per step
 
 

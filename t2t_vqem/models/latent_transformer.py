@@ -417,21 +417,24 @@ class LatentTransformer(keras.Model):
     logits = self.forward({"inputs": inputs, "targets": targets}, training=False)["logits"]
     return cut_at_eos(tf.argmax(logits, axis=-1, output_type=tf.int32))
 
-  def predict_latents(self, memory, memory_mask, max_latents, beam_size, alpha):
+  def predict_latents(self, memory, memory_mask, max_latents, beam_size, alpha, steps=None):
     """Latent codes [B, L] and their count [B] from the latent predictor (cached search).
 
-    max_latents: int32 [B] (or a scalar for every row), the most latents a row may decode.
+    max_latents: int32 [B] (or a scalar for every row), the most latents a row may
+    decode; L = steps - 1, where steps (a scalar >= every max_latents + 1, for END;
+    default the least) sizes the search's buffers. Codes past a row's count are 0.
     """
     batch_size = tf.shape(memory)[0]
     max_latents = tf.broadcast_to(tf.cast(max_latents, tf.int32), [batch_size])
-    steps = tf.reduce_max(max_latents) + 1  # + END
+    if steps is None:
+      steps = tf.reduce_max(max_latents) + 1
     cache = {
       "decoder": self.latent_predictor.init_cache(batch_size, steps, memory, memory_mask),
       "limit": max_latents + 1,
     }
 
     def symbols_to_logits(ids, step, cache):
-      previous = ids[:, -1:]  # at step 0 the initial END, which the start symbol hides
+      previous = search.previous_ids(ids, step)[:, None]  # at step 0 the initial END, hidden
       if self.latent_predictor_inputs == "bottleneck":
         previous = self.bottleneck.embed(tf.minimum(previous, self.num_codes - 1))
       x = self._latent_predictor_inputs(previous, start=step)
@@ -460,8 +463,7 @@ class LatentTransformer(keras.Model):
       codes = codes[:, 0]
     is_code = tf.cumsum(tf.cast(tf.equal(codes, self.end_id), tf.int32), axis=1) == 0
     count = tf.reduce_sum(tf.cast(is_code, tf.int32), axis=1)
-    codes = tf.where(is_code, codes, 0)[:, : tf.reduce_max(count)]
-    return codes, count
+    return tf.where(is_code, codes, 0)[:, :-1], count
 
   def source_latents(self, inputs, beam_size=None, alpha=None, max_decode_length=None):
     """The first half of `decode`: inputs [B, S] -> (memory, memory_mask, codes [B, L],
@@ -474,23 +476,28 @@ class LatentTransformer(keras.Model):
       max_decode_length = (
         tf.reduce_sum(tf.cast(memory_mask, tf.int32), axis=1) + self.max_decode_extra
       )
+      longest = tf.shape(inputs)[1] + self.max_decode_extra  # a shape, as XLA needs
     else:
-      max_decode_length = tf.fill([tf.shape(inputs)[0]], tf.cast(max_decode_length, tf.int32))
+      longest = tf.cast(max_decode_length, tf.int32)
+      max_decode_length = tf.fill([tf.shape(inputs)[0]], longest)
     factor = self.compression_factor
     max_latents = (max_decode_length + factor - 1) // factor
-    codes, count = self.predict_latents(memory, memory_mask, max_latents, beam_size, alpha)
+    steps = (longest + factor - 1) // factor + 1  # + END
+    codes, count = self.predict_latents(memory, memory_mask, max_latents, beam_size, alpha, steps)
     return memory, memory_mask, codes, count
 
-  def decode(self, inputs, beam_size=None, alpha=None, max_decode_length=None):
+  def decode(self, inputs, beam_size=None, alpha=None, max_decode_length=None, trim=True):
     """Translates inputs [B, S] -> ids [B, L]: latents by search, then one parallel pass.
 
     Each row is cut after its first EOS (PAD after it). A row's result does not
-    depend on the other rows of the batch.
+    depend on the other rows of the batch. L is the longest row (with
+    trim=False, a multiple of 2^n_c set by the input's shape, as XLA needs).
     """
     memory, memory_mask, codes, count = self.source_latents(
       inputs, beam_size, alpha, max_decode_length
     )
-    return self.translate_codes(codes, count, memory, memory_mask)
+    ids = self.translate_codes(codes, count, memory, memory_mask)
+    return transformer_model.trim_padding(ids) if trim else ids
 
   def translate_codes(self, codes, count, memory, memory_mask):
     """The second half of `decode`: codes [B, L] (the first count [B] of each row

@@ -186,7 +186,7 @@ class Transformer(keras.Model):
     """
 
     def cached_fn(ids, step, cache):
-      x = self._decoder_inputs(ids[:, -1:], start=step)
+      x = self._decoder_inputs(search.previous_ids(ids, step)[:, None], start=step)
       y, decoder_cache = self.decoder(x, cache=cache["decoder"], step=step)
       logits = self.embedding.logits(y[:, 0])
       new_cache = dict(cache)
@@ -194,21 +194,25 @@ class Transformer(keras.Model):
       return search.end_at_limit(logits, step, cache["limit"], EOS_ID), new_cache
 
     def uncached_fn(ids, step, cache):
-      x = self._decoder_inputs(ids)
+      x = self._decoder_inputs(ids[:, : step + 1])
       y = self.decoder(x, memory=cache["memory"], memory_padding_mask=cache["memory_mask"])
       logits = self.embedding.logits(y[:, -1])
       return search.end_at_limit(logits, step, cache["limit"], EOS_ID), cache
 
     return cached_fn if use_cache else uncached_fn
 
-  def decode(self, inputs, beam_size=None, alpha=None, max_decode_length=None, use_cache=True):
+  def decode(
+    self, inputs, beam_size=None, alpha=None, max_decode_length=None, use_cache=True, trim=True
+  ):
     """Translates inputs int32 [B, S] -> ids int32 [B, L].
 
     Each row is the hypothesis up to and including EOS, then PAD; L is the
-    longest row. Each row decodes at most its own input length (non-PAD tokens)
-    + max_decode_extra tokens, or max_decode_length if given; a row reaching its
-    limit is ended with EOS. So a row's result does not depend on the other
-    rows of the batch. beam_size=1 is greedy search.
+    longest row (with trim=False, L = S + max_decode_extra or max_decode_length:
+    every shape then follows from the input's, as XLA needs). Each row decodes
+    at most its own input length (non-PAD tokens) + max_decode_extra tokens, or
+    max_decode_length if given; a row reaching its limit is ended with EOS. So
+    a row's result does not depend on the other rows of the batch.
+    beam_size=1 is greedy search.
     """
     beam_size = self.beam_size if beam_size is None else beam_size
     alpha = self.alpha if alpha is None else alpha
@@ -217,9 +221,10 @@ class Transformer(keras.Model):
     memory, mask = self.encode(inputs, training=False)
     if max_decode_length is None:
       limit = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1) + self.max_decode_extra
+      max_length = tf.shape(inputs)[1] + self.max_decode_extra  # >= every limit
     else:
-      limit = tf.fill([batch_size], tf.cast(max_decode_length, tf.int32))
-    max_length = tf.reduce_max(limit)
+      max_length = tf.cast(max_decode_length, tf.int32)
+      limit = tf.fill([batch_size], max_length)
     if use_cache:
       cache = {"decoder": self.decoder.init_cache(batch_size, max_length, memory, mask)}
     else:
@@ -234,7 +239,7 @@ class Transformer(keras.Model):
         fn, initial_ids, cache, beam_size, max_length, alpha, eos_id=EOS_ID
       )
       ids = ids[:, 0]
-    return trim_padding(ids)
+    return trim_padding(ids) if trim else ids
 
 
 def token_cross_entropy(logits, targets, label_smoothing):
