@@ -1,14 +1,16 @@
-"""Benchmark: batch-1 decoding with and without XLA, teacher and student alike.
+"""Benchmark: decoding with and without XLA, teacher and student alike.
 
 Loads a finished pipeline's teacher and student (--pipeline_dir: teacher/ and
-student/ of em_distill_quickstart.gin; no training here) and times, side by side
-in one process (decode.batch1_times), greedy, beam 4 and the student's decode,
-each as a plain tf.function and compiled with XLA (jit_compile=True). XLA
-compiles once per input shape, so every source is padded with PAD to a multiple
-of --pad subwords, for all six decoders alike (padding is masked, the outputs are
-those of the unpadded source), and every padded length met is decoded once,
-untimed, before the timing. Prints the median latency of each, the speedups of
-the student over greedy with and without XLA, and XLA's own gain per decoder.
+student/ of em_distill_quickstart.gin; no training here) and measures greedy,
+beam 4 and the student's decode, each as a plain tf.function and compiled with
+XLA (`decode.decode_function(..., jit_compile=True)`: inputs padded to a multiple
+of --pad subwords, so XLA compiles once per padded width). All six side by side
+in one process (t2t_vqem.speed): batch-1 latency over --sentences test sources,
+overall and by the reference's length, and sentences/s at batch 64 over them.
+Every decoder first translates all the sources once, untimed, so that no
+compilation is timed. Prints the medians, the student's speedups over greedy
+with and without XLA, XLA's own gain per decoder, and the share of sentences
+whose output XLA leaves unchanged.
 
   python benchmarks/decode_xla.py --pipeline_dir=runs/quickstart --sentences=200
 """
@@ -23,21 +25,13 @@ import tensorflow as tf
 
 from t2t_vqem import config as config_lib
 from t2t_vqem import decode
+from t2t_vqem import speed
 from t2t_vqem.train import trainer as trainer_lib
 
 flags.DEFINE_string("pipeline_dir", None, "A finished em_distill_quickstart.gin run.")
 flags.DEFINE_integer("sentences", 200, "Test sentences timed at batch size 1.")
 flags.DEFINE_integer("pad", 8, "Sources are padded to a multiple of this many subwords.")
 FLAGS = flags.FLAGS
-
-
-def padded(fn, multiple):
-  def run(inputs):
-    length = int(inputs.shape[1])
-    width = -(-length // multiple) * multiple
-    return fn(tf.pad(inputs, [[0, 0], [0, width - length]]))
-
-  return run
 
 
 def main(_):
@@ -47,40 +41,42 @@ def main(_):
   fns = {}
   for xla in (False, True):
     tag = " (XLA)" if xla else ""
-    fns["greedy" + tag] = padded(decode.decode_function(teacher, 1, jit_compile=xla), FLAGS.pad)
-    fns["beam 4" + tag] = padded(decode.decode_function(teacher, 4, jit_compile=xla), FLAGS.pad)
-    fns["student" + tag] = padded(decode.decode_function(student, 1, jit_compile=xla), FLAGS.pad)
-  sources, _ = problem.sources_and_references("test", FLAGS.sentences)
-  encoded = decode.encode_texts(problem.vocab, sources)
-  widths = sorted({-(-len(row) // FLAGS.pad) * FLAGS.pad for row in encoded})
-  for width in widths:  # compile every padded length before any timing
-    row = next(r for r in encoded if -(-len(r) // FLAGS.pad) * FLAGS.pad == width)
-    for fn in fns.values():
-      fn(tf.constant([row], tf.int32)).numpy()
-  # The outputs are the same with and without XLA (up to float differences).
-  same = {}
-  for name in ("greedy", "beam 4", "student"):
-    outs = [
-      [fns[name + tag](tf.constant([r], tf.int32)).numpy().tolist() for r in encoded[:50]]
-      for tag in ("", " (XLA)")
-    ]
-    same[name] = float(np.mean([a == b for a, b in zip(*outs)]))
-  times = decode.batch1_times(fns, problem.vocab, sources)
-  median = {name: float(np.median(t)) for name, t in times.items()}
-  result = {
-    "median_ms": {name: round(ms, 2) for name, ms in median.items()},
-    "student speedup vs greedy": round(median["greedy"] / median["student"], 2),
-    "student speedup vs greedy, both XLA": round(
-      median["greedy (XLA)"] / median["student (XLA)"], 2
-    ),
-    "XLA gain": {
-      name: round(median[name] / median[name + " (XLA)"], 2)
-      for name in ("greedy", "beam 4", "student")
-    },
-    "same outputs with XLA (share of 50 sentences)": same,
-    "padded widths": widths,
-    "sentences": len(sources),
+    fns["greedy" + tag] = decode.decode_function(
+      teacher, 1, jit_compile=xla, width_multiple=FLAGS.pad
+    )
+    fns["beam 4" + tag] = decode.decode_function(
+      teacher, 4, jit_compile=xla, width_multiple=FLAGS.pad
+    )
+    fns["student" + tag] = decode.decode_function(
+      student, 1, jit_compile=xla, width_multiple=FLAGS.pad
+    )
+  sources, references = problem.sources_and_references("test", FLAGS.sentences)
+  outputs = {}
+  for name, fn in fns.items():  # compiles every padded width, batch 1 and batch 64
+    outputs[name] = decode.translate(None, problem.vocab, sources, batch_size=1, decode_fn=fn)
+    decode.translate(None, problem.vocab, sources, batch_size=64, decode_fn=fn)
+  rows = speed.latencies(fns, problem.vocab, sources, references)
+  rates = speed.throughputs(fns, problem.vocab, sources, batch_size=64)
+  names = ("greedy", "beam 4", "student")
+  result = {}
+  for tag in ("", " (XLA)"):
+    greedy, student = rows["greedy" + tag], rows["student" + tag]
+    speed.add_speedups([student], greedy)
+    result["student vs greedy" + tag] = {
+      "overall": round(student["speedup_vs_greedy"], 2),
+      **{b: round(c["speedup_vs_greedy"] or 0, 2) for b, c in student["by_length"].items()},
+    }
+  result["median latency ms"] = {n: round(r["latency_ms"], 2) for n, r in rows.items()}
+  result["sentences/s at batch 64"] = {
+    n: round(r["sentences_per_second"], 1) for n, r in rates.items()
   }
+  result["XLA gain, batch 1"] = {
+    n: round(rows[n]["latency_ms"] / rows[n + " (XLA)"]["latency_ms"], 2) for n in names
+  }
+  result["same outputs with XLA"] = {
+    n: float(np.mean([a == b for a, b in zip(outputs[n], outputs[n + " (XLA)"])])) for n in names
+  }
+  result["sentences by band"] = {b: c["sentences"] for b, c in rows["greedy"]["by_length"].items()}
   print(json.dumps(result, indent=1))
 
 

@@ -9,12 +9,15 @@ from t2t_vqem import constants
 from t2t_vqem.models import transformer
 
 
-def decode_function(model, beam_size=None, alpha=None, jit_compile=False):
+def decode_function(model, beam_size=None, alpha=None, jit_compile=False, width_multiple=8):
   """model.decode compiled once for any [batch, length] int32 input.
 
   With jit_compile, the decode is compiled by XLA, once per input shape: the
-  model decodes into buffers whose widths follow from the input's
-  (`decode(..., trim=False)`), and the padding columns are trimmed outside.
+  input is padded with PAD to a width that is a multiple of `width_multiple`
+  (fewer shapes, fewer compilations; padding is masked, the output is the
+  unpadded input's), the model decodes into buffers whose widths follow from
+  the input's (`decode(..., trim=False)`), and the padding columns are trimmed
+  outside the compiled part.
   """
   signature = [tf.TensorSpec([None, None], tf.int32)]
   if not jit_compile:
@@ -26,9 +29,13 @@ def decode_function(model, beam_size=None, alpha=None, jit_compile=False):
     lambda inputs: model.decode(inputs, beam_size=beam_size, alpha=alpha, trim=False),
     jit_compile=True,
   )
-  return tf.function(
-    lambda inputs: transformer.trim_padding(compiled(inputs)), input_signature=signature
-  )
+
+  def run(inputs):
+    width = tf.shape(inputs)[1]
+    padded = tf.pad(inputs, [[0, 0], [0, -width % width_multiple]])
+    return transformer.trim_padding(compiled(padded))
+
+  return tf.function(run, input_signature=signature)
 
 
 def encode_texts(vocab, sources):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from t2t_vqem import decode
 from t2t_vqem.layers import compression
 from t2t_vqem.models import latent_transformer
 from t2t_vqem.train import trainer as trainer_lib
@@ -347,3 +348,15 @@ def test_latent_predictor_inputs_and_gradients(inputs):
     assert not hasattr(model, "latent_embedding")
   else:
     assert norm["source_encoder"] == 0 and norm["compress"] == 0
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_xla_compiled_decode_equals_plain_decode(overfit_model, beam_size):
+  # The XLA-compiled decode (fixed-width buffers, inputs padded to a multiple of 8,
+  # output trimmed outside) gives the plain decode's ids, batched and at batch 1.
+  model, features = overfit_model
+  inputs = features["inputs"].numpy()
+  fn = decode.decode_function(model, beam_size, jit_compile=True)
+  np.testing.assert_array_equal(fn(inputs).numpy(), model.decode(inputs, beam_size).numpy())
+  source = inputs[:1, : int((inputs[0] > 0).sum())]
+  np.testing.assert_array_equal(fn(source).numpy(), model.decode(source, beam_size).numpy())

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from t2t_vqem import decode
 from t2t_vqem import registry
 from t2t_vqem import search
 from t2t_vqem.layers import transformer as layers
@@ -499,3 +500,17 @@ def test_tiny_model_overfits_reverse_task(reverse_model):
   expected = [r[::-1] + [EOS_ID] for r in REVERSE_ROWS]
   assert _rows(_decode_fn(model, beam_size=1)(inputs)) == expected
   assert _rows(_decode_fn(model, beam_size=2)(inputs)) == expected
+
+
+@pytest.mark.parametrize("beam_size", [1, 2])
+def test_xla_compiled_decode_gives_the_known_answer(reverse_model, beam_size):
+  # decode_function(jit_compile=True): the searches' fixed-width buffers let XLA
+  # compile model.decode; the reversed sources come out, at batch 4 and batch 1,
+  # the inputs padded to a multiple of 4 inside (masked) and the output trimmed.
+  model = reverse_model[0]
+  fn = decode.decode_function(model, beam_size, jit_compile=True, width_multiple=4)
+  expected = [r[::-1] + [EOS_ID] for r in REVERSE_ROWS]
+  assert _rows(fn(tf.constant(_padded(REVERSE_ROWS, 6)))) == expected
+  for row, want in zip(REVERSE_ROWS, expected):
+    out = fn(tf.constant([row + [EOS_ID]], tf.int32)).numpy()
+    assert out.shape == (1, len(want)) and out[0].tolist() == want
