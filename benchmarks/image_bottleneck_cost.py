@@ -36,6 +36,7 @@ flags.DEFINE_integer("train_steps", 300, "Training steps of each variant.")
 flags.DEFINE_integer("eval_every", 100, "Steps between test evaluations.")
 flags.DEFINE_integer("seed", 1, "Seed of the initial weights and of the batch order.")
 flags.DEFINE_list("variants", ["continuous", "hard_em", "soft_em"], "Which variants to train.")
+flags.DEFINE_multi_string("gin_param", [], "Extra Gin bindings for every variant.")
 FLAGS = flags.FLAGS
 
 CONFIG = "image_shapes_vq_quickstart.gin"
@@ -45,7 +46,7 @@ CONFIGS = {"continuous": CONFIG, "hard_em": CONFIG, "soft_em": "image_shapes_em_
 def run(variant):
   """Trains one variant; returns [(step, test reconstruction bits/dim, seconds)]."""
   gin.clear_config()
-  config_lib.parse_gin([CONFIGS[variant]], [])
+  config_lib.parse_gin([CONFIGS[variant]], FLAGS.gin_param)
   keras.utils.set_random_seed(FLAGS.seed)
   problem = registry.build_problem(gin.query_parameter("Trainer.problem"))
   model = registry.build_model(gin.query_parameter("Trainer.model"), **problem.model_kwargs())

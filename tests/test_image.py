@@ -112,6 +112,29 @@ def test_encoder_and_decoder_shapes_reach_an_8x8x10_field():
     compression.Compress2D(8, 6, 10, compress_steps=5)
 
 
+def test_ordinal_init_puts_a_bump_over_the_values_where_the_features_say():
+  # ordinal_init (ours): for channel c, features (a, b, s) = (3c, 3c + 1, 3c + 2) give
+  # logit_v = scale (t_v (h_a - h_b) - t_v^2 h_s), t_v = v / 127.5 - 1: with every other
+  # feature 0 and zero bias, the argmax is the value nearest (h_a - h_b) / (2 h_s).
+  decoder = compression.Decompress2D(8, channels=2, ordinal_init=5.0)
+  decoder.build((None, 8, 8, 10, 6))
+  kernel = decoder.to_logits.kernel.numpy().reshape(8, 2, 256)
+  t = np.arange(256) / 127.5 - 1
+  np.testing.assert_allclose(kernel[3:6, 1], 5.0 * np.stack([t, -t, -(t**2)]), atol=1e-5)
+  for centre in (-0.9, -0.2, 0.0, 0.37, 0.95):
+    h = np.zeros(8, np.float32)
+    h[3], h[5] = 2 * max(centre, 0) * 1.5, 1.5  # channel 1: h_a - h_b = 2 h_s centre
+    h[4] = 2 * max(-centre, 0) * 1.5
+    logits = h @ kernel[:, 1]
+    assert int(np.argmax(logits)) == int(np.argmin(np.abs(t - centre)))
+  # Off (the paper's): the kernel is the random initialisation only.
+  plain = compression.Decompress2D(8, channels=2)
+  plain.build((None, 8, 8, 10, 6))
+  assert np.abs(plain.to_logits.kernel.numpy()).max() < 1.0
+  with pytest.raises(ValueError, match="hidden_size >= 3"):
+    compression.Decompress2D(4, channels=3, ordinal_init=1.0)
+
+
 def test_model_encode_decode_sample_shapes_and_dtypes():
   keras.utils.set_random_seed(0)
   model = image_vqvae.ImageVqvaeVq(**TINY)

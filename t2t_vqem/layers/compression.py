@@ -21,6 +21,7 @@ mirrors it (dense, 2 residual layers, 4 transposed 5x5 convolutions, the last
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from t2t_vqem.layers import transformer as layers
@@ -256,7 +257,16 @@ class Compress2D(keras.layers.Layer):
 
 
 class Decompress2D(keras.layers.Layer):
-  """Image decoder: [B, h, w, n, D] -> logits float32 [B, h 2^s, w 2^s, channels, 256]."""
+  """Image decoder: [B, h, w, n, D] -> logits float32 [B, h 2^s, w 2^s, channels, 256].
+
+  ordinal_init (ours, not the paper's): the output layer starts out knowing that
+  sub-pixel values are ordered. For channel c three features (a, b, s) = rows 3c,
+  3c + 1, 3c + 2 of its kernel get the weights scale * (t_v, -t_v, -t_v^2) for
+  value v, t_v = v / 127.5 - 1 (the others keep their random initialisation), so
+  logit_v = scale * (-(h_s) (t_v - (h_a - h_b) / (2 h_s))^2) + const: a bump over
+  the values centred where the features put it, instead of 256 unrelated
+  classes. It needs hidden_size >= 3 * channels.
+  """
 
   def __init__(
     self,
@@ -267,10 +277,16 @@ class Decompress2D(keras.layers.Layer):
     kernel_size=5,
     residual_layers=2,
     num_values=256,
+    ordinal_init=0.0,
     **kwargs,
   ):
     super().__init__(**kwargs)
     _check_image_sizes(conv_layers, compress_steps)
+    if ordinal_init and hidden_size < 3 * channels:
+      raise ValueError(
+        f"ordinal_init needs hidden_size >= 3 * channels = {3 * channels}, got {hidden_size}"
+      )
+    self.ordinal_init = float(ordinal_init)
     self.hidden_size, self.conv_layers = hidden_size, conv_layers
     self.channels, self.num_values = channels, num_values
     self.from_latents = layers.Dense(hidden_size)
@@ -293,6 +309,15 @@ class Decompress2D(keras.layers.Layer):
     for i in range(self.conv_layers):
       getattr(self, f"deconv_{i}").build((None, None, None, self.hidden_size))
     self.to_logits.build((None, None, None, self.hidden_size))
+    if self.ordinal_init:
+      self.to_logits.kernel.assign(self._ordinal_kernel(self.to_logits.kernel.numpy()))
+
+  def _ordinal_kernel(self, kernel):
+    t = np.arange(self.num_values, dtype=np.float32) / ((self.num_values - 1) / 2.0) - 1.0
+    kernel = kernel.reshape(self.hidden_size, self.channels, self.num_values).copy()
+    for c in range(self.channels):
+      kernel[3 * c : 3 * c + 3, c] = self.ordinal_init * np.stack([t, -t, -(t**2)])
+    return kernel.reshape(self.hidden_size, self.channels * self.num_values)
 
   def call(self, z):
     shape = tf.shape(z)
