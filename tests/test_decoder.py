@@ -67,7 +67,26 @@ def test_decoder_writes_hypotheses_and_prints_sacrebleu(tmp_path):
     timeout=300,
   )
   assert result.returncode == 0, result.stderr
-  assert len(out.read_text(encoding="utf-8").splitlines()) == 2
+  plain = out.read_text(encoding="utf-8").splitlines()
+  assert len(plain) == 2
+  # --jit_compile (XLA) gives the same hypotheses.
+  result = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "t2t_vqem.cli.decoder",
+      f"--output_dir={tmp_path / 'run'}",
+      f"--data_dir={data_dir}",
+      f"--decode_from_file={sources}",
+      f"--decode_to_file={out}",
+      "--jit_compile",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert result.returncode == 0, result.stderr
+  assert out.read_text(encoding="utf-8").splitlines() == plain
 
 
 def test_decoder_refuses_a_directory_that_is_not_a_run(tmp_path):

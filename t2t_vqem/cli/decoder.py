@@ -27,6 +27,12 @@ flags.DEFINE_string("decode_to_file", None, "Where hypotheses go (default: in ou
 flags.DEFINE_integer("beam_size", None, "Beam size (1: greedy; default: the model's).")
 flags.DEFINE_float("alpha", None, "Length penalty exponent (default: the model's).")
 flags.DEFINE_integer("batch_size", 32, "Sentences per decode batch.")
+flags.DEFINE_bool(
+  "jit_compile",
+  False,
+  "Compile the decode with XLA (once per padded input width; the same outputs, "
+  "several times faster for small models on CPU: BENCHMARKS.md, 'Decoding with XLA').",
+)
 flags.DEFINE_integer("max_sentences", None, "Decode at most this many sentences.")
 FLAGS = flags.FLAGS
 
@@ -78,6 +84,7 @@ def main(argv):
     beam_size=beam,
     alpha=FLAGS.alpha,
     batch_size=FLAGS.batch_size,
+    decode_fn=decode.decode_function(model, beam, FLAGS.alpha, jit_compile=FLAGS.jit_compile),
     progress=show,
   )
   print(file=sys.stderr)
