@@ -69,7 +69,10 @@ def run(mode, seed):
 
 
 def main(_):
-  rows = {name: [run(mode, seed) for seed in FLAGS.seeds] for name, mode in MODES}
+  rows = {name: [] for name, _ in MODES}
+  for seed in FLAGS.seeds:  # the modes alternate
+    for name, mode in MODES:
+      rows[name].append(run(mode, seed))
   config_lib.register_everything()
   config_lib.parse_gin(["image_shapes_em_quickstart.gin"], [])
   problem = registry.build_problem("image_shapes", data_dir=FLAGS.data_dir)
