@@ -12,7 +12,7 @@ Both searches drive a model through one function,
   before the one being predicted); a model without one may recompute from
   the prefix `ids[:, : step + 1]`.
 - `step`: int32 scalar tensor, the index (0-based) of the token being
-  predicted, which equals `tf.shape(ids)[1] - 1`.
+  predicted (ids holds it at column step + 1 once chosen).
 - `cache`: a nest (dicts/lists/tuples) of tensors whose leading axis is the
   batch (in beam search: batch * beam_size, beams of one example adjacent).
   Whatever the model needs between steps or per example (decoder key/value
