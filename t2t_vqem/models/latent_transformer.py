@@ -496,8 +496,11 @@ class LatentTransformer(keras.Model):
     memory, memory_mask, codes, count = self.source_latents(
       inputs, beam_size, alpha, max_decode_length
     )
+    if not trim:  # every shape from the input's
+      return self.translate_codes(codes, count, memory, memory_mask)
+    codes = codes[:, : tf.reduce_max(count)]  # no decoder positions past the longest row's
     ids = self.translate_codes(codes, count, memory, memory_mask)
-    return transformer_model.trim_padding(ids) if trim else ids
+    return transformer_model.trim_padding(ids)
 
   def translate_codes(self, codes, count, memory, memory_mask):
     """The second half of `decode`: codes [B, L] (the first count [B] of each row
