@@ -343,6 +343,26 @@ class Pipeline:
     logging.info("%s: BLEU %.2f", label, bleu)
     return row
 
+  def _forget_stale_rows(self, specs):
+    """Drops every cached row made from another checkpoint than its run's current one (a
+    run continued with more train_steps), and then the cached timings: all rows are
+    timed again side by side."""
+    stale = False
+    for name, loaded, _, _ in specs:
+      path = os.path.join(self.eval_dir, name + ".json")
+      if os.path.exists(path) and _read_json(path).get("checkpoint") != loaded[2]:
+        logging.info(
+          "eval/%s.json was made from %s, the run is now at %s: evaluating it again",
+          name,
+          _read_json(path).get("checkpoint"),
+          loaded[2],
+        )
+        os.remove(path)
+        stale = True
+    for cached in ("latency.json", "throughput.json") if stale else ():
+      if os.path.exists(os.path.join(self.eval_dir, cached)):
+        os.remove(os.path.join(self.eval_dir, cached))
+
   def _latencies(self, decode_fns, problem):
     """Batch-1 latency of every row, timed side by side, overall and by the reference's
     length (speed.latencies); cached in eval/latency.json. decode_fns: {row name:
@@ -391,6 +411,7 @@ class Pipeline:
       (f"teacher_beam{beam}", teacher_run, beam, f"Transformer (beam {beam})"),
       ("student", student_run, 1, f"{student_model} + distillation"),
     ]
+    self._forget_stale_rows(specs)
     # One compiled decode function per row, for its BLEU and its latency alike.
     decode_fns = {
       name: decode.decode_function(loaded[1], beam_size) for name, loaded, beam_size, _ in specs

@@ -308,6 +308,20 @@ def test_pipeline_end_to_end_and_resume(tmp_path, data_dir):
     ).run()
     == saved
   )
+  # A cached row made from another checkpoint than its run's (a run continued since) is
+  # evaluated again from the run's own, and every row is timed again.
+  student_json = out / "eval" / "student.json"
+  row = json.loads(student_json.read_text())
+  row["checkpoint"], row["bleu"] = row["checkpoint"] + "-before", -1.0
+  student_json.write_text(json.dumps(row))
+  timed = (out / "eval" / "latency.json").stat().st_mtime_ns
+  (out / "results.json").unlink()
+  again = pipeline_lib.Pipeline(
+    str(out), data_dir=data_dir, teacher_gin=teacher_gin, student_gin=STUDENT, shared_gin=PROBLEM
+  ).run()
+  assert again["rows"][2]["checkpoint"] == saved["rows"][2]["checkpoint"]
+  assert again["rows"][2]["bleu"] >= 0.0  # decoded again (the planted -1 is gone)
+  assert (out / "eval" / "latency.json").stat().st_mtime_ns != timed
 
 
 def test_pipeline_config_is_recognised_and_restored():
