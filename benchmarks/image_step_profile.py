@@ -54,15 +54,7 @@ def main(_):
   z_q = tf.identity(out.quantized)
   decoder = model.decoder
 
-  def convolutions(z):
-    shape = tf.shape(z)
-    x = tf.reshape(z, [shape[0], shape[1], shape[2], z.shape[-2] * z.shape[-1]])
-    x = tf.nn.relu(decoder.residual(decoder.from_latents(x)))
-    for i in range(decoder.conv_layers):
-      x = getattr(decoder, f"deconv_{i}")(x)
-    return x
-
-  features = convolutions(z_q)
+  features = decoder.features(z_q)
   logits = model.decode_logits(z_q)
   labels = tf.cast(images, tf.int32)
   codes = tf.reshape(out.codes, [32, -1])
@@ -80,7 +72,7 @@ def main(_):
     ),
     "encoder": gradients(model.encoder, [pixels], model.encoder.trainable_variables),
     "bottleneck": gradients(lambda z: model.bottleneck(z, training=True).quantized, [z_e]),
-    "decoder convolutions": gradients(convolutions, [z_q], decoder.trainable_variables),
+    "decoder convolutions": gradients(decoder.features, [z_q], decoder.trainable_variables),
     "decoder output layer": gradients(
       decoder.to_logits, [features], decoder.to_logits.trainable_variables
     ),

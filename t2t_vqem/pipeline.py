@@ -350,11 +350,12 @@ class Pipeline:
     stale = False
     for name, loaded, _, _ in specs:
       path = os.path.join(self.eval_dir, name + ".json")
-      if os.path.exists(path) and _read_json(path).get("checkpoint") != loaded[2]:
+      made_from = _read_json(path).get("checkpoint") if os.path.exists(path) else loaded[2]
+      if made_from != loaded[2]:
         logging.info(
           "eval/%s.json was made from %s, the run is now at %s: evaluating it again",
           name,
-          _read_json(path).get("checkpoint"),
+          made_from,
           loaded[2],
         )
         os.remove(path)

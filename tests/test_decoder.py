@@ -52,41 +52,22 @@ def test_decoder_writes_hypotheses_and_prints_sacrebleu(tmp_path):
 
   sources = tmp_path / "src.txt"
   sources.write_text("The dog sleeps.\nA man reads a book.\n", encoding="utf-8")
-  result = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "t2t_vqem.cli.decoder",
-      f"--output_dir={tmp_path / 'run'}",
-      f"--data_dir={data_dir}",
-      f"--decode_from_file={sources}",
-      f"--decode_to_file={out}",
-    ],
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
-  assert result.returncode == 0, result.stderr
-  plain = out.read_text(encoding="utf-8").splitlines()
+
+  def from_file(*more_flags):
+    run = [f"--output_dir={tmp_path / 'run'}", f"--data_dir={data_dir}"]
+    run += [f"--decode_from_file={sources}", f"--decode_to_file={out}", *more_flags]
+    result = subprocess.run(
+      [sys.executable, "-m", "t2t_vqem.cli.decoder", *run],
+      capture_output=True,
+      text=True,
+      timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    return out.read_text(encoding="utf-8").splitlines()
+
+  plain = from_file()
   assert len(plain) == 2
-  # --jit_compile (XLA) gives the same hypotheses.
-  result = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "t2t_vqem.cli.decoder",
-      f"--output_dir={tmp_path / 'run'}",
-      f"--data_dir={data_dir}",
-      f"--decode_from_file={sources}",
-      f"--decode_to_file={out}",
-      "--jit_compile",
-    ],
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
-  assert result.returncode == 0, result.stderr
-  assert out.read_text(encoding="utf-8").splitlines() == plain
+  assert from_file("--jit_compile") == plain  # XLA gives the same hypotheses
 
 
 def test_decoder_refuses_a_directory_that_is_not_a_run(tmp_path):

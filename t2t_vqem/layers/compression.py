@@ -319,13 +319,17 @@ class Decompress2D(keras.layers.Layer):
       kernel[3 * c : 3 * c + 3, c] = self.ordinal_init * np.stack([t, -t, -(t**2)])
     return kernel.reshape(self.hidden_size, self.channels * self.num_values)
 
-  def call(self, z):
+  def features(self, z):
+    """z [B, h, w, n, D] -> the last transposed convolution's output [B, H, W, hidden]."""
     shape = tf.shape(z)
     x = tf.reshape(z, [shape[0], shape[1], shape[2], z.shape[-2] * z.shape[-1]])
     x = tf.nn.relu(self.residual(self.from_latents(x)))
     for i in range(self.conv_layers):
       x = getattr(self, f"deconv_{i}")(x)
-    logits = tf.cast(self.to_logits(x), tf.float32)
+    return x
+
+  def call(self, z):
+    logits = tf.cast(self.to_logits(self.features(z)), tf.float32)
     shape = tf.shape(logits)
     return tf.reshape(logits, [shape[0], shape[1], shape[2], self.channels, self.num_values])
 
