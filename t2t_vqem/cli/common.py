@@ -13,6 +13,8 @@ from absl import logging
 
 from t2t_vqem import config
 from t2t_vqem import registry
+from t2t_vqem.train import checkpoints
+from t2t_vqem.train import trainer
 
 flags.DEFINE_multi_string(
   "gin_file",
@@ -44,7 +46,14 @@ def one_line_errors(main):
   def wrapped(argv):
     try:
       return main(argv)
-    except (config.UsageError, registry.RegistryError, FileNotFoundError, ValueError) as e:
+    except (
+      config.UsageError,
+      registry.RegistryError,
+      FileNotFoundError,
+      ValueError,
+      checkpoints.CheckpointError,
+      trainer.NonFiniteError,
+    ) as e:
       if logging.get_verbosity() >= logging.DEBUG:
         raise
       print(f"error: {' '.join(str(e).split())}", file=sys.stderr)

@@ -155,6 +155,7 @@ class LatentTransformer(keras.Model):
 
     self.embedding = transformer_model.SharedEmbedding(vocab_size, hidden_size, name="embedding")
     self.input_dropout = keras.layers.Dropout(dropout)
+    self.gold_seed = keras.random.SeedGenerator(name="gold_seed")  # checkpointed by the trainer
     self.source_encoder = layers.EncoderStack(
       num_layers, hidden_size, num_heads, filter_size, dropout, name="source_encoder"
     )
@@ -273,7 +274,7 @@ class LatentTransformer(keras.Model):
     d = self.decompress(z_q, padding_mask=latent_mask, training=training)
     mask = compression.upsample_mask(latent_mask, self.compress_steps)
     if gold is not None:
-      use_gold = tf.random.uniform(tf.shape(mask)) < gold_rate
+      use_gold = keras.random.uniform(tf.shape(mask), seed=self.gold_seed) < gold_rate
       d = tf.where(use_gold[..., None], tf.cast(gold, d.dtype), d)
     if self.decoder_causal:
       d = self.input_dropout(layers.shifted_inputs(_shift_right(d)), training=training)

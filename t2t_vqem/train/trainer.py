@@ -9,6 +9,7 @@ follow the same trajectory as one replica on that batch.
 """
 
 import json
+import math
 import os
 import time
 
@@ -23,6 +24,7 @@ from t2t_vqem import export as export_lib
 from t2t_vqem import figures
 from t2t_vqem import pictures
 from t2t_vqem import registry
+from t2t_vqem.train import checkpoints
 from t2t_vqem.train import progress as progress_lib
 from t2t_vqem.train import schedule
 from t2t_vqem.train import strategy as strategy_lib
@@ -35,6 +37,10 @@ SUM = tf.distribute.ReduceOp.SUM
 
 class OutputDirError(ValueError):
   """The output_dir holds a run that does not match the one asked for."""
+
+
+class NonFiniteError(RuntimeError):
+  """Training stopped: too many non-finite steps in a row, or non-finite weights."""
 
 
 def check_run_info(output_dir, info):
@@ -104,6 +110,14 @@ def replica_shard(features):
   return tf.nest.map_structure(lambda x: x[start:end], features)
 
 
+def random_states(model):
+  """The state variables of the model's Keras seed generators, in a fixed order."""
+  return sorted(
+    (v for v in model.non_trainable_variables if v.path.endswith("seed_generator_state")),
+    key=lambda v: v.path,
+  )
+
+
 def load_run(output_dir, checkpoint=None, data_dir=None, gin_files=(), gin_params=()):
   """(problem, model, checkpoint path) of a trained run, for inference.
 
@@ -118,7 +132,7 @@ def load_run(output_dir, checkpoint=None, data_dir=None, gin_files=(), gin_param
     gin_files, gin_params: Gin files and bindings applied on top of the run's config.
   """
   with config.run_config(output_dir, gin_files, gin_params):
-    path = checkpoint or tf.train.latest_checkpoint(os.path.join(output_dir, "checkpoints"))
+    path = checkpoint or checkpoints.newest_readable(os.path.join(output_dir, "checkpoints"))
     if not path:
       raise FileNotFoundError(f"no checkpoint in {os.path.join(output_dir, 'checkpoints')!r}")
     problem = registry.build_problem(gin.query_parameter("Trainer.problem"), data_dir=data_dir)
@@ -169,6 +183,20 @@ class Trainer:
     warm_start_parts: (this model's layer, that model's layer) pairs to copy;
       the default: a Latent Transformer's embedding and source encoder from a
       Transformer's.
+    max_nonfinite_steps: training stops with NonFiniteError after this many
+      non-finite steps in a row.
+
+  Non-finite steps: a step whose loss or gradients hold a NaN or an Inf on any
+  replica applies no update: the optimizer's weights, slots and step count and
+  the model's own state (the EMA codebook and its statistics) stay as they were
+  before it; its batch is consumed, and the step is counted (the
+  `nonfinite_steps` summary) and logged with the loss terms that went bad. No
+  checkpoint holding a non-finite variable is written (NonFiniteError instead),
+  so every checkpoint kept is a good one.
+
+  Resuming reads the newest checkpoint that can be read whole (see
+  t2t_vqem/train/checkpoints.py): a truncated or partial newest one is logged
+  and skipped.
 
   Evaluation history: every `evaluate` (those during training, the entry point's
   after it, a test split's) also puts a row into output_dir/eval_history.csv:
@@ -206,6 +234,7 @@ class Trainer:
     export_at_end=False,
     warm_start_from=None,
     warm_start_parts=warm_start.STUDENT_FROM_TEACHER,
+    max_nonfinite_steps=10,
   ):
     self.output_dir = output_dir
     self.model_name, self.problem_name = model, problem
@@ -214,6 +243,9 @@ class Trainer:
     self.checkpoint_every, self.eval_every = checkpoint_every, eval_every
     self.eval_bleu_examples, self.log_every = eval_bleu_examples, log_every
     self.seed = seed
+    if max_nonfinite_steps < 1:
+      raise ValueError(f"Trainer.max_nonfinite_steps={max_nonfinite_steps} must be at least 1")
+    self.max_nonfinite_steps, self.nonfinite_steps = max_nonfinite_steps, 0
     self.export_at_end = export_at_end
     self.data_dir, self.warm_start_from = data_dir, warm_start_from
     self.warm_start_parts = warm_start.check_parts(warm_start_parts)
@@ -251,7 +283,11 @@ class Trainer:
     trackables = {"model": self.model, "optimizer": self.optimizer}
     if checkpoint_data:
       trackables["data"] = self.train_iterator
+    # Keras keeps its seed generators' states (dropout, sampling) out of a
+    # model's checkpoint; without them a resumed run would draw other masks.
+    trackables["random"] = random_states(self.model)
     self.checkpoint = tf.train.Checkpoint(**trackables)
+    self._trackables = trackables
     self.manager = tf.train.CheckpointManager(
       self.checkpoint, os.path.join(output_dir, "checkpoints"), max_to_keep=keep_checkpoints
     )
@@ -273,10 +309,20 @@ class Trainer:
 
   def restore(self):
     """Restores the latest checkpoint in output_dir, if any; returns the step."""
-    path = self.manager.latest_checkpoint
+    path = checkpoints.newest_readable(self.manager.directory)
     if path:
+      checkpoint = self.checkpoint
+      if not any(name.startswith("random/") for name, _ in tf.train.list_variables(path)):
+        logging.warning(
+          "%s holds no random-number state (written by an older version): the "
+          "resumed run draws other dropout masks and samples than an unbroken one",
+          path,
+        )
+        checkpoint = tf.train.Checkpoint(
+          **{k: v for k, v in self._trackables.items() if k != "random"}
+        )
       try:
-        self.checkpoint.restore(path).assert_existing_objects_matched()
+        checkpoint.restore(path).assert_existing_objects_matched()
       except (AssertionError, ValueError, tf.errors.OpError) as e:
         raise OutputDirError(
           f"checkpoint {path!r} does not match model {self.model_name!r} as "
@@ -300,23 +346,43 @@ class Trainer:
       name: num / tf.maximum(ctx.all_reduce(SUM, den), 1.0) for name, (num, den) in terms.items()
     }
 
-  def _replica_train_step(self, features):
+  def _replica_gradients(self, features):
+    """Loss terms and gradients of this replica's share; the model's state as before when
+    any replica's loss or gradients are not finite (see Trainer: non-finite steps)."""
     features = replica_shard(features)
+    state = self.model.non_trainable_variables
+    before = [tf.identity(v) for v in state]  # read before the forward pass assigns them
     with tf.GradientTape() as tape:
       losses, extra = self.model.loss_terms(features, training=True, step=self.optimizer.iterations)
       values = self._global_mean(losses)
       loss = tf.add_n(list(values.values()))
-    variables = self.model.trainable_variables
-    grads = tape.gradient(loss, variables)
-    self.optimizer.apply_gradients(zip(grads, variables))
+    grads = tape.gradient(loss, self.model.trainable_variables)
     values.update(self._global_mean(extra))
+    checked = [loss] + [g for g in grads if g is not None]
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in checked])
+    ctx = tf.distribute.get_replica_context()
+    finite = tf.equal(ctx.all_reduce(SUM, 1.0 - tf.cast(finite, tf.float32)), 0.0)
+    for variable, value in zip(state, before):  # e.g. the EMA codebook's E/M step
+      variable.assign(tf.where(finite, variable, value))
     values["loss"] = loss
     values["items"] = self.problem.batch_items(features)
-    return values
+    return grads, values, finite
+
+  def _replica_apply(self, grads):
+    self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
 
   def _distributed_train_step(self, features):
-    per_replica = self.strategy.run(self._replica_train_step, args=(features,))
-    return {k: self.strategy.reduce(SUM, v, axis=None) for k, v in per_replica.items()}
+    grads, per_replica, finite = self.strategy.run(self._replica_gradients, args=(features,))
+    finite = self.strategy.experimental_local_results(finite)[0]  # the same on every replica
+
+    def apply():
+      self.strategy.run(self._replica_apply, args=(grads,))
+      return tf.constant(True)
+
+    applied = tf.cond(finite, apply, lambda: tf.constant(False))
+    values = {k: self.strategy.reduce(SUM, v, axis=None) for k, v in per_replica.items()}
+    values["finite"] = applied
+    return values
 
   def _replica_eval_step(self, features):
     features = replica_shard(features)
@@ -406,6 +472,36 @@ class Trainer:
       self.model, self.problem, export_dir, extra_info={"step": self.step}
     )
 
+  def _skipped_step(self, step, values, in_a_row):
+    """Counts and logs a step whose update was not applied; stops after too many in a row."""
+    self.nonfinite_steps += 1
+    bad = [name for name, v in values.items() if name != "items" and not math.isfinite(float(v))]
+    what = "loss terms " + ", ".join(sorted(bad)) if bad else "gradients"
+    logging.warning(
+      "Step %d: %s not finite; update skipped (%d in a row, %d in this run)",
+      step,
+      what,
+      in_a_row,
+      self.nonfinite_steps,
+    )
+    if in_a_row >= self.max_nonfinite_steps:
+      raise NonFiniteError(
+        f"step {step}: {what} not finite in {in_a_row} steps in a row "
+        f"(Trainer.max_nonfinite_steps={self.max_nonfinite_steps}); no update was "
+        f"applied, the last checkpoint is {self.manager.latest_checkpoint!r}; lower "
+        f"make_optimizer.learning_rate or look at the data"
+      )
+
+  def save(self, step):
+    """Writes checkpoint `step`, refusing when a weight or optimizer slot is not finite."""
+    bad = checkpoints.nonfinite_variables(self.model.variables + self.optimizer.variables)
+    if bad:
+      raise NonFiniteError(
+        f"step {step}: {len(bad)} variable(s) not finite ({', '.join(bad[:3])}); "
+        f"no checkpoint written, the last good one is {self.manager.latest_checkpoint!r}"
+      )
+    self.manager.save(checkpoint_number=step)
+
   def train(self):
     """Trains to train_steps from wherever the output_dir left off."""
     start = self.restore()
@@ -427,10 +523,17 @@ class Trainer:
       self.train_steps,
     )
     values, window, window_steps = {}, {}, 0
+    step, in_a_row = start, 0
     started = time.perf_counter()
-    for step in range(start + 1, self.train_steps + 1):
+    while step < self.train_steps:
       # Summed as tensors: no host sync until the window's line is written.
-      for name, value in self.train_step(next(self.train_iterator)).items():
+      out = self.train_step(next(self.train_iterator))
+      if not bool(out.pop("finite")):
+        in_a_row += 1
+        self._skipped_step(step + 1, out, in_a_row)
+        continue
+      step, in_a_row = step + 1, 0
+      for name, value in out.items():
         window[name] = window[name] + value if name in window else value
       window_steps += 1
       if step % self.log_every == 0 or step == self.train_steps:
@@ -442,9 +545,10 @@ class Trainer:
           for name, value in values.items():
             tf.summary.scalar(name, value)
           tf.summary.scalar("learning_rate", lr)
+          tf.summary.scalar("nonfinite_steps", self.nonfinite_steps)
         logging.info(progress.line(step, values, lr))
       if step % self.checkpoint_every == 0 or step == self.train_steps:
-        self.manager.save(checkpoint_number=step)
+        self.save(step)
       if self.eval_every and step % self.eval_every == 0 and step != self.train_steps:
         self.evaluate()
     logging.info(

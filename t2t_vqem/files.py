@@ -1,0 +1,52 @@
+"""Files that appear complete or not at all.
+
+Every file the tools write (run info, results, operative configs, shards,
+vocabularies, tables) goes through here: the text is written to a temporary
+file beside the target, flushed to disk, then renamed over it. A process killed
+at any point leaves the old file or the new one, never part of one; at worst a
+`*.tmp-<pid>` file, which nothing reads and the next write of that path removes.
+"""
+
+import glob
+import json
+import os
+
+
+def _temporary(path):
+  return f"{path}.tmp-{os.getpid()}"
+
+
+def remove_stale_temporaries(path):
+  """Removes the temporary files an earlier, killed writer of `path` left."""
+  for stale in glob.glob(glob.escape(path) + ".tmp-*"):
+    try:
+      os.remove(stale)
+    except OSError:
+      pass
+
+
+def write_text(path, text, newline=None):
+  """Writes `text` to `path` atomically (see the module docstring)."""
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  remove_stale_temporaries(path)
+  tmp = _temporary(path)
+  try:
+    with open(tmp, "w", encoding="utf-8", newline=newline) as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def write_json(path, value):
+  """Writes `value` as indented JSON to `path` atomically."""
+  write_text(path, json.dumps(value, indent=2) + "\n")
+
+
+def read_json(path):
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
