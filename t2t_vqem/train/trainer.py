@@ -8,7 +8,6 @@ optimizer sums the replicas' gradients. N replicas on a global batch therefore
 follow the same trajectory as one replica on that batch.
 """
 
-import json
 import math
 import os
 import time
@@ -18,77 +17,36 @@ import gin
 import keras
 import tensorflow as tf
 
-from t2t_vqem import config
 from t2t_vqem import constants
 from t2t_vqem import export as export_lib
 from t2t_vqem import figures
+from t2t_vqem import files
 from t2t_vqem import pictures
 from t2t_vqem import registry
 from t2t_vqem.train import checkpoints
 from t2t_vqem.train import progress as progress_lib
+from t2t_vqem.train import run_dir
 from t2t_vqem.train import schedule
 from t2t_vqem.train import strategy as strategy_lib
 from t2t_vqem.train import warm_start
 
-RUN_INFO = "run_info.json"
-TEST_RESULTS = "test_results.json"
 SUM = tf.distribute.ReduceOp.SUM
 
-
-class OutputDirError(ValueError):
-  """The output_dir holds a run that does not match the one asked for."""
+# A run's folder (t2t_vqem/train/run_dir.py), also reachable from here.
+RUN_INFO, TEST_RESULTS, OutputDirError = (
+  run_dir.RUN_INFO,
+  run_dir.TEST_RESULTS,
+  run_dir.OutputDirError,
+)
+check_run_info, load_run = run_dir.check_run_info, run_dir.load_run
+write_eval_history, truncate_eval_history = (
+  run_dir.write_eval_history,
+  run_dir.truncate_eval_history,
+)
 
 
 class NonFiniteError(RuntimeError):
   """Training stopped: too many non-finite steps in a row, or non-finite weights."""
-
-
-def check_run_info(output_dir, info):
-  """Writes output_dir/run_info.json, or checks that it matches `info`."""
-  path = os.path.join(output_dir, RUN_INFO)
-  if os.path.exists(path):
-    with open(path) as f:
-      found = json.load(f)
-    for key in ("model", "problem"):
-      if found.get(key) != info[key]:
-        raise OutputDirError(
-          f"output_dir {output_dir!r} holds a checkpoint of {key} "
-          f"{found.get(key)!r}, not {info[key]!r}; use another --output_dir "
-          f"or Trainer.{key} = {found.get(key)!r}"
-        )
-    return
-  os.makedirs(output_dir, exist_ok=True)
-  with open(path, "w") as f:
-    json.dump(info, f, indent=2)
-
-
-def write_eval_history(output_dir, step, split, results):
-  """Puts one evaluation's row into output_dir/eval_history.csv (see Trainer).
-
-  The row replaces any earlier one of the same step and split; result names not
-  yet in the header are appended to it (sorted), the file rewritten whole.
-  """
-  clash = set(results) & set(figures.KEY_COLUMNS)
-  if clash:
-    raise ValueError(f"a result may not be called {', '.join(sorted(clash))}")
-  path = figures.history_path(output_dir)
-  columns, rows = figures.read_csv_table(path)
-  columns = list(columns or figures.KEY_COLUMNS)
-  columns += sorted(set(results) - set(columns))
-  key = (str(step), split)
-  rows = [row for row in rows if (row["step"], row["split"]) != key]
-  rows.append({"step": key[0], "split": split, **{k: repr(float(v)) for k, v in results.items()}})
-  figures.write_csv_table(path, columns, rows)
-
-
-def truncate_eval_history(output_dir, step):
-  """Drops the rows of output_dir/eval_history.csv past `step`; returns how many."""
-  path = figures.history_path(output_dir)
-  columns, rows = figures.read_csv_table(path)
-  kept = [row for row in rows if int(row["step"]) <= step]
-  if len(kept) < len(rows):
-    figures.write_csv_table(path, columns, kept)
-  return len(rows) - len(kept)
 
 
 def replica_shard(features):
@@ -116,31 +74,6 @@ def random_states(model):
     (v for v in model.non_trainable_variables if v.path.endswith("seed_generator_state")),
     key=lambda v: v.path,
   )
-
-
-def load_run(output_dir, checkpoint=None, data_dir=None, gin_files=(), gin_params=()):
-  """(problem, model, checkpoint path) of a trained run, for inference.
-
-  Problem and model are built under the run's own operative_config.gin (which
-  names them and holds their settings), then `gin_files` and `gin_params`;
-  the caller's global Gin config is given back untouched.
-
-  Args:
-    output_dir: the training run.
-    checkpoint: a checkpoint path (default: the run's latest).
-    data_dir: problem data and vocabulary cache.
-    gin_files, gin_params: Gin files and bindings applied on top of the run's config.
-  """
-  with config.run_config(output_dir, gin_files, gin_params):
-    path = checkpoint or checkpoints.newest_readable(os.path.join(output_dir, "checkpoints"))
-    if not path:
-      raise FileNotFoundError(f"no checkpoint in {os.path.join(output_dir, 'checkpoints')!r}")
-    problem = registry.build_problem(gin.query_parameter("Trainer.problem"), data_dir=data_dir)
-    model = registry.build_model(gin.query_parameter("Trainer.model"), **problem.model_kwargs())
-    model(problem.dummy_features(), training=False)
-  tf.train.Checkpoint(model=model).restore(path).expect_partial()
-  logging.info("Loaded %s", path)
-  return problem, model, path
 
 
 @gin.configurable(denylist=["output_dir", "data_dir"])
@@ -257,6 +190,8 @@ class Trainer:
 
     self.strategy = strategy_lib.make_strategy()
     self.problem = registry.build_problem(problem, data_dir=data_dir)
+    if hasattr(self.problem, "fingerprint"):
+      run_dir.check_run_data(output_dir, self.problem.fingerprint())
     self.vocab = self.problem.vocab  # None for image problems
     # What problem.batches takes per global batch: tokens (text) or pictures (images).
     self.batch_amount = self.problem.batch_amount(batch_tokens, batch_size)
@@ -457,13 +392,13 @@ class Trainer:
       return None
     results = self.evaluate(constants.TEST)
     path = os.path.join(self.output_dir, TEST_RESULTS)
-    with open(path, "w") as f:
-      json.dump(dict(results, step=self.step), f, indent=2)
+    files.write_json(path, dict(results, step=self.step))
     return f"test {self.problem.results_line(results)} at step {self.step}: {path}"
 
   def write_operative_config(self):
-    with open(os.path.join(self.output_dir, "operative_config.gin"), "w") as f:
-      f.write(gin.operative_config_str())
+    files.write_text(
+      os.path.join(self.output_dir, "operative_config.gin"), gin.operative_config_str()
+    )
 
   def export(self, export_dir=None):
     """Writes the serving SavedModel of the model as it is now (default: output_dir/export)."""
