@@ -4,8 +4,9 @@ A trained teacher beam-decodes every training source; the student then learns
 the teacher's outputs instead of the gold targets (`translate_distilled`).
 
 The output is a directory of shards, written in order and each one atomically
-(temporary name, then rename), so an interrupted run keeps its finished shards
-and a rerun decodes only the missing ones:
+(t2t_vqem.files: temporary name, then rename), so an interrupted run, even one
+killed with SIGKILL, keeps its finished shards, never leaves part of one, and a
+rerun decodes only the missing ones:
 
   DISTILL_DIR/info.json                      who made the data, and how
   DISTILL_DIR/shard-00000-of-00012.tsv       source<TAB>teacher output, one a line
@@ -19,7 +20,6 @@ vocabulary.
 """
 
 import hashlib
-import json
 import os
 import re
 import sys
@@ -29,6 +29,7 @@ from absl import logging
 import tensorflow as tf
 
 from t2t_vqem import decode
+from t2t_vqem import files
 
 INFO = "info.json"
 FORMAT_VERSION = 1
@@ -83,17 +84,7 @@ def read_info(distill_dir):
       f"{path!r} not found: {distill_dir!r} holds no distilled data "
       "(run the distillation stage first)"
     )
-  with open(path) as f:
-    return json.load(f)
-
-
-def _write_atomically(path, text):
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  return files.read_json(path)
 
 
 def check_vocab(info, vocab_path, where):
@@ -216,7 +207,7 @@ def distill(
       vocab=vocab_record(vocab.path),
       complete=False,
     )
-    _write_atomically(info_path, json.dumps(info, indent=2) + "\n")
+    files.write_json(info_path, info)
 
   missing = [
     i
@@ -252,7 +243,7 @@ def distill(
       model, vocab, chunk, batch_size=batch_size, decode_fn=decode_fn, progress=on_batch
     )
     lines = "".join(f"{s}\t{' '.join(t.split())}\n" for s, t in zip(chunk, targets))
-    _write_atomically(os.path.join(distill_dir, shard_name(index, num_shards)), lines)
+    files.write_text(os.path.join(distill_dir, shard_name(index, num_shards)), lines)
     done += len(chunk)
   if show and missing:
     print(file=sys.stderr)
@@ -270,7 +261,7 @@ def distill(
     )
   if not left and not info.get("complete"):
     info["complete"] = True
-    _write_atomically(info_path, json.dumps(info, indent=2) + "\n")
+    files.write_json(info_path, info)
   return info
 
 

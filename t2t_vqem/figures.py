@@ -20,7 +20,10 @@ and writes that file; it imports matplotlib only to plot, and never TensorFlow.
 """
 
 import csv
+import io
 import os
+
+from t2t_vqem import files
 
 EVAL_HISTORY = "eval_history.csv"
 KEY_COLUMNS = ("step", "split")
@@ -40,23 +43,13 @@ def read_csv_table(path):
 
 
 def write_csv_table(path, columns, rows):
-  """Writes a whole CSV to a temporary file, then renames it over `path`.
-
-  After a crash `path` holds the old table or the new one, never part of one.
-  Cells missing from a row are left empty.
-  """
-  tmp = f"{path}.tmp"
-  try:
-    with open(tmp, "w", newline="") as f:
-      writer = csv.DictWriter(f, columns, restval="")
-      writer.writeheader()
-      writer.writerows(rows)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  """Writes a whole CSV atomically (t2t_vqem.files): after a crash `path` holds the old
+  table or the new one, never part of one. Cells missing from a row are left empty."""
+  text = io.StringIO()
+  writer = csv.DictWriter(text, columns, restval="")
+  writer.writeheader()
+  writer.writerows(rows)
+  files.write_text(path, text.getvalue(), newline="")
 
 
 def read_history(run_dir):
@@ -146,7 +139,9 @@ def plot_history(runs, metric, png_path, csv_path=None, title=None, ylabel=None,
   axes.legend()
   for path in (png_path, csv_path):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(png_path, dpi=100)
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format="png", dpi=100)
+  files.write_bytes(png_path, buffer.getvalue())
   rows = [
     {"step": step, "label": label, metric: repr(value)}
     for label, points in series.items()

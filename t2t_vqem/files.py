@@ -25,21 +25,28 @@ def remove_stale_temporaries(path):
       pass
 
 
-def write_text(path, text, newline=None):
-  """Writes `text` to `path` atomically (see the module docstring)."""
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
+def write_bytes(path, data):
+  """Writes `data` (bytes) to `path` atomically (see the module docstring)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   remove_stale_temporaries(path)
   tmp = _temporary(path)
   try:
-    with open(tmp, "w", encoding="utf-8", newline=newline) as f:
-      f.write(text)
+    with open(tmp, "wb") as f:
+      f.write(data)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
+
+
+def write_text(path, text, newline=None):
+  """Writes `text` as UTF-8 to `path` atomically; newline=None writes os.linesep for "\\n",
+  "" writes the text as it is (csv's own line ends)."""
+  if newline is None:
+    text = text.replace("\n", os.linesep)
+  write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path, value):

@@ -3,6 +3,8 @@
 import numpy as np
 import tensorflow as tf
 
+from t2t_vqem import files
+
 
 def grid(rows, border=2):
   """Picture rows [R, N, H, W, C] uint8 -> one uint8 picture, R rows of N, white borders."""
@@ -21,5 +23,5 @@ def grid(rows, border=2):
 
 
 def write_png(path, picture):
-  """Writes a uint8 [H, W, C] picture to `path` as PNG."""
-  tf.io.write_file(path, tf.io.encode_png(tf.convert_to_tensor(picture, tf.uint8)))
+  """Writes a uint8 [H, W, C] picture to `path` as PNG (atomically: t2t_vqem.files)."""
+  files.write_bytes(path, tf.io.encode_png(tf.convert_to_tensor(picture, tf.uint8)).numpy())

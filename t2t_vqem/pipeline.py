@@ -3,7 +3,9 @@
   t2t_vqem-trainer --gin_file=em_distill.gin --output_dir=runs/em_distill
 
 Stages, each in its own folder of OUTPUT_DIR and each skipped when its output
-exists (so rerunning the command after a crash resumes where it stopped):
+exists (so rerunning the command after a crash, even a kill -9, resumes where it
+stopped: every file is written whole or not at all, t2t_vqem.files, and
+results.json, the mark of a finished run, last; tests/test_kill.py):
 
   teacher/   the autoregressive Transformer (`Pipeline.teacher_gin`), unless
              `Pipeline.teacher_dir` names an already trained run; a finished
@@ -26,7 +28,6 @@ Loading a trained run (`t2t_vqem.train.trainer.load_run`) parses its
 operative_config.gin the same way.
 """
 
-import json
 import os
 import platform
 import time
@@ -39,6 +40,7 @@ from t2t_vqem import config
 from t2t_vqem import constants
 from t2t_vqem import decode
 from t2t_vqem import distill as distill_lib
+from t2t_vqem import files
 from t2t_vqem import metrics
 from t2t_vqem import speed
 from t2t_vqem.problems import problem as problem_lib
@@ -61,17 +63,13 @@ def is_configured():
 stage_config = config.stage_config  # also importable from here
 
 
-def _read_json(path):
-  with open(path) as f:
-    return json.load(f)
+def write_results(output_dir, results, markdown):
+  """Writes results.md, then results.json (the mark of a finished run; t2t_vqem.files).
 
-
-def _write_json(path, value):
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(value, f, indent=2)
-    f.write("\n")
-  os.replace(tmp, path)
+  Killed in between, the rerun finds no results.json and writes both again from
+  the cached stages and rows."""
+  files.write_text(os.path.join(output_dir, RESULTS_MD), markdown(results))
+  files.write_json(os.path.join(output_dir, RESULTS_JSON), results)
 
 
 def _cell(value, fmt, suffix=""):
@@ -220,7 +218,7 @@ class Pipeline:
     done = os.path.join(run_dir, STAGE_DONE)
     if os.path.exists(done):
       logging.info("Stage %s already done; skipping", run_dir)
-      return _read_json(done)
+      return files.read_json(done)
     started = time.perf_counter()
     with config.stage_config(items):
       trainer = trainer_lib.Trainer(run_dir, data_dir=self.data_dir)
@@ -233,7 +231,7 @@ class Pipeline:
         "dev": dev,
         "seconds": round(time.perf_counter() - started, 1),
       }
-    _write_json(done, result)
+    files.write_json(done, result)
     return result
 
   def train_teacher(self):
@@ -314,7 +312,7 @@ class Pipeline:
     """BLEU of one run at one beam on `bleu_split`; cached in eval/<name>.json."""
     path = os.path.join(self.eval_dir, name + ".json")
     if os.path.exists(path):
-      return _read_json(path)
+      return files.read_json(path)
     os.makedirs(self.eval_dir, exist_ok=True)
     problem, model, ckpt, run_dir = loaded
     sources, references = problem.sources_and_references(self.bleu_split, self.bleu_sentences)
@@ -337,9 +335,8 @@ class Pipeline:
       "bleu_sentences": len(sources),
       "problem": getattr(problem, "base_problem", problem.name),
     }
-    with open(os.path.join(self.eval_dir, name + ".hyp.txt"), "w", encoding="utf-8") as f:
-      f.write("\n".join(hypotheses) + "\n")
-    _write_json(path, row)
+    files.write_text(os.path.join(self.eval_dir, name + ".hyp.txt"), "\n".join(hypotheses) + "\n")
+    files.write_json(path, row)
     logging.info("%s: BLEU %.2f", label, bleu)
     return row
 
@@ -350,7 +347,7 @@ class Pipeline:
     stale = False
     for name, loaded, _, _ in specs:
       path = os.path.join(self.eval_dir, name + ".json")
-      made_from = _read_json(path).get("checkpoint") if os.path.exists(path) else loaded[2]
+      made_from = files.read_json(path).get("checkpoint") if os.path.exists(path) else loaded[2]
       if made_from != loaded[2]:
         logging.info(
           "eval/%s.json was made from %s, the run is now at %s: evaluating it again",
@@ -370,13 +367,13 @@ class Pipeline:
     compiled decode function}."""
     path = os.path.join(self.eval_dir, "latency.json")
     if os.path.exists(path):
-      return _read_json(path)
+      return files.read_json(path)
     sources, references = problem.sources_and_references(self.bleu_split, self.latency_sentences)
     logging.info(
       "Timing %d sentences at batch 1, the %d decoders in turn", len(sources), len(decode_fns)
     )
     result = speed.latencies(decode_fns, problem.vocab, sources, references, self.latency_bands)
-    _write_json(path, result)
+    files.write_json(path, result)
     return result
 
   def _throughputs(self, decode_fns, problem):
@@ -386,7 +383,7 @@ class Pipeline:
       return {}
     path = os.path.join(self.eval_dir, "throughput.json")
     if os.path.exists(path):
-      return _read_json(path)
+      return files.read_json(path)
     sources, _ = problem.sources_and_references(self.bleu_split, self.bleu_sentences)
     logging.info(
       "Timing %d sentences at batch %d, the %d decoders in turn, %d rounds",
@@ -398,13 +395,13 @@ class Pipeline:
     result = speed.throughputs(
       decode_fns, problem.vocab, sources, self.throughput_batch_size, self.throughput_rounds
     )
-    _write_json(path, result)
+    files.write_json(path, result)
     return result
 
   def evaluate(self):
     """Stage 4: every row of the table, then results.json and results.md."""
     logging.info("Stage 4/4: evaluation on the %s split", self.bleu_split)
-    student_model = _read_json(os.path.join(self.student_dir, trainer_lib.RUN_INFO))["model"]
+    student_model = files.read_json(os.path.join(self.student_dir, trainer_lib.RUN_INFO))["model"]
     beam = self.teacher_beam_size
     teacher_run, student_run = self._load(self.teacher_dir), self._load(self.student_dir)
     specs = [
@@ -429,7 +426,7 @@ class Pipeline:
     stages = {}
     for name, run_dir in (("teacher", self.teacher_dir), ("student", self.student_dir)):
       done = os.path.join(run_dir, STAGE_DONE)
-      stages[name] = _read_json(done) if os.path.exists(done) else None
+      stages[name] = files.read_json(done) if os.path.exists(done) else None
     results = {
       "rows": rows,
       "problem": student["problem"],
@@ -444,9 +441,7 @@ class Pipeline:
       "distill": info,
       "stages": stages,
     }
-    _write_json(os.path.join(self.output_dir, RESULTS_JSON), results)
-    with open(os.path.join(self.output_dir, RESULTS_MD), "w") as f:
-      f.write(results_markdown(results))
+    write_results(self.output_dir, results, results_markdown)
     return results
 
   def run(self):
@@ -454,7 +449,7 @@ class Pipeline:
     path = os.path.join(self.output_dir, RESULTS_JSON)
     if os.path.exists(path):
       logging.info("%s exists: the pipeline is done (delete it to evaluate again)", path)
-      results = _read_json(path)
+      results = files.read_json(path)
     else:
       os.makedirs(self.output_dir, exist_ok=True)
       started = time.perf_counter()

@@ -45,6 +45,7 @@ from t2t_vqem import config
 from t2t_vqem import constants
 from t2t_vqem import decode
 from t2t_vqem import distill as distill_lib
+from t2t_vqem import files
 from t2t_vqem import pipeline as pipeline_lib
 from t2t_vqem import speed
 from t2t_vqem import study_figures
@@ -57,7 +58,6 @@ LATENCY = "latency"
 ROW_KEYS = ("name", "label", "gin", "distilled", "paper", "warm_start")
 PAPER_KEYS = ("bleu", "latency_ms", "speedup", "bits_per_dim")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_read_json, _write_json = pipeline_lib._read_json, pipeline_lib._write_json
 _cell = pipeline_lib._cell
 
 
@@ -309,7 +309,8 @@ class Study:
     otherwise. Returns that problem's name."""
     pipeline = self.pipeline
     if pipeline.external_teacher:
-      expected = _read_json(os.path.join(pipeline.teacher_dir, trainer_lib.RUN_INFO))["problem"]
+      run_info = files.read_json(os.path.join(pipeline.teacher_dir, trainer_lib.RUN_INFO))
+      expected = run_info["problem"]
       who = f"the teacher in {pipeline.teacher_dir}"
     elif self.has_teacher:
       expected = self._problem_of(pipeline.teacher_gin + pipeline.shared_gin)[0]
@@ -392,9 +393,7 @@ class Study:
     metric = "bits_per_dim" if self.images else "bleu"
     results["seeds"] = study_seeds.summary(self.rows, results["rows"], metric)
     results["note"] = self.note
-    _write_json(os.path.join(self.output_dir, pipeline_lib.RESULTS_JSON), results)
-    with open(os.path.join(self.output_dir, pipeline_lib.RESULTS_MD), "w") as f:
-      f.write(results_markdown(results))
+    pipeline_lib.write_results(self.output_dir, results, results_markdown)
     return results
 
   def _evaluate_images(self, stages):
@@ -430,7 +429,7 @@ class Study:
     evaluated, rows = False, []
     for i, (name, run_dir, beam_size, label, paper) in enumerate(specs, 1):
       path = os.path.join(self.eval_dir, name + ".json")
-      cached = _read_json(path) if os.path.exists(path) else None
+      cached = files.read_json(path) if os.path.exists(path) else None
       if cached and cached["run_dir"] == os.path.abspath(run_dir):  # else another run's
         rows.append(dict(cached, model=label))  # the label of this run's config
         continue
@@ -440,7 +439,7 @@ class Study:
       rows.append(self.pipeline._bleu_row(name, loaded[run_dir], beam_size, label, fn))
       evaluated = True
     latency_path = os.path.join(self.eval_dir, LATENCY + ".json")
-    latency = _read_json(latency_path) if os.path.exists(latency_path) else {}
+    latency = files.read_json(latency_path) if os.path.exists(latency_path) else {}
     if evaluated or not all(spec[0] in latency for spec in specs):
       if os.path.exists(latency_path):
         os.remove(latency_path)  # stale: every row is timed again, side by side
@@ -483,7 +482,7 @@ class Study:
           self._forget_eval(spec[0])
       self.pipeline.train_teacher()
       if os.path.exists(teacher_done):
-        stages.update({spec[0]: _read_json(teacher_done) for spec in self.teacher_specs})
+        stages.update({spec[0]: files.read_json(teacher_done) for spec in self.teacher_specs})
     if any(row["distilled"] for row in self.rows):
       info = self.pipeline.distill()
       if not info.get("complete"):

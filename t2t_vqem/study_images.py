@@ -12,14 +12,13 @@ many as Trainer.eval_pictures) is copied to OUTPUT_DIR/fig4_<name>.png. The
 table (Table 2) gives each row's bits/dim, its parts and the paper's figure.
 """
 
-import json
 import os
-import shutil
 
 from absl import logging
 
 from t2t_vqem import config
 from t2t_vqem import constants
+from t2t_vqem import files
 from t2t_vqem import pipeline as pipeline_lib
 from t2t_vqem import registry
 from t2t_vqem.train import trainer as trainer_lib
@@ -66,14 +65,12 @@ def row_results(run_dir, items, path, data_dir=None):
   """`evaluate_row`'s results, cached in `path` (eval/<name>.json): evaluated again when
   it is absent or another run's."""
   if os.path.exists(path):
-    with open(path) as f:
-      cached = json.load(f)
+    cached = files.read_json(path)
     if cached["run_dir"] == os.path.abspath(run_dir):
       return cached
   logging.info("Evaluating %s on the test split", run_dir)
   result = evaluate_row(run_dir, items, data_dir)
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  pipeline_lib._write_json(path, result)
+  files.write_json(path, result)
   return result
 
 
@@ -98,8 +95,7 @@ def evaluate_row(run_dir, items, data_dir=None):
       )
     model, step = trainer.model, trainer.step
   path = os.path.join(run_dir, trainer_lib.TEST_RESULTS)
-  with open(path) as f:
-    test = json.load(f)
+  test = files.read_json(path)
   bottleneck = model.bottleneck
   # Trainer.write_pictures' file of the test evaluation's originals over reconstructions.
   grid = os.path.join(run_dir, "pictures", f"reconstructions-{step}.png")
@@ -120,7 +116,8 @@ def copy_grid(row, output_dir, name):
   if not row.get("pictures") or not os.path.exists(row["pictures"]):
     return None
   file = FIG4.format(name=name)
-  shutil.copyfile(row["pictures"], os.path.join(output_dir, file))
+  with open(row["pictures"], "rb") as f:
+    files.write_bytes(os.path.join(output_dir, file), f.read())
   return file
 
 

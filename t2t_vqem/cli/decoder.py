@@ -12,6 +12,7 @@ from absl import flags
 from t2t_vqem import config
 from t2t_vqem import constants
 from t2t_vqem import decode
+from t2t_vqem import files
 from t2t_vqem import metrics
 from t2t_vqem.cli import common
 from t2t_vqem.train import trainer as trainer_lib
@@ -89,8 +90,7 @@ def main(argv):
   )
   print(file=sys.stderr)
   out = FLAGS.decode_to_file or os.path.join(FLAGS.output_dir, f"decode.{name}.beam{beam}.txt")
-  with open(out, "w", encoding="utf-8") as f:
-    f.write("\n".join(hypotheses) + "\n")
+  files.write_text(out, "\n".join(hypotheses) + "\n")
   print(f"wrote {len(hypotheses)} hypotheses to {out}")
   if references:
     score, signature = metrics.corpus_bleu(hypotheses, references)

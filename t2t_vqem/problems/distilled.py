@@ -10,6 +10,9 @@ references. The vocabulary is the base problem's (the same file), and data
 distilled with another vocabulary is refused.
 """
 
+import hashlib
+import os
+
 import tensorflow as tf
 
 from t2t_vqem import distill as distill_lib
@@ -40,6 +43,7 @@ class TranslateDistilled(problem.TranslationProblem):
     )
     self.base_problem, self.distill_dir = base_problem, distill_dir
     self._checked = False
+    self._digest = None  # (sizes and mtimes of the shards, their sha256)
 
   @property
   def problem_dir(self):
@@ -52,6 +56,34 @@ class TranslateDistilled(problem.TranslationProblem):
   @property
   def vocab(self):
     return self.base.vocab
+
+  def split_fingerprint(self, split):
+    """train: the distill_dir, its shard count and the sha256 of the shards; else the base's."""
+    problem.check_split(split)
+    if split != "train":
+      return self.base.split_fingerprint(split)
+    paths = distill_lib.shard_paths(self.distill_dir)
+    status = [(os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths]
+    if self._digest is None or self._digest[0] != status:
+      digest = hashlib.sha256()
+      for path in paths:
+        digest.update(problem.file_sha256(path).encode("ascii"))
+      self._digest = status, digest.hexdigest()
+    return {
+      "distill_dir": os.path.abspath(self.distill_dir),
+      "shards": len(paths),
+      "sha256": self._digest[1],
+    }
+
+  def fingerprint(self):
+    return dict(super().fingerprint(), base_problem=self.base_problem)
+
+  def describe(self, split):
+    return self.distill_dir if split == "train" else self.base.describe(split)
+
+  def setting(self, name):
+    # vocab_size, max_length and vocab_sample_size are the base problem's.
+    return self.base.setting(name)
 
   def check(self):
     """Refuses data distilled from another problem, with another vocabulary, or unfinished."""

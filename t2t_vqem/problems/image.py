@@ -9,7 +9,9 @@ paper's measure) are written after training.
 """
 
 import functools
+import hashlib
 
+import numpy as np
 import tensorflow as tf
 
 from t2t_vqem import constants
@@ -118,6 +120,7 @@ class ImageShapes(ImageProblem):
   def __init__(self, data_dir=None, seed=1234, num_train=20000, num_eval=1000):
     super().__init__(data_dir)
     self.seed, self.num_train, self.num_eval = seed, num_train, num_eval
+    self._digests = {}  # split -> sha256 of its pictures
 
   @functools.lru_cache(maxsize=None)
   def _pictures(self, split):
@@ -126,6 +129,21 @@ class ImageShapes(ImageProblem):
     return shapes.drop_seen(
       shapes.generate(split, self.seed, self.num_eval), self._pictures("train")
     )
+
+  def split_fingerprint(self, split):
+    """The generator parameters the split depends on, and the sha256 of its pictures.
+
+    dev and test depend on train too (pictures seen in train are dropped).
+    """
+    problem.check_split(split)
+    pictures = self._pictures(split)
+    if split not in self._digests:
+      self._digests[split] = hashlib.sha256(np.ascontiguousarray(pictures).tobytes()).hexdigest()
+    fingerprint = {"seed": self.seed, "num_train": self.num_train}
+    if split != "train":
+      fingerprint["num_eval"] = self.num_eval
+    fingerprint.update(count=len(pictures), sha256=self._digests[split])
+    return fingerprint
 
   def images(self, split):
     problem.check_split(split)
@@ -147,6 +165,16 @@ class ImageCifar10(ImageProblem):
   def __init__(self, data_dir=None, tfds_data_dir=None, download=True):
     super().__init__(data_dir)
     self.tfds_data_dir, self.download = tfds_data_dir, download
+    self._full_name = None
+
+  def split_fingerprint(self, split):
+    """The TFDS dataset (name/version) and split the pictures come from."""
+    problem.check_split(split)
+    if self._full_name is None:
+      import tensorflow_datasets as tfds
+
+      self._full_name = tfds.builder("cifar10", data_dir=self.tfds_data_dir).info.full_name
+    return {"tfds": self._full_name, "split": CIFAR10_SPLITS[split]}
 
   def images(self, split):
     import tensorflow_datasets as tfds

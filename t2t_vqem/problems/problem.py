@@ -8,9 +8,15 @@ that build a model (`dummy_features`), what a batch is measured in
 the losses (`output_metrics`, `output_pictures`, `reports_test_results`).
 Problems drive a model only through its declared interface
 (`t2t_vqem.registry.model_interface`); the trainer and Gin wire the two.
+
+`Problem.fingerprint()` describes the data a problem reads (a run records it);
+the one cache under data_dir, a text problem's vocabulary, is keyed by and
+checked against the fingerprint of what it is learnt from (`TranslationProblem.vocab`).
 """
 
 import functools
+import hashlib
+import json
 import os
 
 from absl import logging
@@ -18,6 +24,7 @@ import tensorflow as tf
 
 from t2t_vqem import constants
 from t2t_vqem import decode
+from t2t_vqem import files
 from t2t_vqem import metrics
 from t2t_vqem import registry
 from t2t_vqem.problems import vocab as vocab_lib
@@ -33,6 +40,26 @@ def default_data_dir():
 def check_split(split):
   if split not in SPLITS:
     raise ValueError(f"unknown split {split!r}; accepted splits: {', '.join(SPLITS)}")
+
+
+def file_sha256(path):
+  """The sha256 (hex) of a file's bytes."""
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def json_digest(value):
+  """A short digest (12 hex digits) of a JSON-serialisable value, the same in any process."""
+  text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+  return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def differing_fields(found, expected):
+  """The sorted keys whose values differ between two dicts (a key missing in one differs)."""
+  return sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
 
 
 def bucket_boundaries(max_length, min_length=8, step=1.1):
@@ -59,6 +86,28 @@ class Problem:
 
   def __init__(self, data_dir=None):
     self.data_dir = os.path.expanduser(data_dir or default_data_dir())
+
+  def split_fingerprint(self, split):
+    """A small JSON dict identifying the data of `split`, or None when the problem cannot say.
+
+    Subclasses describe their data: file paths, sizes and content hashes, generator
+    parameters, or a dataset's name and version. The same data gives the same dict
+    in any process (no timestamps); content hashes are computed once per instance.
+    """
+    del split
+    return None
+
+  def fingerprint(self):
+    """A small JSON-serialisable dict describing the data this problem reads.
+
+    {"problem": name, "train"/"dev"/"test": `split_fingerprint(split)`}, plus
+    what a subclass adds (text problems: the settings that change their
+    examples). Same data and settings give an equal dict in any process; a run
+    records it (run_info.json) to refuse a resume on other data.
+    """
+    fingerprint = {"problem": self.name}
+    fingerprint.update({split: self.split_fingerprint(split) for split in SPLITS})
+    return fingerprint
 
   def dummy_features(self):
     """A one-example batch that builds every weight of a model for this problem."""
@@ -98,7 +147,7 @@ class Problem:
 class TranslationProblem(Problem):
   """Source -> target text pairs with a shared WordPiece vocabulary.
 
-  Subclasses implement `text_pairs(split)`.
+  Subclasses implement `text_pairs(split)` and `split_fingerprint(split)`.
 
   Args:
     data_dir: where the vocabulary (and any prepared data) is cached.
@@ -119,10 +168,36 @@ class TranslationProblem(Problem):
     self.vocab_size = vocab_size
     self.max_length = max_length
     self.vocab_sample_size = vocab_sample_size
+    self._fitting = set()  # splits known to hold a pair of at most max_length subwords
 
   def text_pairs(self, split):
     """A tf.data.Dataset of (source, target) scalar string pairs."""
     raise NotImplementedError
+
+  def split_fingerprint(self, split):
+    """A small JSON dict identifying the pairs of `split` (see Problem.split_fingerprint)."""
+    raise NotImplementedError(
+      f"{type(self).__name__} does not define split_fingerprint(), which keys its "
+      "vocabulary cache and its runs to the data"
+    )
+
+  def fingerprint(self):
+    """Problem.fingerprint plus the settings that change the examples and the vocabulary."""
+    fingerprint = super().fingerprint()
+    fingerprint.update(
+      vocab_size=self.vocab_size,
+      vocab_sample_size=self.vocab_sample_size,
+      max_length=self.max_length,
+    )
+    return fingerprint
+
+  def describe(self, split):
+    """Where the pairs of `split` come from, for messages."""
+    return f"problem {self.name}"
+
+  def setting(self, name):
+    """The Gin name of one of this problem's settings, e.g. 'translate_tsv.max_length'."""
+    return f"{self.name}.{name}"
 
   def model_kwargs(self):
     """What a model needs to know of this problem."""
@@ -155,25 +230,80 @@ class TranslationProblem(Problem):
       results["bleu_teacher_forced"] = metrics.corpus_bleu(hypotheses, references)[0]
     return results
 
+  def vocab_key(self):
+    """What the vocabulary is learnt from: the training data (not where it lies) and settings."""
+    train = dict(self.split_fingerprint(constants.TRAIN) or {})
+    train.pop("path", None)  # moved data teaches the same vocabulary
+    return {
+      "problem": self.name,
+      "train": train,
+      "vocab_size": self.vocab_size,
+      "vocab_sample_size": self.vocab_sample_size,
+    }
+
+  def _vocab_paths(self, key):
+    """(keyed, unkeyed): the vocabulary file of `key` (a vocab_key()), and an older version's."""
+    keyed = f"vocab.{self.vocab_size}.{json_digest(key)}.txt"
+    unkeyed = f"vocab.{self.vocab_size}.txt"
+    return os.path.join(self.problem_dir, keyed), os.path.join(self.problem_dir, unkeyed)
+
   @property
   def vocab_path(self):
-    return os.path.join(self.problem_dir, f"vocab.{self.vocab_size}.txt")
+    """problem_dir/vocab.<vocab_size>.<digest of vocab_key()>.txt (see `vocab`).
+
+    An older version's unkeyed vocab.<vocab_size>.txt is used instead while no
+    keyed file exists.
+    """
+    keyed, unkeyed = self._vocab_paths(self.vocab_key())
+    if not os.path.exists(keyed) and os.path.exists(unkeyed):
+      return unkeyed
+    return keyed
 
   @functools.cached_property
   def vocab(self):
-    """The shared vocabulary, learnt from the training split on first use."""
-    if not os.path.exists(self.vocab_path):
-      logging.info(
-        "Learning a %d-token WordPiece vocabulary for %s from at most %d training pairs into %s",
-        self.vocab_size,
+    """The shared vocabulary, learnt from the training split on first use and cached.
+
+    The cache is keyed by what it is learnt from: its name holds a digest of
+    `vocab_key()` (the training data's fingerprint, vocab_size and
+    vocab_sample_size), so other data or settings never share a file, and
+    `vocab_record_path` beside it records that key and the vocabulary's
+    sha256. A cached file whose record is missing, unreadable or disagrees
+    (a corrupted or edited cache, or a learning killed before its record was
+    written) is learnt again, with a warning naming what differs. An older
+    version's unkeyed vocab.<vocab_size>.txt has no record: it is used with a
+    warning that it cannot be checked against the data (delete it to learn the
+    vocabulary again).
+    """
+    key = self.vocab_key()
+    path, unkeyed = self._vocab_paths(key)
+    if not os.path.exists(path) and os.path.exists(unkeyed):
+      path = unkeyed
+      logging.warning(
+        "Vocabulary %s was cached by an older version, with no record of the data it was "
+        "learnt from, so it cannot be checked against %s's data; using it as it is "
+        "(delete it to learn the vocabulary again)",
+        path,
         self.name,
-        self.vocab_sample_size,
-        self.vocab_path,
       )
-      pairs = self.text_pairs("train").take(self.vocab_sample_size)
-      texts = pairs.flat_map(lambda s, t: tf.data.Dataset.from_tensor_slices(tf.stack([s, t])))
-      return vocab_lib.learn_vocab(texts, self.vocab_size, self.vocab_path)
-    return vocab_lib.Vocab(self.vocab_path)
+      return vocab_lib.Vocab(path)
+    if os.path.exists(path):
+      fault = vocab_cache_fault(path, key)
+      if fault is None:
+        return vocab_lib.Vocab(path)
+      logging.warning("Vocabulary cache %s %s; learning it again", path, fault)
+    logging.info(
+      "Learning a %d-token WordPiece vocabulary for %s from at most %d training pairs into %s",
+      self.vocab_size,
+      self.name,
+      self.vocab_sample_size,
+      path,
+    )
+    pairs = self.text_pairs("train").take(self.vocab_sample_size)
+    texts = pairs.flat_map(lambda s, t: tf.data.Dataset.from_tensor_slices(tf.stack([s, t])))
+    vocab = vocab_lib.learn_vocab(texts, self.vocab_size, path)
+    record = {"learnt_from": key, "sha256": file_sha256(path)}
+    files.write_json(vocab_record_path(path), record)
+    return vocab
 
   def examples(self, split, drop_long=True):
     """Unbatched {"inputs", "targets"} int32 id sequences, each ending with EOS."""
@@ -194,17 +324,53 @@ class TranslationProblem(Problem):
       )
     return ds
 
+  def check_fits(self, split):
+    """Fails unless some pair of `split` fits max_length (else no batch would ever come).
+
+    Reads the split only until the first pair that fits (at once on any usable
+    data; a whole pass only when none fits), once per split and instance.
+    """
+    if split in self._fitting:
+      return
+    lengths = self.examples(split, drop_long=False).map(
+      lambda f: tf.maximum(tf.size(f["inputs"]), tf.size(f["targets"]))
+    )
+    shortest = None
+    for batch in lengths.batch(1024).as_numpy_iterator():
+      if batch.min() <= self.max_length:
+        self._fitting.add(split)
+        return
+      low = int(batch.min())
+      shortest = low if shortest is None else min(shortest, low)
+    if shortest is None:
+      raise ValueError(f"the {split} split of {self.describe(split)} has no pairs")
+    raise ValueError(
+      f"no {split} pair of {self.describe(split)} fits max_length={self.max_length} "
+      f"(the shortest has {shortest} subwords, EOS included); raise "
+      f"{self.setting('max_length')} to at least {shortest}"
+    )
+
   def batches(self, split, batch_tokens, shuffle=False, repeat=False, num_replicas=1, seed=None):
     """Length-bucketed batches of about `batch_tokens` tokens (little padding).
 
     Each bucket's batch size is a multiple of num_replicas, so a distributed
-    step splits every batch evenly.
+    step splits every batch evenly. batch_tokens must hold one example of
+    max_length subwords per replica, and some pair of the split must fit
+    max_length (`check_fits`); else a ValueError says what is accepted.
     """
+    smallest = self.max_length * num_replicas
+    if batch_tokens < smallest:
+      raise ValueError(
+        f"batch_tokens={batch_tokens} cannot hold one example of max_length={self.max_length} "
+        f"subwords on each of {num_replicas} replica(s); use batch_tokens >= {smallest} "
+        f"(max_length x replicas) or lower {self.setting('max_length')}"
+      )
+    self.check_fits(split)
     boundaries = bucket_boundaries(self.max_length)
-    sizes = []
-    for bound in boundaries + [self.max_length]:
-      size = max(1, batch_tokens // bound) // num_replicas * num_replicas
-      sizes.append(max(size, num_replicas))
+    sizes = [
+      batch_tokens // bound // num_replicas * num_replicas
+      for bound in boundaries + [self.max_length]
+    ]
     ds = self.examples(split)
     if shuffle:
       ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
@@ -225,3 +391,28 @@ class TranslationProblem(Problem):
       sources.append(s.decode("utf-8"))
       references.append(t.decode("utf-8"))
     return sources, references
+
+
+def vocab_record_path(vocab_path):
+  """Where the record of what a cached vocabulary was learnt from lies: <name>.json beside it."""
+  return os.path.splitext(vocab_path)[0] + ".json"
+
+
+def vocab_cache_fault(vocab_path, key):
+  """Why the cached vocabulary at `vocab_path` is not the one learnt from `key`, or None."""
+  record_path = vocab_record_path(vocab_path)
+  if not os.path.exists(record_path):
+    return f"has no record {record_path} of what it was learnt from"
+  try:
+    record = files.read_json(record_path)
+  except (OSError, ValueError) as e:
+    return f"has an unreadable record {record_path} ({e})"
+  found = record.get("learnt_from") if isinstance(record, dict) else None
+  differ = differing_fields(found if isinstance(found, dict) else {}, json.loads(json.dumps(key)))
+  if differ:
+    return (
+      f"was recorded in {record_path} as learnt from other data (differing: {', '.join(differ)})"
+    )
+  if record.get("sha256") != file_sha256(vocab_path):
+    return f"was changed after it was learnt (its sha256 is not the one in {record_path})"
+  return None

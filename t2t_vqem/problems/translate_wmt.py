@@ -26,6 +26,16 @@ class TranslateEndeWmt(problem.TranslationProblem):
     self.tfds_name = tfds_name
     self.tfds_data_dir = tfds_data_dir
     self.download = download
+    self._full_name = None
+
+  def split_fingerprint(self, split):
+    """The TFDS dataset (name/config/version) and split the pairs come from."""
+    problem.check_split(split)
+    if self._full_name is None:
+      import tensorflow_datasets as tfds
+
+      self._full_name = tfds.builder(self.tfds_name, data_dir=self.tfds_data_dir).info.full_name
+    return {"tfds": self._full_name, "split": TFDS_SPLITS[split]}
 
   def text_pairs(self, split):
     import tensorflow_datasets as tfds

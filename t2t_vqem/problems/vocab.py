@@ -12,12 +12,11 @@ stored one token a line. Tokenization and detokenization are tensorflow(-text)
 ops only, so they can live inside a SavedModel.
 """
 
-import os
-
 import tensorflow as tf
 import tensorflow_text as tf_text
 
 from t2t_vqem import constants
+from t2t_vqem import files
 
 PAD = "<pad>"
 EOS = "<EOS>"
@@ -41,7 +40,7 @@ def learn_vocab(texts, vocab_size, path):
   Args:
     texts: a tf.data.Dataset of scalar strings (source and target sentences).
     vocab_size: the target size; the learnt vocabulary may be a little smaller.
-    path: file to write, one token a line, RESERVED_TOKENS first.
+    path: file to write (atomically), one token a line, RESERVED_TOKENS first.
   Returns:
     the Vocab read back from `path`.
   """
@@ -58,11 +57,7 @@ def learn_vocab(texts, vocab_size, path):
     bert_tokenizer_params={"lower_case": False},
     learn_params={},
   )
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write("\n".join(tokens) + "\n")
-  os.replace(tmp, path)
+  files.write_text(path, "\n".join(tokens) + "\n")
   return Vocab(path)
 
 

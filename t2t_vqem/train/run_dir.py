@@ -46,16 +46,18 @@ def check_run_data(output_dir, fingerprint):
   """Records the problem's data fingerprint in run_info.json, or checks it is unchanged.
 
   A run resumed on other data than it started on would mix two experiments:
-  refused, naming the fields that differ. A run_info.json of an older version,
+  refused, naming the fields that differ. Where the data lies (file paths) is
+  not compared, only what it holds. A run_info.json of an older version,
   with no fingerprint, gets this one.
   """
   path = os.path.join(output_dir, RUN_INFO)
   info = files.read_json(path)
+  fingerprint = json.loads(json.dumps(fingerprint))  # as it reads back from JSON
   found = info.get("data")
   if found is None:
     files.write_json(path, dict(info, data=fingerprint))
     return
-  fingerprint = json.loads(json.dumps(fingerprint))  # as it reads back from JSON
+  found, fingerprint = _contents(found), _contents(fingerprint)
   if found != fingerprint:
     differ = sorted(k for k in set(found) | set(fingerprint) if found.get(k) != fingerprint.get(k))
     raise OutputDirError(
@@ -63,6 +65,13 @@ def check_run_data(output_dir, fingerprint):
       f"{info['problem']!r} reads now (differing: {', '.join(differ)}); use another "
       f"--output_dir, or give the problem the data the run started on"
     )
+
+
+def _contents(fingerprint):
+  """A fingerprint without where the data lies (a corpus moved elsewhere is the same data)."""
+  if isinstance(fingerprint, dict):
+    return {k: _contents(v) for k, v in fingerprint.items() if k not in ("path", "distill_dir")}
+  return fingerprint
 
 
 def write_eval_history(output_dir, step, split, results):
@@ -82,6 +91,12 @@ def write_eval_history(output_dir, step, split, results):
   rows = [row for row in rows if (row["step"], row["split"]) != key]
   rows.append({"step": key[0], "split": split, **{k: repr(float(v)) for k, v in results.items()}})
   figures.write_csv_table(path, columns, rows)
+
+
+def has_evaluation(output_dir, step, split):
+  """Whether output_dir/eval_history.csv holds a row of `step` and `split`."""
+  _, rows = figures.read_csv_table(figures.history_path(output_dir))
+  return any(row["step"] == str(step) and row["split"] == split for row in rows)
 
 
 def truncate_eval_history(output_dir, step):

@@ -448,6 +448,13 @@ class Trainer:
       if self.export_at_end:
         self.export()
       return {}
+    if (
+      self.eval_every
+      and start % self.eval_every == 0
+      and not run_dir.has_evaluation(self.output_dir, start, constants.DEV)
+      and start
+    ):
+      self.evaluate()  # killed between the checkpoint and its evaluation
     progress = progress_lib.Progress(start, self.train_steps, self.problem.item_unit)
     logging.info(
       "Training %s on %s with %d replica(s) from step %d to %d",
