@@ -47,7 +47,8 @@ transformer.filter_size = 32
 make_optimizer.warmup_steps = 5
 """
 PAIRS = [(f"the {w} sees a {v}", f"der {w} sieht ein {v}") for w in "cat dog man" for v in "ox ant"]
-SAID = re.compile(r"^(error: .*|.*(WARNING|warning).*(cannot be read|not finite|skipped).*)$")
+SAID = re.compile(r"^error: |cannot be read|not finite|Resumed from|final dev results")
+ABSL_PREFIX = re.compile(r"^[IWEF]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] ")
 
 
 def tool(name, work, *args):
@@ -91,8 +92,8 @@ def run(argv, kill_when=None):
     if process.poll() is None:
       process.send_signal(signal.SIGKILL)
   _, err = process.communicate(timeout=900)
-  lines = [line.strip() for line in err.decode(errors="replace").splitlines()]
-  said = [line for line in lines if SAID.match(line)]
+  lines = [ABSL_PREFIX.sub("", line.strip()) for line in err.decode(errors="replace").splitlines()]
+  said = [line for line in lines if SAID.search(line)]
   return process.returncode, (said[0] if said else "")
 
 
@@ -140,8 +141,12 @@ def rows(work):
   )
   yield "batch_tokens smaller than one example", trainer(work, "b", "Trainer.batch_tokens = 1")
   yield (
-    "learning rate 1e4 (the loss goes NaN)",
-    trainer(work, "nan", "make_optimizer.learning_rate = 1e4", "make_optimizer.warmup_steps = 1"),
+    "learning rate 1e4 (diverges, stays finite)",
+    trainer(work, "lr4", "make_optimizer.learning_rate = 1e4", "make_optimizer.warmup_steps = 1"),
+  )
+  yield (
+    "learning rate 1e30 (the loss goes NaN)",
+    trainer(work, "lr30", "make_optimizer.learning_rate = 1e30", "make_optimizer.warmup_steps = 1"),
   )
   yield "a clean run (for the rows below)", trainer(work, "run")
   yield "checkpoint of other sizes", trainer(work, "run", "transformer.hidden_size = 24")
@@ -183,7 +188,7 @@ def main(_):
   print("| fault | exit | what it said |\n|---|---|---|")
   for fault, argv in rows(work):
     status, said = argv() if callable(argv) else run(argv)
-    said = said.replace(work, "WORK").replace("|", "\\|")
+    said = said.replace(work, "WORK").replace(ROOT + os.sep, "").replace("|", "\\|")
     print(f"| {fault} | {status} | {said[:220]} |", flush=True)
 
 

@@ -30,16 +30,26 @@ bottlenecks, whose Monte-Carlo samples are not drawn), one code per 2^n_c
 target subwords (EOS included); rows shorter than L are padded with -1.
 `translate_with_codes` decodes the codes of each row up to its first negative
 entry in one parallel pass (the latent predictor is not used); a code outside
-[0, num_codes) is an InvalidArgumentError.
+[0, num_codes) is an InvalidArgumentError, and so is a row of more than
+max_codes = ceil((max_input_length + the model's max_decode_extra) / 2^n_c)
+codes (the most the model decodes for a source; more would be one attention
+pass over any length asked for).
 
-Bad input never brings the server down:
+Bad input never brings the server down (tests/test_serving_faults.py):
   * every source (and target) is cut to its first `max_input_length - 1`
     subwords before EOS is appended, so the model never sees more than
     `max_input_length` tokens (default: the problem's `max_length`, the
-    longest example of training);
+    longest example of training) and decodes a bounded length, however long
+    the text;
   * a source with no subword (empty or only spaces) gets an empty translation;
   * a batch of zero sentences gives zero translations (zero rows of codes);
-  * input of another rank or dtype is refused by the signature.
+  * a string that is not valid UTF-8 is an InvalidArgumentError naming the
+    input and its rows ("serving_default: sources must be valid UTF-8; rows
+    that are not: [1]"); the whole batch is refused (no guess at the encoding);
+  * input of another dtype is refused by the signature, of another shape by a
+    check when it runs (a loaded signature checks dtypes only): an
+    InvalidArgumentError "serving_default: sources must have shape [?]; got
+    [1 2]".
 Decoding settings (beam size, length penalty) are fixed at export time.
 
 Signatures of an image model (`image_vqvae_vq`, `image_vqvae_em`), H x W x C
@@ -53,11 +63,16 @@ the problem's picture shape and h x w x n its latent field:
       [0, num_codes) is an InvalidArgumentError;
   sample(count: int32 [], seed: int32 []) -> {"images": uint8 [count, H, W, C]}
       codes drawn from the latent prior (temperature 1), then decoded; the same
-      seed gives the same pictures; count < 0 is an InvalidArgumentError.
+      seed gives the same pictures; count < 0 or > max_sample_count (1024
+      unless the server is made with another) is an InvalidArgumentError.
   serving_default is `encode`.
 
-Pictures of another shape or dtype are refused by the signature; zero
-pictures (or count 0) give zero rows.
+Pictures (or codes) of another dtype are refused by the signature, of another
+shape by a check when the signature runs (InvalidArgumentError "encode:
+images must have shape [?, 32, 32, 3]; got [1 16 16 3]"; without it a
+picture of another rank crashes the process in Conv2D); zero pictures or
+codes (any input with no element: an empty JSON list is shape [0]) or count 0
+give zero rows.
 
 Extension point: the serving module is chosen by the interface the model
 declares (`t2t_vqem.registry.model_interface`, `SERVERS`); add one with
@@ -126,6 +141,61 @@ class AssetVocab(tf.Module):
 _STRINGS = tf.TensorSpec([None], tf.string)
 
 
+def _checked(tensor, spec, what):
+  """tensor, checked when the graph runs to have the shape of its signature's spec.
+
+  A loaded SavedModel's signature refuses another dtype but runs on any shape,
+  its graph assuming the spec's rank (a picture of another rank crashes
+  oneDNN's Conv2D), so the runtime shape is checked as text, which nothing
+  folds away: an InvalidArgumentError "encode: images must have shape [?, 32,
+  32, 3]; got [1 16 16 3]" ("sample: count must be a scalar; got [1 2]"
+  for a scalar spec, int). Where the spec fixes all but the batch axis
+  (pictures, their codes), a tensor with no element is zero rows (an empty
+  JSON list is shape [0]).
+  """
+  dims = spec.shape.as_list()
+  if not dims:  # a scalar's shape is a constant of the graph: check its value's text
+    text = tf.strings.format("{}", tensor, summarize=3)
+    check = tf.debugging.Assert(
+      tf.strings.regex_full_match(text, r"-?\d+"), [f"{what} must be a scalar; got", text]
+    )
+    with tf.control_dependencies([check]):
+      return tf.identity(tensor)
+  shape = tf.strings.format("{}", tf.shape(tensor), summarize=-1)
+  pattern = r"\[" + " ".join(r"\d+" if d is None else str(d) for d in dims) + r"\]"
+  ok = tf.strings.regex_full_match(shape, pattern)
+  rows_only = len(dims) >= 2 and None not in dims[1:]
+  if rows_only:
+    ok = tf.logical_or(ok, tf.equal(tf.size(tensor), 0))
+  expected = "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+  check = tf.debugging.Assert(ok, [f"{what} must have shape {expected}; got", shape])
+  with tf.control_dependencies([check]):
+    if not rows_only:
+      return tf.identity(tensor)
+    # (a tf.reshape to [-1, ...] would be removed as redundant: the graph takes
+    # the tensor's shape from the spec)
+    empty = tf.zeros([0] + dims[1:], spec.dtype)
+    return tf.cond(tf.size(tensor) > 0, lambda: tf.identity(tensor), lambda: empty)
+
+
+def _checked_utf8(text, what):
+  """Strings [B], checked to be valid UTF-8: else an InvalidArgumentError
+  "{what} must be valid UTF-8; rows that are not: [...]". One pass over the bytes."""
+  valid = tf.equal(tf.strings.unicode_transcode(text, "UTF-8", "UTF-8", errors="replace"), text)
+  check = tf.debugging.Assert(
+    tf.reduce_all(valid),
+    [f"{what} must be valid UTF-8; rows that are not:", tf.where(~valid)[:, 0]],
+    summarize=10,
+  )
+  with tf.control_dependencies([check]):
+    return tf.identity(text)
+
+
+def _checked_text(text, what):
+  """Strings of a text signature: shape [B], valid UTF-8."""
+  return _checked_utf8(_checked(text, _STRINGS, what), what)
+
+
 def _if_any_rows(batch, fn, empty):
   """fn() if batch > 0 else `empty` (a zero-row tensor), inside the graph."""
   return tf.cond(batch > 0, fn, lambda: empty)
@@ -158,15 +228,23 @@ class _Server(tf.Module):
     return self._model.value
 
 
-class ImageServer(_Server):
-  """Serving module of an image model: `encode`, `decode`, `sample`."""
+MAX_SAMPLE_COUNT = 1024  # pictures one `sample` call may ask for
 
-  def __init__(self, model):
+
+class ImageServer(_Server):
+  """Serving module of an image model: `encode`, `decode`, `sample`.
+
+  max_sample_count bounds `sample`'s count (a scalar asking for any amount of
+  work: 1024 pictures of the tiny test model take ~10 s on a CPU).
+  """
+
+  def __init__(self, model, max_sample_count=MAX_SAMPLE_COUNT):
     super().__init__(model, "image_server")
-    images = tf.TensorSpec((None,) + tuple(model.image_shape), tf.uint8)
-    codes = tf.TensorSpec((None,) + tuple(model.field_shape), tf.int32)
-    self.encode = tf.function(self._encode, input_signature=[images])
-    self.decode = tf.function(self._decode, input_signature=[codes])
+    self.images_spec = tf.TensorSpec((None,) + tuple(model.image_shape), tf.uint8)
+    self.codes_spec = tf.TensorSpec((None,) + tuple(model.field_shape), tf.int32)
+    self.max_sample_count = int(max_sample_count)
+    self.encode = tf.function(self._encode, input_signature=[self.images_spec])
+    self.decode = tf.function(self._decode, input_signature=[self.codes_spec])
     self.sample = tf.function(self._sample, input_signature=[tf.TensorSpec([], tf.int32)] * 2)
 
   @classmethod
@@ -186,14 +264,17 @@ class ImageServer(_Server):
       "image_shape": list(self.model.image_shape),
       "field_shape": list(self.model.field_shape),
       "num_codes": self.model.num_codes,
+      "max_sample_count": self.max_sample_count,
       "signatures": sorted(self.signatures()),
     }
 
   def _encode(self, images):
+    images = _checked(images, self.images_spec, "encode: images")
     empty = tf.zeros((0,) + tuple(self.model.field_shape), tf.int32)
     return {"codes": _if_any_rows(tf.shape(images)[0], lambda: self.model.encode(images), empty)}
 
   def _decode(self, codes):
+    codes = _checked(codes, self.codes_spec, "decode: codes")
     size = self.model.num_codes
     checks = [
       tf.debugging.assert_non_negative(codes, message="decode: codes must be >= 0"),
@@ -207,7 +288,16 @@ class ImageServer(_Server):
     return {"images": _if_any_rows(tf.shape(codes)[0], lambda: self.model.decode(codes), empty)}
 
   def _sample(self, count, seed):
-    checks = [tf.debugging.assert_non_negative(count, message="sample: count must be >= 0")]
+    scalar = tf.TensorSpec([], tf.int32)
+    count, seed = _checked(count, scalar, "sample: count"), _checked(seed, scalar, "sample: seed")
+    checks = [
+      tf.debugging.assert_non_negative(count, message="sample: count must be >= 0"),
+      tf.debugging.assert_less_equal(
+        count,
+        self.max_sample_count,
+        message=f"sample: count must be <= max_sample_count {self.max_sample_count}",
+      ),
+    ]
     with tf.control_dependencies(checks):
       count = tf.identity(count)
     empty = tf.zeros((0,) + tuple(self.model.image_shape), tf.uint8)
@@ -256,6 +346,8 @@ class TranslationServer(_Server):
     }
 
   def _translate(self, sources):
+    sources = _checked_text(sources, "serving_default: sources")
+
     def run():
       inputs, nonempty = self.vocab.tokenize(sources, self.max_input_length)
       ids = self.model.decode(inputs, beam_size=self.beam_size, alpha=self.alpha)
@@ -283,10 +375,15 @@ class LatentTranslationServer(TranslationServer):
 
   def info(self):
     return dict(
-      super().info(), num_codes=self.model.num_codes, compress_steps=self.model.compress_steps
+      super().info(),
+      num_codes=self.model.num_codes,
+      compress_steps=self.model.compress_steps,
+      max_codes=self.max_codes,
     )
 
   def _encode(self, sources, targets):
+    sources = _checked_text(sources, "encode: sources")
+    targets = _checked_text(targets, "encode: targets")
     checks = [
       tf.debugging.assert_equal(
         tf.size(sources), tf.size(targets), message="encode: sources and targets differ in number"
@@ -305,8 +402,17 @@ class LatentTranslationServer(TranslationServer):
 
     return {"codes": _if_any_rows(tf.size(sources), run, tf.zeros([0, 0], tf.int32))}
 
+  @property
+  def max_codes(self):
+    """The most codes translate_with_codes takes in a row: as many as the model
+    decodes for the longest source."""
+    extra = getattr(self.model, "max_decode_extra", 0)
+    return -(-(self.max_input_length + extra) // 2**self.model.compress_steps)
+
   def _translate_with_codes(self, sources, codes):
     model = self.model
+    sources = _checked_text(sources, "translate_with_codes: sources")
+    codes = _checked(codes, tf.TensorSpec([None, None], tf.int32), "translate_with_codes: codes")
     is_code = tf.math.cumsum(tf.cast(codes < 0, tf.int32), axis=1) == 0
     checks = [
       tf.debugging.assert_equal(
@@ -319,9 +425,17 @@ class LatentTranslationServer(TranslationServer):
         model.num_codes,
         message=f"translate_with_codes: codes must be < the number of codes {model.num_codes}",
       ),
+      tf.debugging.assert_less_equal(
+        tf.reduce_sum(tf.cast(is_code, tf.int32), axis=1),
+        self.max_codes,
+        message=f"translate_with_codes: a row has more than max_codes {self.max_codes} codes "
+        "(the most the model decodes for a source)",
+      ),
     ]
     with tf.control_dependencies(checks):
-      sources, codes = tf.identity(sources), tf.identity(codes)
+      # Past max_codes columns every entry is after a row's first negative one.
+      sources, codes = tf.identity(sources), tf.identity(codes[:, : self.max_codes])
+      is_code = is_code[:, : self.max_codes]
 
     def run():
       inputs, nonempty = self.vocab.tokenize(sources, self.max_input_length)

@@ -20,6 +20,21 @@ bottleneck plugs into any latent model:
 A registered bottleneck (`registry.register_bottleneck`) is built by name,
 with `embedding_dim` = D and its own arguments, e.g. from Gin:
 `latent_transformer.bottleneck = 'semhash'`, `semhash.num_bits = 12`.
+
+Bad input, the same for every bottleneck (tests/test_fuzz_bottlenecks.py):
+  * a row of x holding a NaN or an Inf is, for the layer's statistics, a masked
+    row: it is left out of perplexity and usage and of any state the call
+    updates (an EMA codebook's counts and sums, its seeding). Its code is still
+    a valid code. It does count in the loss, which is then not finite where the
+    bottleneck has a loss of x (the trainer then skips the step: see
+    t2t_vqem.train.trainer, "Non-finite steps"); finite rows get finite outputs.
+  * zero rows (x [0, D] or [B, 0, D]) give outputs with zero rows, loss 0,
+    perplexity 1 and usage 0; so does an all-masked batch, whose outputs keep
+    their shape.
+  * x of rank < 2, a last dimension other than D, or a mask whose shape is not
+    x's without its last dimension is a ValueError (an InvalidArgumentError
+    when the shapes are only known when the graph runs); the message names the
+    shapes.
 """
 
 from typing import NamedTuple
@@ -83,11 +98,24 @@ def check_float(name, value, low, high=None, low_open=False):
 
 
 def masked_mean(values, weights):
-  """Mean of per-position values [N] over kept positions (padding may be NaN)."""
+  """Mean of per-position values [N] over kept positions (padding may be NaN); 0 if none."""
   if weights is None:
-    return tf.reduce_mean(values)
+    return tf.math.divide_no_nan(tf.reduce_sum(values), tf.cast(tf.size(values), values.dtype))
   values = tf.where(weights > 0.0, values * weights, 0.0)
   return tf.math.divide_no_nan(tf.reduce_sum(values), tf.reduce_sum(weights))
+
+
+def finite_rows(flat, keep):
+  """The rows of flat [N, D] that count in the statistics: kept and finite.
+
+  Returns:
+    (bool [N], float32 [N] weights): keep (all True if None) and every entry
+    of the row finite. One pass over flat.
+  """
+  finite = tf.reduce_all(tf.math.is_finite(flat), axis=-1)
+  if keep is not None:
+    finite = tf.logical_and(finite, keep)
+  return finite, tf.cast(finite, tf.float32)
 
 
 def code_metrics(codes, num_codes, weights):
@@ -169,11 +197,19 @@ class Bottleneck(keras.layers.Layer):
     if mask is None:
       return x, flat, tf.shape(x)[:-1], None, None
     mask = tf.convert_to_tensor(mask)
-    if mask.shape.rank is not None and mask.shape.rank != x.shape.rank - 1:
+    if not mask.shape.is_compatible_with(x.shape[:-1]):
       raise ValueError(
         f"mask has shape {mask.shape}; expected the input's shape without "
         f"its last dimension, {x.shape[:-1]}."
       )
+    if not (mask.shape.is_fully_defined() and x.shape[:-1].is_fully_defined()):
+      check = tf.debugging.assert_equal(
+        tf.shape(mask),
+        tf.shape(x)[:-1],
+        message=f"{self.name}: the mask shape must be the input shape without its last dimension",
+      )
+      with tf.control_dependencies([check]):
+        mask = tf.identity(mask)
     keep = tf.reshape(mask, [-1])
     if keep.dtype != tf.bool:
       keep = keep > 0

@@ -31,6 +31,7 @@ are left out. Each public function is the reference; a private `_fast_*`
 variant beside it computes the same thing faster and is tested against it.
 """
 
+import keras
 import tensorflow as tf
 
 # -- E step -------------------------------------------------------------------
@@ -126,13 +127,19 @@ def sample_codes(logits, num_samples, seed=None):
   Args:
     logits: float32 [B, N, K].
     num_samples: S, m in the paper.
-    seed: optional op seed.
+    seed: None (TensorFlow's stateful sampler), or a keras.random.SeedGenerator:
+      its state, checkpointed with the model's, makes a resumed run draw what an
+      unbroken one would.
 
   Returns:
     int32 [B, N, S].
   """
   num_blocks, k = logits.shape[0], tf.shape(logits)[-1]
-  draws = tf.random.categorical(tf.reshape(logits, [-1, k]), num_samples, dtype=tf.int32, seed=seed)
+  rows = tf.reshape(logits, [-1, k])
+  if seed is None:
+    draws = tf.random.categorical(rows, num_samples, dtype=tf.int32)
+  else:
+    draws = keras.random.categorical(rows, num_samples, dtype="int32", seed=seed)
   return tf.minimum(tf.reshape(draws, [num_blocks, -1, num_samples]), k - 1)
 
 
@@ -156,16 +163,20 @@ def mean_of_codes(codebook, draws):
 
 def _fast_mean_of_codes(codebook, draws):
   """`mean_of_codes` without the [B, N, S, d] gather: C e with the draws' CSR
-  matrix C (`_draw_matrix`). Faster on CPU graphs; XLA cannot compile it."""
+  matrix C (`_draw_matrix`). Faster on CPU graphs; XLA cannot compile it.
+
+  C has one more, empty, row: the sparse product of a matrix with no row (N =
+  0) kills a graph's process with SIGFPE.
+  """
   num_blocks, k, dim = codebook.shape
   if draws.shape[-1] == 1:
     if num_blocks == 1:
       return tf.gather(codebook[0], draws[0, :, 0])[tf.newaxis]
     return tf.gather(codebook, draws[..., 0], batch_dims=1)
   mean = tf.raw_ops.SparseMatrixMatMul(
-    a=_draw_matrix(draws, k), b=tf.reshape(codebook, [num_blocks * k, dim])
+    a=_draw_matrix(draws, k, extra_row=True), b=tf.reshape(codebook, [num_blocks * k, dim])
   )
-  return tf.reshape(mean, [num_blocks, -1, dim])
+  return tf.reshape(mean[:-1], [num_blocks, -1, dim])
 
 
 def mean_one_hot(draws, depth):
@@ -275,12 +286,13 @@ def _block_codes(draws, codebook_size):
   return draws + offsets[:, tf.newaxis, tf.newaxis]
 
 
-def _draw_matrix(draws, codebook_size, keep=None, by_code=False):
+def _draw_matrix(draws, codebook_size, keep=None, by_code=False, extra_row=False):
   """The draws [B, N, S] as a CSR matrix C [B * N, B * K] of 1/S entries.
 
   Row b * N + i holds 1/S at column b * K + z_i^l for each draw l (repeats
   add up): C e is Eq. 11's mean, C^T x the M step's sums. Rows not kept are
-  empty. With by_code, C^T itself, its entries sorted by code.
+  empty. With by_code, C^T itself, its entries sorted by code. With
+  extra_row, C gets one more row, empty.
   """
   num_blocks, num_samples = draws.shape[0], draws.shape[-1]
   n = tf.shape(draws)[1]
@@ -290,7 +302,7 @@ def _draw_matrix(draws, codebook_size, keep=None, by_code=False):
     kept = tf.repeat(tf.tile(keep, [num_blocks]), num_samples)
     codes, positions = tf.boolean_mask(codes, kept), tf.boolean_mask(positions, kept)
   rows, cols = positions, codes
-  shape = [num_blocks * n, num_blocks * codebook_size]
+  shape = [num_blocks * n + int(extra_row), num_blocks * codebook_size]
   if by_code:
     order = tf.argsort(codes)
     rows, cols = tf.gather(codes, order), tf.gather(positions, order)

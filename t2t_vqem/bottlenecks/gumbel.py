@@ -36,6 +36,12 @@ class GumbelSoftmax(base.Bottleneck):
   one_hot(codes) [..., K]; loss as above (mean over kept positions);
   perplexity and usage of the codes; draws = codes.
 
+  Bad input (`base`'s rules): a row holding a NaN or an Inf is left out of
+  perplexity and usage; its code is valid, its inference decoder input a
+  (finite) row of W + b, its training input may not be finite, and the loss
+  is then not finite. The call changes no weight but `step` (+1 per training call,
+  whatever the batch). codebook_size = 1 is refused (ValueError).
+
   Args:
     codebook_size: K >= 2 (T2T: 2^z_size).
     temperature_warmup_steps: T2T's temperature_warmup_steps (150000).
@@ -99,7 +105,7 @@ class GumbelSoftmax(base.Bottleneck):
     return 0.5 * base.inverse_exp_decay(self.temperature_warmup_steps // 5, step)
 
   def call(self, x, training=None, mask=None):
-    x, flat, batch_shape, weights, _ = self._flatten(x, mask)
+    x, flat, batch_shape, weights, keep = self._flatten(x, mask)
     k = self.codebook_size
     logits = self.logits_layer(flat)
     log_p = tf.nn.log_softmax(logits)
@@ -130,7 +136,7 @@ class GumbelSoftmax(base.Bottleneck):
     loss = self.variance_weight * -tf.reduce_mean(variance) + self.kl_weight * base.masked_mean(
       -tf.reduce_max(log_p, axis=-1), weights
     )
-    perplexity, usage = base.code_metrics(codes, k, weights)
+    perplexity, usage = base.code_metrics(codes, k, base.finite_rows(flat, keep)[1])
     codes_out = tf.reshape(codes, batch_shape)
     return base.BottleneckOutput(
       quantized=tf.reshape(tf.cast(q, x.dtype), tf.shape(x)),

@@ -53,12 +53,13 @@ def sample_rows(x, keep, num):
   """`num` random kept rows of x [N, D], without replacement while there are enough.
 
   Returns:
-    (rows [num, D], has_data scalar bool); rows are 0 when no row is kept.
+    (rows [num, D], has_data scalar bool); rows are 0 when no row is kept
+    (also when x has no row).
   """
   n_all = tf.shape(x)[0]
   kept = tf.range(n_all) if keep is None else tf.cast(tf.where(keep)[:, 0], tf.int32)
   n = tf.size(kept)
   order = tf.concat([tf.random.shuffle(kept), [n_all]], axis=0)
-  padded = tf.concat([x, tf.zeros_like(x[:1])], axis=0)
+  padded = tf.concat([x, tf.zeros([1, tf.shape(x)[1]], x.dtype)], axis=0)  # row n_all: 0
   pick = tf.where(n > 0, tf.range(num) % tf.maximum(n, 1), n)
   return tf.gather(padded, tf.gather(order, pick)), n > 0

@@ -53,6 +53,12 @@ class SemanticHashing(base.Bottleneck):
   [0, 2^num_bits); soft_targets = one_hot(codes) [..., 2^num_bits]; loss 0;
   perplexity and usage over the 2^num_bits codes; draws = codes.
 
+  Bad input (`base`'s rules): a row holding a NaN or an Inf is left out of
+  perplexity and usage; its code is valid (a NaN bit reads as 0), its decoder
+  input may not be finite (the loss is 0 whatever the input). The call changes
+  no weight but `step` (+1 per training call, whatever the batch). num_bits = 0
+  (K = 1) is refused (ValueError).
+
   Args:
     num_bits: bits per position, 1 <= num_bits <= 24 (T2T's z_size; the paper: 12).
     noise_std: standard deviation of the training noise (T2T's noise_dev: 0.5).
@@ -116,7 +122,7 @@ class SemanticHashing(base.Bottleneck):
     return self.embed_final(self.embed_on(v) + self.embed_off(1.0 - v))
 
   def call(self, x, training=None, mask=None):
-    x, flat, batch_shape, weights, _ = self._flatten(x, mask)
+    x, flat, batch_shape, _, keep = self._flatten(x, mask)
     c = self.bits_layer(flat)
     if training and self.noise_std > 0.0:
       c += tf.random.truncated_normal(tf.shape(c), stddev=self.noise_std)
@@ -130,7 +136,7 @@ class SemanticHashing(base.Bottleneck):
       v = tf.where(per_row[:, tf.newaxis], v, y)
       self.step.assign(self.step + 1.0)
     codes = bits_to_int(bits)
-    perplexity, usage = base.code_metrics(codes, self.num_codes, weights)
+    perplexity, usage = base.code_metrics(codes, self.num_codes, base.finite_rows(flat, keep)[1])
     codes_out = tf.reshape(codes, batch_shape)
     return base.BottleneckOutput(
       quantized=tf.reshape(tf.cast(self.embed_bits(v), x.dtype), tf.shape(x)),

@@ -60,6 +60,23 @@ class VectorQuantizer(base.Bottleneck):
   gives Sonnet's behaviour, unused codes move to 0). The Laplace smoothing uses
   the per-block K (T2T used the total 2^z_size).
 
+  Bad input (besides `base`'s rules; tests/test_fuzz_bottlenecks.py):
+    * a row holding a NaN or an Inf is a masked row for the E/M statistics: not
+      in the EMA counts and sums, not a seed of `init_from_first_batch` or of a
+      dead-code restart, not in perplexity and usage. Its code is a valid code
+      and its decoder input that code's (finite) codebook row; the loss counts
+      it and is then not finite.
+    * a training batch with no kept finite row (all masked, zero rows, or all
+      non-finite) is no observation: codebook, ema_count and ema_means_sum
+      stay exactly as they were. Eq. 3-4 would still decay counts and sums,
+      and with the Laplace smoothing that alone moves every code, with no data.
+    * an M step whose result would not be finite (finite rows so large that
+      their sums overflow float32) is skipped whole, and a restart or seeding
+      whose EMA sum would overflow leaves that code as it was: the state is
+      never non-finite.
+    * codebook_size = 1 is refused (ValueError "codebook_size=1 is not
+      accepted"): one code carries no information.
+
   Args:
     codebook_size: K, codes per block, >= 2 (the paper: 2^12 for translation,
       2^8 for CIFAR-10).
@@ -138,6 +155,7 @@ class VectorQuantizer(base.Bottleneck):
       else codebook_initializer
     )
     self.jit_compile = bool(jit_compile)
+    self.sample_seed = keras.random.SeedGenerator(name="sample_seed")  # soft EM's draws
 
     # The execution path, chosen once. The M step's ~10 elementwise passes
     # over [K, D] fuse under XLA; its shapes are fixed, so it compiles once.
@@ -154,7 +172,8 @@ class VectorQuantizer(base.Bottleneck):
     """The E step on x [B, N, d]: draws [B, N, S] and, in the hard modes, the
     winning score summed over blocks [N] (None in soft EM)."""
     if self.mode == "soft_em":  # Eq. 9: S draws from the Multinomial
-      return eq.sample_codes(self._scores_fn(x, codebook, self.temperature), self.num_samples), None
+      logits = self._scores_fn(x, codebook, self.temperature)
+      return eq.sample_codes(logits, self.num_samples, seed=self.sample_seed), None
     idx, score = self._scores_fn(x, codebook)  # Eq. 1: the nearest code
     return idx[..., tf.newaxis], tf.reduce_sum(score, axis=0)
 
@@ -249,6 +268,9 @@ class VectorQuantizer(base.Bottleneck):
 
   def call(self, x, training=None, mask=None):
     x, flat, batch_shape, weights, keep = self._flatten(x, mask)
+    # The statistics (M step, seeding, metrics) see the kept finite rows only;
+    # the loss sees every kept row, so a non-finite one makes it non-finite.
+    keep, stat_weights = base.finite_rows(flat, keep)
     training = bool(training)
     ctx = replicas.context() if training else None
     if training and self.init_from_first_batch:
@@ -271,7 +293,9 @@ class VectorQuantizer(base.Bottleneck):
       )  # pylint: disable=protected-access
       self._ema_step(counts, sums, frozen)
     else:
-      counts = replicas.all_reduce_sum(ctx, eq.code_histogram(draws, self.codebook_size, weights))
+      counts = replicas.all_reduce_sum(
+        ctx, eq.code_histogram(draws, self.codebook_size, stat_weights)
+      )
     if training and self.dead_code_restart_steps:
       self._restart_dead_codes(ctx, counts, tf.stop_gradient(flat), keep)
     perplexity, usage = eq.perplexity_and_usage(counts)
@@ -319,11 +343,17 @@ class VectorQuantizer(base.Bottleneck):
   # -- the M step and the options ----------------------------------------------------
 
   def _ema_values(self, ema_count, ema_sum, counts, sums, old_codebook):
-    """The EMA state and codebook after one M step (Eq. 3-4); a batch with no kept
-    position is no observation and leaves them as they were."""
+    """The EMA state and codebook after one M step (Eq. 3-4).
+
+    A batch with no kept finite position is no observation and leaves them as
+    they were (no decay); so does a step whose result would not be finite
+    (sums that overflow float32), the state never becomes non-finite.
+    """
     new = eq.ema_update(ema_count, ema_sum, counts, sums, self.decay, self.epsilon, old_codebook)
-    has_data = tf.reduce_sum(counts) > 0.0
-    return tuple(tf.where(has_data, a, b) for a, b in zip(new, (ema_count, ema_sum, old_codebook)))
+    ok = tf.reduce_sum(counts) > 0.0
+    for t in new:
+      ok = tf.logical_and(ok, tf.reduce_all(tf.math.is_finite(t)))
+    return tuple(tf.where(ok, a, b) for a, b in zip(new, (ema_count, ema_sum, old_codebook)))
 
   def _ema_step(self, counts, sums, old_codebook):
     """The EMA M step (Eq. 3-4) from the all-replica batch statistics."""
@@ -342,7 +372,9 @@ class VectorQuantizer(base.Bottleneck):
 
   def _reset_codes(self, which, candidates, count):
     """Codes where `which` [B, K]: codebook <- candidates [B, K, d], EMA state <-
-    (count, count * candidates); every replica assigns the same values."""
+    (count, count * candidates); every replica assigns the same values. A code
+    whose new EMA sum would not be finite keeps its state."""
+    which = tf.logical_and(which, tf.reduce_all(tf.math.is_finite(count * candidates), -1))
     sel = which[..., tf.newaxis]
     self.codebook.assign(self._unblocks(tf.where(sel, candidates, self._blocks(self.codebook))))
     if self.mode != "vq":

@@ -423,7 +423,7 @@ class Trainer:
       raise NonFiniteError(
         f"step {step}: {what} not finite in {in_a_row} steps in a row "
         f"(Trainer.max_nonfinite_steps={self.max_nonfinite_steps}); no update was "
-        f"applied, the last checkpoint is {self.manager.latest_checkpoint!r}; lower "
+        f"applied, the last checkpoint is {self.manager.latest_checkpoint or 'none yet'}; lower "
         f"make_optimizer.learning_rate or look at the data"
       )
 
