@@ -65,7 +65,8 @@ def main(argv):
         model,
         problem,
         export_dir,
-        extra_info={"checkpoint": os.path.abspath(checkpoint)},
+        # The checkpoint's name only: an export embeds no path of this machine.
+        extra_info={"checkpoint": os.path.basename(checkpoint)},
         **settings,
       )
     except NotImplementedError as e:
