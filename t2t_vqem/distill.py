@@ -19,7 +19,6 @@ is refused (`DistillMismatchError`), as is training on data made with another
 vocabulary.
 """
 
-import hashlib
 import os
 import re
 import sys
@@ -44,14 +43,6 @@ class DistillIncompleteError(ValueError):
   """Distilled data with missing shards (an interrupted run)."""
 
 
-def file_sha256(path):
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
-
-
 def checkpoint_step(path):
   """The training step of a checkpoint: its `ckpt-N` suffix, else its optimizer's counter."""
   match = re.search(r"-(\d+)$", path)
@@ -70,7 +61,7 @@ def teacher_record(checkpoint):
 
 def vocab_record(vocab_path):
   """What identifies a vocabulary in info.json: its path and content hash."""
-  return {"path": os.path.abspath(vocab_path), "sha256": file_sha256(vocab_path)}
+  return {"path": os.path.abspath(vocab_path), "sha256": files.sha256(vocab_path)}
 
 
 def shard_name(index, num_shards):

@@ -8,6 +8,7 @@ at any point leaves the old file or the new one, never part of one; at worst a
 """
 
 import glob
+import hashlib
 import json
 import os
 
@@ -57,3 +58,12 @@ def write_json(path, value):
 def read_json(path):
   with open(path, encoding="utf-8") as f:
     return json.load(f)
+
+
+def sha256(path):
+  """The sha256 (hex) of a file's bytes."""
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()

@@ -42,13 +42,7 @@ def check_split(split):
     raise ValueError(f"unknown split {split!r}; accepted splits: {', '.join(SPLITS)}")
 
 
-def file_sha256(path):
-  """The sha256 (hex) of a file's bytes."""
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
+file_sha256 = files.sha256  # the one place that hashes a file
 
 
 def json_digest(value):
