@@ -410,8 +410,7 @@ def distortion_loss(x, quantized, score=None, weights=None):
     elif weights is None:
       return tf.maximum(2.0 * (tf.nn.l2_loss(x) - tf.reduce_sum(score)), 0.0)
     else:
-      norms = tf.math.reduce_euclidean_norm(x, axis=-1)
-      per_row = tf.maximum(tf.square(norms) - 2.0 * score, 0.0)
+      per_row = tf.maximum(tf.reduce_sum(tf.square(x), -1) - 2.0 * score, 0.0)
     return tf.reduce_sum(tf.where(weights > 0.0, per_row * weights, 0.0))
 
   @tf.custom_gradient

@@ -17,7 +17,10 @@ The paper's §5.1.1 baseline (23.2 BLEU in its comparison), following T2T's
 
 The schedules count this layer's training calls (its `step` variable), T2T's
 global step. `straight_through=True` (ours, off by default) feeds the hard
-one-hot of the sample with the straight-through gradient instead of y.
+one-hot of the sample with the straight-through gradient instead of y. The
+noise and the temperature draw from `noise_seed`, a keras.random.SeedGenerator
+the trainer checkpoints (a resumed run draws what an unbroken one would); under
+a strategy the noise is each replica's own, the temperature one for all.
 """
 
 import keras
@@ -25,6 +28,7 @@ import tensorflow as tf
 
 from t2t_vqem import registry
 from t2t_vqem.bottlenecks import base
+from t2t_vqem.bottlenecks import replicas
 
 
 @registry.register_bottleneck("gumbel_softmax")
@@ -74,6 +78,7 @@ class GumbelSoftmax(base.Bottleneck):
     self.kl_weight = base.check_float("kl_weight", kl_weight, 0.0)
     self.variance_weight = base.check_float("variance_weight", variance_weight, 0.0)
     self.straight_through = bool(straight_through)
+    self.noise_seed = keras.random.SeedGenerator(name="noise_seed")  # noise, temperature
     self._build_if_dim_known()
 
   @property
@@ -111,11 +116,15 @@ class GumbelSoftmax(base.Bottleneck):
     log_p = tf.nn.log_softmax(logits)
     argmax_hot = tf.one_hot(tf.argmax(logits, -1), k)
     if training:
-      uniform = tf.random.uniform(tf.shape(logits), minval=1e-10, maxval=1.0)
+      seed = replicas.next_seed(self.noise_seed)
+      uniform = tf.random.stateless_uniform(tf.shape(logits), seed, minval=1e-10, maxval=1.0)
       noisy = log_p - tf.math.log(-tf.math.log(uniform)) * self.noise_scale(self.step)
-      temperature = tf.where(
-        tf.random.uniform([]) < 0.9, self.temperature(self.step), tf.random.uniform([], 0.5, 1.0)
+      # One temperature per step for all replicas, as on one device.
+      switch = tf.random.stateless_uniform([], replicas.next_seed(self.noise_seed, False))
+      random_t = tf.random.stateless_uniform(
+        [], replicas.next_seed(self.noise_seed, False), minval=0.5, maxval=1.0
       )
+      temperature = tf.where(switch < 0.9, self.temperature(self.step), random_t)
       y = tf.nn.softmax(noisy / temperature)
       codes = tf.argmax(noisy, axis=-1, output_type=tf.int32)
       if self.straight_through:

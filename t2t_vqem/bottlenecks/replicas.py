@@ -6,6 +6,11 @@ its batch statistics before the M step, and broadcasts every random choice
 (codebook seeding, dead-code restart) from one replica; then every replica
 assigns the same values to its own copy. Collectives never sit inside a
 tf.cond (they may not, inside strategy.run).
+
+Random draws take their seeds from a layer's keras.random.SeedGenerator
+(`next_seed`), whose state the trainer checkpoints: a resumed run draws what an
+unbroken one would. Its state variable (aggregation "none") is advanced by
+each replica on its own copy, alike, so it stays identical on all replicas.
 """
 
 import tensorflow as tf
@@ -19,6 +24,25 @@ def context():
   if ctx is None or ctx.num_replicas_in_sync == 1:
     return None
   return ctx
+
+
+def next_seed(generator, per_replica=True):
+  """The next stateless seed of a keras.random.SeedGenerator: int32 [2].
+
+  The generator advances one step, as in a keras.random op (on one device the
+  seed is the one keras.random would use). With more than one replica in sync,
+  per_replica=True folds in the replica id: each replica draws independently
+  for its own examples, as one device does for the whole batch; per_replica=False
+  gives every replica the same seed (a draw made once per step, a temperature).
+  """
+  seed = generator.next()
+  seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)  # as keras.random
+  ctx = context()
+  if per_replica and ctx is not None:
+    seed = tf.random.experimental.stateless_fold_in(
+      seed, tf.cast(ctx.replica_id_in_sync_group, tf.int32)
+    )
+  return seed
 
 
 def all_reduce_sum(ctx, tensors):
@@ -49,8 +73,12 @@ def broadcast_from_first_with_data(ctx, value, has_data):
   return value, tf.reduce_max(flags) > 0.0
 
 
-def sample_rows(x, keep, num):
+def sample_rows(x, keep, num, seed):
   """`num` random kept rows of x [N, D], without replacement while there are enough.
+
+  The rows are a stateless shuffle of the kept ones from `seed` (int32 [2], e.g.
+  `next_seed`); under a strategy each replica picks from its own rows, and
+  `broadcast_from_first_with_data` makes them agree.
 
   Returns:
     (rows [num, D], has_data scalar bool); rows are 0 when no row is kept
@@ -59,7 +87,7 @@ def sample_rows(x, keep, num):
   n_all = tf.shape(x)[0]
   kept = tf.range(n_all) if keep is None else tf.cast(tf.where(keep)[:, 0], tf.int32)
   n = tf.size(kept)
-  order = tf.concat([tf.random.shuffle(kept), [n_all]], axis=0)
+  order = tf.concat([tf.random.experimental.stateless_shuffle(kept, seed), [n_all]], axis=0)
   padded = tf.concat([x, tf.zeros([1, tf.shape(x)[1]], x.dtype)], axis=0)  # row n_all: 0
   pick = tf.where(n > 0, tf.range(num) % tf.maximum(n, 1), n)
   return tf.gather(padded, tf.gather(order, pick)), n > 0

@@ -15,7 +15,9 @@ The paper's §5.1.1 baseline (24.1 BLEU in its comparison; Table 1's
 
 The code of a position is its bits read as an integer (little-endian), so
 num_codes = 2^num_bits and embed(codes) feeds the bits of each code. The
-schedule counts this layer's training calls (its `step` variable).
+schedule counts this layer's training calls (its `step` variable). The noise and
+the per-example choice draw from `noise_seed`, a keras.random.SeedGenerator the
+trainer checkpoints (a resumed run draws what an unbroken one would).
 """
 
 import keras
@@ -23,6 +25,7 @@ import tensorflow as tf
 
 from t2t_vqem import registry
 from t2t_vqem.bottlenecks import base
+from t2t_vqem.bottlenecks import replicas
 
 MAX_BITS = 24
 
@@ -93,6 +96,7 @@ class SemanticHashing(base.Bottleneck):
     self.discrete_mix = base.check_float("discrete_mix", discrete_mix, 0.0, 1.0)
     self.startup_steps = int(startup_steps)
     self.filter_size = None if filter_size is None else int(filter_size)
+    self.noise_seed = keras.random.SeedGenerator(name="noise_seed")  # noise, discrete choice
     self._build_if_dim_known()
 
   @property
@@ -125,13 +129,15 @@ class SemanticHashing(base.Bottleneck):
     x, flat, batch_shape, _, keep = self._flatten(x, mask)
     c = self.bits_layer(flat)
     if training and self.noise_std > 0.0:
-      c += tf.random.truncated_normal(tf.shape(c), stddev=self.noise_std)
+      seed = replicas.next_seed(self.noise_seed)
+      c += tf.random.stateless_truncated_normal(tf.shape(c), seed, stddev=self.noise_std)
     y = saturating_sigmoid(c)
     bits = tf.cast(y > 0.5, tf.float32)
     v = bits + y - tf.stop_gradient(y)
     if training:  # per example, as T2T: the first axis of x
       examples = batch_shape[0]
-      use = tf.random.uniform([examples]) < self.discrete_probability(self.step)
+      uniform = tf.random.stateless_uniform([examples], replicas.next_seed(self.noise_seed))
+      use = uniform < self.discrete_probability(self.step)
       per_row = tf.repeat(use, tf.shape(flat)[0] // tf.maximum(examples, 1))
       v = tf.where(per_row[:, tf.newaxis], v, y)
       self.step.assign(self.step + 1.0)

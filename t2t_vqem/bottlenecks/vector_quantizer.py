@@ -24,7 +24,8 @@ latent predictor predicts and `embed` maps back.
 
 Not from the paper, both off by default: `init_from_first_batch` (seed the
 codebook with batch vectors) and `dead_code_restart_steps` (re-seed codes unused
-for that many steps, resetting their EMA state).
+for that many steps, resetting their EMA state). The batch rows they pick are
+drawn from `rows_seed`, a keras.random.SeedGenerator the trainer checkpoints.
 """
 
 import keras
@@ -156,6 +157,8 @@ class VectorQuantizer(base.Bottleneck):
     )
     self.jit_compile = bool(jit_compile)
     self.sample_seed = keras.random.SeedGenerator(name="sample_seed")  # soft EM's draws
+    if self.init_from_first_batch or self.dead_code_restart_steps:  # the rows they pick
+      self.rows_seed = keras.random.SeedGenerator(name="rows_seed")
 
     # The execution path, chosen once. The M step's ~10 elementwise passes
     # over [K, D] fuse under XLA; its shapes are fixed, so it compiles once.
@@ -166,6 +169,8 @@ class VectorQuantizer(base.Bottleneck):
     self._scores_fn = xla(eq.nearest_codes_and_scores if mode != "soft_em" else eq.code_logits)
     self._nearest_fn = xla(eq.nearest_codes)
     self._mean_fn = xla(eq.mean_of_codes) if self.jit_compile else eq._fast_mean_of_codes  # pylint: disable=protected-access
+    # The M step's statistics: CSR matrix products are faster in graphs; XLA has no CSR.
+    self._stats_fn = eq.cluster_statistics if self.jit_compile else eq._fast_cluster_statistics  # pylint: disable=protected-access
     self._build_if_dim_known()
 
   def _e_step(self, x, codebook):
@@ -289,8 +294,8 @@ class VectorQuantizer(base.Bottleneck):
     update = training and self.mode != "vq"
     if update:  # M-step statistics of the global batch
       counts, sums = replicas.all_reduce_sum(
-        ctx, eq._fast_cluster_statistics(xb, draws, self.codebook_size, keep)
-      )  # pylint: disable=protected-access
+        ctx, self._stats_fn(xb, draws, self.codebook_size, keep)
+      )
       self._ema_step(counts, sums, frozen)
     else:
       counts = replicas.all_reduce_sum(
@@ -365,8 +370,10 @@ class VectorQuantizer(base.Bottleneck):
     self.codebook.assign(self._unblocks(codebook))
 
   def _candidates(self, ctx, flat, keep):
-    """K random kept batch vectors [B, K, d], identical on all replicas."""
-    rows, has_data = replicas.sample_rows(flat, keep, self.codebook_size)
+    """K random kept batch vectors [B, K, d], identical on all replicas (each picks
+    from its own rows, from `rows_seed`; the first replica with data's are taken)."""
+    seed = replicas.next_seed(self.rows_seed)
+    rows, has_data = replicas.sample_rows(flat, keep, self.codebook_size, seed)
     rows, has_data = replicas.broadcast_from_first_with_data(ctx, rows, has_data)
     return self._to_blocks(rows), has_data
 
