@@ -8,10 +8,9 @@ tensorflow and tensorflow-text ops only. Loading it needs
     import tensorflow_text  # registers the tf.text ops the graph uses
     served = tf.saved_model.load(export_dir)
 
-and not t2t_vqem. The vocabulary file travels as a SavedModel asset
-(`assets/vocab.*.txt`) and both lookup tables (token -> id, id -> token) are
-initialised from it when the SavedModel is loaded, so the export directory can
-be moved or copied.
+and not t2t_vqem. The vocabulary travels inside the SavedModel
+(t2t_vqem.serving_vocab: its file is an asset, `assets/vocab.*`), so the export
+directory can be moved or copied.
 
 Signatures of a translation model (`transformer`, `latent_transformer_vq`,
 `latent_transformer_em`):
@@ -87,55 +86,9 @@ import gin
 import tensorflow as tf
 
 from t2t_vqem import registry
-from t2t_vqem.problems import vocab as vocab_lib
+from t2t_vqem import serving_vocab
 
 EXPORT_INFO = "export_info.json"  # in the SavedModel's assets.extra/
-
-
-class AssetVocab(tf.Module):
-  """`Vocab`'s tokenization and detokenization over lookup tables read from an asset.
-
-  Same text processing as t2t_vqem.problems.vocab.Vocab (`split_words`, then
-  WordPiece; detokenization joins pieces, drops "##" and turns MARK into a
-  space), but both tables are initialised from the vocabulary file as a
-  SavedModel asset instead of constants, so the SavedModel is relocatable.
-  """
-
-  def __init__(self, path):
-    super().__init__(name="vocab")
-    self.size = len(vocab_lib.read_tokens(path))
-    self.asset = tf.saved_model.Asset(path)
-    lines = tf.lookup.TextFileIndex.LINE_NUMBER
-    whole = tf.lookup.TextFileIndex.WHOLE_LINE
-    self.token_to_id = tf.lookup.StaticHashTable(
-      tf.lookup.TextFileInitializer(
-        self.asset, tf.string, whole, tf.int64, lines, vocab_size=self.size
-      ),
-      default_value=vocab_lib.UNK_ID,
-    )
-    self.id_to_token = tf.lookup.StaticHashTable(
-      tf.lookup.TextFileInitializer(
-        self.asset, tf.int64, lines, tf.string, whole, vocab_size=self.size
-      ),
-      default_value=vocab_lib.UNK,
-    )
-    self._wordpiece = vocab_lib.wordpiece_tokenizer(self.token_to_id)
-
-  def tokenize(self, text, max_length):
-    """Strings [B] -> (ids int32 [B, S] PAD-padded, each row ending with EOS;
-    bool [B], True where the text is not empty or only whitespace).
-
-    Each row keeps at most max_length - 1 subwords, then EOS.
-    """
-    ids = vocab_lib.wordpiece_ids(self._wordpiece, text)[:, : max_length - 1]
-    eos = tf.fill([ids.nrows(), 1], vocab_lib.EOS_ID)
-    ids = tf.concat([ids, tf.RaggedTensor.from_tensor(eos)], axis=1)
-    nonempty = tf.strings.length(tf.strings.strip(text)) > 0
-    return ids.to_tensor(default_value=vocab_lib.PAD_ID), nonempty
-
-  def detokenize(self, ids):
-    """Int ids [B, L] (PAD-padded, may contain EOS) -> strings [B], as Vocab.detokenize."""
-    return vocab_lib.join_pieces(ids, lambda flat: self.id_to_token.lookup(tf.cast(flat, tf.int64)))
 
 
 _STRINGS = tf.TensorSpec([None], tf.string)
@@ -313,7 +266,7 @@ class TranslationServer(_Server):
     super().__init__(model, "translation_server")
     if max_input_length < 2:
       raise ValueError(f"max_input_length={max_input_length} must be >= 2 (one subword and EOS)")
-    self.vocab = AssetVocab(vocab_path)
+    self.vocab = serving_vocab.asset_vocab(vocab_path)
     if self.vocab.size != model.vocab_size:
       raise ValueError(
         f"vocabulary {vocab_path!r} has {self.vocab.size} tokens, the model {model.vocab_size}"

@@ -71,9 +71,10 @@ def warnings(monkeypatch):
 
 
 def test_two_corpora_with_the_same_vocab_size_get_their_own_vocabulary(tmp_path):
-  first = _tsv(tmp_path, _lines(PAIRS * 10))
+  # vocab_size 200: room for every word of both corpora as one piece.
+  first = _tsv(tmp_path, _lines(PAIRS * 10), vocab_size=200)
   zebra = [("the zebra sleeps .", "das Zebra schläft .")] * 10
-  second = _tsv(tmp_path, _lines(PAIRS * 10 + zebra), folder="other")
+  second = _tsv(tmp_path, _lines(PAIRS * 10 + zebra), folder="other", vocab_size=200)
   assert first.data_dir == second.data_dir
   assert first.vocab_path != second.vocab_path
   assert "\u2581zebra" in second.vocab.tokens and "\u2581zebra" not in first.vocab.tokens
@@ -186,13 +187,17 @@ def test_a_tampered_record_or_vocabulary_is_learnt_again(tmp_path, warnings):
 
 
 def test_an_older_versions_unkeyed_vocabulary_is_used_with_a_warning(tmp_path, warnings):
-  problem = _tsv(tmp_path, _lines(PAIRS * 5))
+  problem = _tsv(tmp_path, _lines(PAIRS * 5), vocab_type="wordpiece")
   tokens = list(vocab_lib.RESERVED_TOKENS) + ["\u2581the", "\u2581dog"]
   legacy = os.path.join(problem.problem_dir, f"vocab.{VOCAB_SIZE}.txt")
   os.makedirs(problem.problem_dir)
   _write(pathlib.Path(legacy), "\n".join(tokens) + "\n")
   assert problem.vocab_path == legacy and problem.vocab.tokens == tokens
   assert len(warnings) == 1 and "cannot be checked" in warnings[0] and legacy in warnings[0]
+  # It is a WordPiece vocabulary: a SentencePiece problem learns its own beside it.
+  sentencepiece = _tsv(tmp_path, _lines(PAIRS * 5), vocab_type="sentencepiece")
+  assert sentencepiece.vocab_path.endswith(".model") and sentencepiece.vocab.tokens != tokens
+  assert len(warnings) == 1
 
 
 # -- bad TSV input: one clear line, never a crash or a hang --------------------------------

@@ -15,6 +15,8 @@ import pytest
 import tensorflow as tf
 
 from t2t_vqem import decode
+from t2t_vqem import export
+from t2t_vqem import registry
 from t2t_vqem.train import trainer as trainer_lib
 
 SOURCES = ["The dog sleeps.", "A man reads a book.", "The woman sees the old dog."]
@@ -286,6 +288,41 @@ def test_exporter_cli(transformer_export, tmp_path):
   )
   assert result.returncode == 1 and "Traceback" not in result.stderr
   assert "a training run?" in result.stderr
+
+
+@pytest.mark.parametrize("vocab_type", ["sentencepiece", "wordpiece"])
+def test_either_vocab_type_serves_what_the_model_decodes(tmp_path, vocab_type):
+  """An untrained tiny transformer, exported with each vocabulary type and moved:
+  served without t2t_vqem, its translations are the ones decoded in process."""
+  tsv = tmp_path / "pairs.tsv"
+  tsv.write_text("".join(f"{s}\t{t}\n" for s, t in zip(SOURCES, TARGETS)), encoding="utf-8")
+  gin.clear_config()
+  problem = registry.build_problem(
+    "translate_tsv",
+    **{f"{split}_path": str(tsv) for split in ("train", "dev", "test")},
+    data_dir=str(tmp_path / "data"),
+    vocab_size=128,
+    max_length=MAX_INPUT_LENGTH,
+    vocab_type=vocab_type,
+  )
+  model = registry.build_model(
+    "transformer",
+    vocab_size=problem.vocab.size,
+    **dict(hidden_size=16, num_layers=1, num_heads=2, filter_size=32, max_decode_extra=8),
+  )
+  export.export_model(model, problem, str(tmp_path / "export"))
+  moved = tmp_path / "elsewhere" / "model"
+  moved.parent.mkdir()
+  shutil.move(str(tmp_path / "export"), str(moved))
+  assert (moved / "assets" / os.path.basename(problem.vocab_path)).is_file()
+  # Relocatable: no file of the export names where it was written or what it was made from.
+  for path in moved.rglob("*"):
+    assert not path.is_file() or str(tmp_path).encode() not in path.read_bytes(), path
+  sources = SOURCES + ["Grüße aus Köln – 20 % mehr!", ""]
+  wanted = decode.translate(model, problem.vocab, sources)
+  out = serve(str(moved), [["serving_default", {"sources": sources}]])
+  assert out["t2t_vqem_loaded"] == []
+  assert out["results"][0]["translations"] == wanted[:-1] + [""] and any(wanted)
 
 
 # -- image models ---------------------------------------------------------------------

@@ -38,8 +38,9 @@ class TranslateDistilled(problem.TranslationProblem):
         "distillation wrote (with info.json and shard-*.tsv)"
       )
     self.base = registry.build_problem(base_problem, data_dir=data_dir)
+    base = self.base
     super().__init__(
-      self.base.data_dir, self.base.vocab_size, self.base.max_length, self.base.vocab_sample_size
+      base.data_dir, base.vocab_size, base.max_length, base.vocab_sample_size, base.vocab_type
     )
     self.base_problem, self.distill_dir = base_problem, distill_dir
     self._checked = False
@@ -82,7 +83,7 @@ class TranslateDistilled(problem.TranslationProblem):
     return self.distill_dir if split == "train" else self.base.describe(split)
 
   def setting(self, name):
-    # vocab_size, max_length and vocab_sample_size are the base problem's.
+    # vocab_size, max_length, vocab_sample_size and vocab_type are the base problem's.
     return self.base.setting(name)
 
   def check(self):

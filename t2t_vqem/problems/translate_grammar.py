@@ -23,8 +23,9 @@ class TranslateGrammarEnde(problem.TranslationProblem):
     seed=1234,
     num_train=60000,
     num_eval=1000,
+    vocab_type="sentencepiece",
   ):
-    super().__init__(data_dir, vocab_size, max_length, vocab_sample_size)
+    super().__init__(data_dir, vocab_size, max_length, vocab_sample_size, vocab_type)
     self.seed, self.num_train, self.num_eval = seed, num_train, num_eval
     self._digests = {}  # split -> sha256 of its generated pairs
 

@@ -71,8 +71,9 @@ class TranslateTsv(problem.TranslationProblem):
     vocab_size=8000,
     max_length=256,
     vocab_sample_size=1_000_000,
+    vocab_type="sentencepiece",
   ):
-    super().__init__(data_dir, vocab_size, max_length, vocab_sample_size)
+    super().__init__(data_dir, vocab_size, max_length, vocab_sample_size, vocab_type)
     self.paths = {"train": train_path, "dev": dev_path, "test": test_path}
     self._checked = {}  # split -> _stat of the file when check_tsv passed
     self._digests = {}  # split -> (_stat, sha256) of the file when hashed

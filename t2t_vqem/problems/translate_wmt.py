@@ -21,8 +21,9 @@ class TranslateEndeWmt(problem.TranslationProblem):
     tfds_name="wmt14_translate/de-en",
     tfds_data_dir=None,
     download=True,
+    vocab_type="sentencepiece",
   ):
-    super().__init__(data_dir, vocab_size, max_length, vocab_sample_size)
+    super().__init__(data_dir, vocab_size, max_length, vocab_sample_size, vocab_type)
     self.tfds_name = tfds_name
     self.tfds_data_dir = tfds_data_dir
     self.download = download

@@ -1,15 +1,24 @@
-"""Shared source/target subword vocabulary, reversible, made of TF ops.
+"""WordPiece vocabulary (vocab_type 'wordpiece'), and what every vocabulary type shares.
 
-Text is cut into words as follows: whitespace is normalised to single spaces,
+A vocabulary turns strings into int32 ids and back with tensorflow(-text) ops
+only: `tokenize` (strings [B] -> ragged ids, no EOS), `detokenize` (ids [B, L]
+-> strings, everything from the first EOS on and PAD dropped), `encode` and
+`decode` (one Python string), `size`, `path`, `tokens` (the pieces by id).
+Two types exist: SentencePiece (t2t_vqem.problems.sentencepiece_vocab, the
+default, a `*.model` file) and the WordPiece vocabulary here (a `*.txt` file),
+kept so that runs made with it keep their ids. `vocab_type_of` tells a file's
+type by its name.
+
+WordPiece cuts text into words as follows: whitespace is normalised to single spaces,
 every word gets the prefix MARK ("\u2581"), punctuation is split off as its own
 piece (without MARK, so "dog's" -> "\u2581dog", "'", "s"). Each piece is then
 split by WordPiece (continuations carry "##"). Because spaces are carried by
 MARK, detokenization is exact up to whitespace normalisation: join the pieces,
 drop "##", turn MARK into a space.
 
-The vocabulary is learnt with tensorflow-text's WordPiece vocabulary builder and
-stored one token a line. Tokenization and detokenization are tensorflow(-text)
-ops only, so they can live inside a SavedModel.
+The WordPiece vocabulary is learnt with tensorflow-text's vocabulary builder
+(82-110 sentences/s on 2 cores in benchmarks/vocab_speed.py: hours for 1M
+pairs) and stored one token a line.
 """
 
 import tensorflow as tf
@@ -25,6 +34,32 @@ RESERVED_TOKENS = (PAD, EOS, UNK)  # in the order of their ids
 PAD_ID, EOS_ID, UNK_ID = constants.PAD_ID, constants.EOS_ID, constants.UNK_ID
 MARK = "\u2581"
 _PUNCTUATION = r"\p{P}"
+SENTENCEPIECE_SUFFIX = ".model"  # a SentencePiece model; any other file is WordPiece tokens
+
+
+def vocab_type_of(path):
+  """'sentencepiece' for a `*.model` file, else 'wordpiece' (one token a line)."""
+  return "sentencepiece" if path.endswith(SENTENCEPIECE_SUFFIX) else "wordpiece"
+
+
+def ids_before_eos(ids):
+  """Int ids [B, L] (dense, PAD-padded, may contain EOS) -> ragged int32 [B, (kept)]:
+  each row up to its first EOS, PAD ids dropped."""
+  ids = tf.cast(ids, tf.int32)
+  before_eos = tf.math.cumsum(tf.cast(tf.equal(ids, EOS_ID), tf.int32), axis=-1) == 0
+  return tf.ragged.boolean_mask(ids, tf.logical_and(before_eos, tf.not_equal(ids, PAD_ID)))
+
+
+class TextCodec:
+  """`encode` and `decode` of one Python string, over a vocabulary's tokenize/detokenize."""
+
+  def encode(self, sentence):
+    """One Python string -> list of ids, no EOS."""
+    return self.tokenize(tf.constant([sentence]))[0].numpy().tolist()
+
+  def decode(self, ids):
+    """A list of ids -> Python string (stops at EOS)."""
+    return self.detokenize(tf.constant([list(ids) or [PAD_ID]]))[0].numpy().decode("utf-8")
 
 
 def split_words(text):
@@ -95,17 +130,14 @@ def join_pieces(ids, id_to_token):
   Everything from the first EOS on is dropped, as are PAD ids; UNK stays
   visible as "[UNK]". id_to_token maps an int32 id tensor to token strings.
   """
-  ids = tf.cast(ids, tf.int32)
-  before_eos = tf.math.cumsum(tf.cast(tf.equal(ids, EOS_ID), tf.int32), axis=-1) == 0
-  keep = tf.logical_and(before_eos, tf.not_equal(ids, PAD_ID))
-  kept = tf.ragged.boolean_mask(ids, keep)
+  kept = ids_before_eos(ids)
   pieces = kept.with_flat_values(id_to_token(kept.flat_values))
   pieces = tf.strings.regex_replace(pieces, "^##", "")
   text = tf.strings.reduce_join(pieces, axis=-1)
   return tf.strings.strip(tf.strings.regex_replace(text, MARK, " "))
 
 
-class Vocab:
+class Vocab(TextCodec):
   """WordPiece vocabulary with MARK-based reversible detokenization."""
 
   def __init__(self, path):
@@ -127,11 +159,3 @@ class Vocab:
   def detokenize(self, ids):
     """Int ids [B, L] -> strings [B] (see `join_pieces`)."""
     return join_pieces(tf.convert_to_tensor(ids), lambda flat: tf.gather(self._token_strings, flat))
-
-  def encode(self, sentence):
-    """One Python string -> list of ids, no EOS."""
-    return self.tokenize(tf.constant([sentence]))[0].numpy().tolist()
-
-  def decode(self, ids):
-    """A list of ids -> Python string (stops at EOS)."""
-    return self.detokenize(tf.constant([list(ids) or [PAD_ID]]))[0].numpy().decode("utf-8")
