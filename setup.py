@@ -25,7 +25,7 @@ setup(
   packages=find_packages(include=["t2t_vqem", "t2t_vqem.*"]),
   package_data={"t2t_vqem": ["gin/*.gin"]},
   install_requires=requirements,
-  extras_require={"test": ["pytest>=8", "hypothesis>=6.100"]},
+  extras_require={"test": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6.100"]},
   entry_points={
     "console_scripts": [
       "t2t_vqem-trainer = t2t_vqem.cli.trainer:run",

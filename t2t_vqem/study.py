@@ -29,7 +29,8 @@ the table instead (t2t_vqem/study_images.py).
 
 Rerunning the command resumes: finished rows are neither trained nor decoded
 again. To redo a row, delete rows/<name>/ (trained and evaluated again) or only
-eval/<name>.json (evaluated again). Whenever a row is evaluated anew, the
+eval/<name>.json (evaluated again); results made from another checkpoint than the
+run's newest (a row trained on) are evaluated again. Whenever a row is evaluated anew, the
 latencies of all rows are timed again, side by side, so that every latency of
 the table comes from one session. The figures are drawn again on every run.
 """
@@ -51,6 +52,7 @@ from t2t_vqem import speed
 from t2t_vqem import study_figures
 from t2t_vqem import study_images
 from t2t_vqem import study_seeds
+from t2t_vqem.train import checkpoints
 from t2t_vqem.train import trainer as trainer_lib
 
 ROWS_DIR = "rows"
@@ -414,6 +416,12 @@ class Study:
     info = {"images": True, "problem": self.problem, "machine": pipeline_lib._machine()}
     return dict(info, title=self.title, rows=rows)
 
+  def _made_from(self, run_dir):
+    """(absolute run_dir, the checkpoint its evaluation reads) of a row or the teacher."""
+    checkpoint = self.pipeline.teacher_checkpoint if run_dir == self.pipeline.teacher_dir else None
+    checkpoint = checkpoint or checkpoints.newest_readable(os.path.join(run_dir, "checkpoints"))
+    return os.path.abspath(run_dir), checkpoint
+
   def _evaluate_translations(self, stages):
     """BLEU of every row (cached per row) and the latencies; the results dict."""
     specs = self._specs()
@@ -430,7 +438,8 @@ class Study:
     for i, (name, run_dir, beam_size, label, paper) in enumerate(specs, 1):
       path = os.path.join(self.eval_dir, name + ".json")
       cached = files.read_json(path) if os.path.exists(path) else None
-      if cached and cached["run_dir"] == os.path.abspath(run_dir):  # else another run's
+      # Another run's, or made from another checkpoint (a row trained on): evaluated again.
+      if cached and (cached["run_dir"], cached["checkpoint"]) == self._made_from(run_dir):
         rows.append(dict(cached, model=label))  # the label of this run's config
         continue
       self._forget_eval(name)

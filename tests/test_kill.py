@@ -19,17 +19,15 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
+import subprocesses
 
 from t2t_vqem import files
 from t2t_vqem import pipeline as pipeline_lib
 from t2t_vqem.train import trainer as trainer_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIMEOUT = 600
 PROBLEM = [
   "translate_grammar_ende.num_train = 150",
   "translate_grammar_ende.num_eval = 12",
@@ -92,33 +90,14 @@ QUALITY += ("bleu_signature", "bleu_sentences", "problem", "latency_sentences")
 
 
 def command(tmp, output_dir):
-  return [
-    sys.executable,
-    "-m",
-    "t2t_vqem.cli.trainer",
-    f"--gin_file={os.path.join(tmp, 'pipeline.gin')}",
-    f"--output_dir={output_dir}",
-    f"--data_dir={os.path.join(tmp, 'data')}",
-  ]
-
-
-def environment():
-  return dict(
-    os.environ,
-    PYTHONPATH=ROOT,
-    PYTHONUNBUFFERED="1",
-    TF_CPP_MIN_LOG_LEVEL="2",
-    CUDA_VISIBLE_DEVICES="",
+  return subprocesses.trainer_command(
+    os.path.join(tmp, "pipeline.gin"), output_dir, os.path.join(tmp, "data")
   )
 
 
 def run(tmp, output_dir):
   """Runs the command to its end; its stderr."""
-  done = subprocess.run(
-    command(tmp, output_dir), env=environment(), capture_output=True, text=True, timeout=TIMEOUT
-  )
-  assert done.returncode == 0, done.stderr[-3000:]
-  return done.stderr
+  return subprocesses.run(command(tmp, output_dir))
 
 
 def run_killed_when(tmp, output_dir, reached):
@@ -126,13 +105,13 @@ def run_killed_when(tmp, output_dir, reached):
   (checked on every chunk of stderr and every 2 ms); (its pid, its stderr until then)."""
   process = subprocess.Popen(
     command(tmp, output_dir),
-    env=environment(),
+    env=subprocesses.environment(),
     stdout=subprocess.DEVNULL,
     stderr=subprocess.PIPE,
   )
   decoder = codecs.getincrementaldecoder("utf-8")("replace")
   fd, text, ended = process.stderr.fileno(), "", False
-  deadline = time.monotonic() + TIMEOUT
+  deadline = time.monotonic() + subprocesses.TIMEOUT
   try:
     while not ended and time.monotonic() < deadline:
       if select.select([fd], [], [], 0.002)[0]:
@@ -226,9 +205,10 @@ def unkilled(tmp_path_factory):
   return tmp, output_dir
 
 
-def test_killed_while_distilling_then_rerun_ends_as_a_run_never_killed(unkilled):
+def test_killed_four_times_then_rerun_ends_as_a_run_never_killed(unkilled):
+  """One output_dir killed twice while distilling, then twice while evaluating."""
   tmp, straight = unkilled
-  output_dir = os.path.join(tmp, "killed-distilling")
+  output_dir = os.path.join(tmp, "killed")
   first = os.path.join(output_dir, "distill", SHARDS[0])
   info = os.path.join(output_dir, "distill", "info.json")
   # Between shards: the first one just renamed into place.
@@ -245,20 +225,14 @@ def test_killed_while_distilling_then_rerun_ends_as_a_run_never_killed(unkilled)
   # name (too short a moment to hit from here).
   files.write_text(f"{os.path.join(output_dir, 'distill', SHARDS[1])}.tmp-{pid}", "partial\tx\n")
 
-  log = run(tmp, output_dir)
-  assert "Distilling 86 of 150 training sources (2 shards)" in log
-  assert os.stat(first).st_mtime_ns == kept
-  assert_same_as_unkilled(straight, output_dir)
-
-
-def test_killed_while_evaluating_then_rerun_ends_as_a_run_never_killed(unkilled):
-  tmp, straight = unkilled
-  output_dir = os.path.join(tmp, "killed-evaluating")
+  # Inside the second row's decoding, the first row done: the rerun distilled the rest.
   results = os.path.join(output_dir, pipeline_lib.RESULTS_JSON)
-  # Inside the second row's decoding, the first row done.
-  run_killed_when(
+  _, log = run_killed_when(
     tmp, output_dir, lambda text: "Decoding 6 test sentences: Transformer (beam 2)" in text
   )
+  assert "Distilling 86 of 150 training sources (2 shards)" in log
+  assert os.stat(first).st_mtime_ns == kept
+  assert shards(output_dir) == shards(straight)
   assert not os.path.exists(results)
   assert outputs(output_dir) == {ROWS[0]: outputs(straight)[ROWS[0]]}
   # Inside the latencies: the rerun decodes the two rows left (not the first), and is

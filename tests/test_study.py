@@ -247,6 +247,19 @@ def test_resumed_study_redoes_only_the_deleted_row(finished, monkeypatch):
   for row in results["rows"]:
     assert row["latency_ms"] == latency[row["name"]]["latency_ms"]
 
+  # A row's results made from another checkpoint than its run's newest (as when the
+  # row was trained on): only that row is decoded again, and all are timed again.
+  path = out / "eval" / "em_distill.json"
+  path.write_text(json.dumps(dict(json.loads(path.read_text()), checkpoint="ckpt-older")))
+  before = mtimes()
+  make_study(out, data_dir).run()
+  after = mtimes()
+  assert sorted(k for k in after if after[k] != before[k]) == [
+    "eval/em_distill.json",
+    "eval/latency.json",
+  ]
+  assert json.loads(path.read_text())["checkpoint"] != "ckpt-older"
+
 
 def test_seeded_study_trains_each_row_once_per_seed_and_gives_its_spread(finished, tmp_path):
   out, data_dir, _ = finished

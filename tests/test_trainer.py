@@ -76,20 +76,20 @@ def test_gin_values_reach_the_model_and_the_operative_config(tmp_path, data_dir)
   assert os.path.exists(tmp_path / "checkpoints" / "ckpt-2.index")
 
 
-def test_resume_continues_exactly_where_it_stopped(tmp_path, data_dir):
-  straight = make_trainer(
-    tmp_path / "a", data_dir, "Trainer.train_steps = 6", "Trainer.checkpoint_every = 3"
-  )
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_resume_continues_exactly_where_it_stopped(tmp_path, data_dir, replicas):
+  """On one replica and on two (each fed its own slices from the checkpointed iterator)."""
+  common = ["Trainer.checkpoint_every = 3"]
+  if replicas == 2:
+    common += ["make_strategy.name = 'mirrored'", "make_strategy.devices = ['CPU:0', 'CPU:1']"]
+  straight = make_trainer(tmp_path / "a", data_dir, "Trainer.train_steps = 6", *common)
   straight.train()
 
-  first = make_trainer(
-    tmp_path / "b", data_dir, "Trainer.train_steps = 3", "Trainer.checkpoint_every = 3"
-  )
+  first = make_trainer(tmp_path / "b", data_dir, "Trainer.train_steps = 3", *common)
   first.train()
   at_three = weights(first)
-  resumed = make_trainer(
-    tmp_path / "b", data_dir, "Trainer.train_steps = 6", "Trainer.checkpoint_every = 3"
-  )
+  resumed = make_trainer(tmp_path / "b", data_dir, "Trainer.train_steps = 6", *common)
+  assert resumed.num_replicas == replicas
   assert resumed.restore() == 3
   for saved, restored in zip(at_three, weights(resumed)):
     np.testing.assert_array_equal(saved, restored)

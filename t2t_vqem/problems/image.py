@@ -88,8 +88,12 @@ class ImageProblem(problem.Problem):
 
     return self.images(split).map(check, num_parallel_calls=tf.data.AUTOTUNE)
 
-  def batches(self, split, batch_size, shuffle=False, repeat=False, num_replicas=1, seed=None):
+  def batches(
+    self, split, batch_size, shuffle=False, repeat=False, num_replicas=1, seed=None, shard=None
+  ):
     """Batches of `batch_size` pictures (rounded down to a multiple of num_replicas).
+
+    shard: (n, i) keeps every n-th picture from the i-th on (one worker's share).
 
     Training batches (repeat=True) are all full; an evaluation split ends
     with its remainder.
@@ -101,6 +105,8 @@ class ImageProblem(problem.Problem):
         "use at least one picture per replica"
       )
     ds = self.examples(split)
+    if shard:
+      ds = ds.shard(*shard)
     if shuffle:
       ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
     if repeat:

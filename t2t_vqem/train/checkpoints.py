@@ -91,3 +91,33 @@ def nonfinite_variables(variables):
     return []
   flags = _finite_flags([tf.convert_to_tensor(v) for v in floats]).numpy()
   return [getattr(v, "path", v.name) for v, ok in zip(floats, flags) if not ok]
+
+
+def random_states(model):
+  """The state variables of the model's Keras seed generators, in the model's own order.
+
+  Keras keeps them out of a model's own checkpoint; the trainer saves them
+  (as "random"), or a resumed run would draw other dropout masks and samples.
+  The order is the model's (its layers as built), not the generators' names:
+  Keras numbers unnamed generators process-wide, so a model rebuilt after
+  others (a pipeline's student, a test) gets other names for the same layers.
+  """
+  return [v for v in model.non_trainable_variables if v.path.endswith("seed_generator_state")]
+
+
+def restore(trackables, path):
+  """Restores {name: trackable} from checkpoint `path`; every saved object must match.
+
+  A checkpoint of an older version holds no "random" states: the rest is
+  restored, with a warning that the resumed run draws differently.
+  """
+  if "random" in trackables and not any(
+    name.startswith("random/") for name, _ in tf.train.list_variables(path)
+  ):
+    logging.warning(
+      "%s holds no random-number state (written by an older version): the "
+      "resumed run draws other dropout masks and samples than an unbroken one",
+      path,
+    )
+    trackables = {k: v for k, v in trackables.items() if k != "random"}
+  tf.train.Checkpoint(**trackables).restore(path).assert_existing_objects_matched()

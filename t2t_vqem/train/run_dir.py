@@ -26,8 +26,8 @@ class OutputDirError(ValueError):
   """The output_dir holds a run that does not match the one asked for."""
 
 
-def check_run_info(output_dir, info):
-  """Writes output_dir/run_info.json, or checks that it matches `info`."""
+def check_run_info(output_dir, info, write=True):
+  """Writes output_dir/run_info.json (when `write`), or checks that it matches `info`."""
   path = os.path.join(output_dir, RUN_INFO)
   if os.path.exists(path):
     found = files.read_json(path)
@@ -39,23 +39,28 @@ def check_run_info(output_dir, info):
           f"or Trainer.{key} = {found.get(key)!r}"
         )
     return
-  files.write_json(path, info)
+  if write:
+    files.write_json(path, info)
 
 
-def check_run_data(output_dir, fingerprint):
+def check_run_data(output_dir, fingerprint, write=True):
   """Records the problem's data fingerprint in run_info.json, or checks it is unchanged.
 
   A run resumed on other data than it started on would mix two experiments:
   refused, naming the fields that differ. Where the data lies (file paths) is
   not compared, only what it holds. A run_info.json of an older version,
-  with no fingerprint, gets this one.
+  with no fingerprint, gets this one. With write=False (a worker other than the
+  chief) only an existing record is checked.
   """
   path = os.path.join(output_dir, RUN_INFO)
+  if not write and not os.path.exists(path):
+    return
   info = files.read_json(path)
   fingerprint = json.loads(json.dumps(fingerprint))  # as it reads back from JSON
   found = info.get("data")
   if found is None:
-    files.write_json(path, dict(info, data=fingerprint))
+    if write:
+      files.write_json(path, dict(info, data=fingerprint))
     return
   found, fingerprint = _contents(found), _contents(fingerprint)
   if found != fingerprint:

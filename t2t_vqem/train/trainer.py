@@ -1,11 +1,11 @@
 """The Keras 3 custom training loop under a tf.distribute strategy.
 
-Each step runs `model.loss_terms(features, training=True)` on every replica.
-A model returns its losses as (numerator, denominator) pairs, e.g. the summed
-token cross entropy and the number of tokens; the trainer all-reduces each
-denominator so that the loss is the mean over the *global* batch, and the
-optimizer sums the replicas' gradients. N replicas on a global batch therefore
-follow the same trajectory as one replica on that batch.
+Each step runs `model.loss_terms(features, training=True)` on every replica,
+on that replica's slice of the global batch (t2t_vqem/train/inputs.py); the
+losses are means over the global batch and the gradients are summed
+(t2t_vqem/train/steps.py), so N replicas follow one replica's trajectory.
+Several workers (TF_CONFIG, MultiWorkerMirroredStrategy) each read their share
+of the data; worker 0, the chief, writes the run's files.
 """
 
 import math
@@ -24,13 +24,13 @@ from t2t_vqem import files
 from t2t_vqem import pictures
 from t2t_vqem import registry
 from t2t_vqem.train import checkpoints
+from t2t_vqem.train import inputs
 from t2t_vqem.train import progress as progress_lib
 from t2t_vqem.train import run_dir
 from t2t_vqem.train import schedule
+from t2t_vqem.train import steps as steps_lib
 from t2t_vqem.train import strategy as strategy_lib
 from t2t_vqem.train import warm_start
-
-SUM = tf.distribute.ReduceOp.SUM
 
 # A run's folder (t2t_vqem/train/run_dir.py), also reachable from here.
 RUN_INFO, TEST_RESULTS, OutputDirError = (
@@ -39,6 +39,7 @@ RUN_INFO, TEST_RESULTS, OutputDirError = (
   run_dir.OutputDirError,
 )
 check_run_info, load_run = run_dir.check_run_info, run_dir.load_run
+random_states = checkpoints.random_states
 write_eval_history, truncate_eval_history = (
   run_dir.write_eval_history,
   run_dir.truncate_eval_history,
@@ -47,33 +48,6 @@ write_eval_history, truncate_eval_history = (
 
 class NonFiniteError(RuntimeError):
   """Training stopped: too many non-finite steps in a row, or non-finite weights."""
-
-
-def replica_shard(features):
-  """This replica's contiguous slice of a global batch (all of it on one replica).
-
-  Every replica receives the whole global batch and takes rows
-  [i * b, (i + 1) * b), b = ceil(B / replicas); so the split is the same
-  whatever the strategy, and the plain (checkpointable) dataset iterator
-  drives every strategy.
-  """
-  ctx = tf.distribute.get_replica_context()
-  replicas = ctx.num_replicas_in_sync
-  if replicas == 1:
-    return features
-  batch = tf.shape(tf.nest.flatten(features)[0])[0]
-  size = (batch + replicas - 1) // replicas
-  start = tf.minimum(ctx.replica_id_in_sync_group * size, batch)
-  end = tf.minimum(start + size, batch)
-  return tf.nest.map_structure(lambda x: x[start:end], features)
-
-
-def random_states(model):
-  """The state variables of the model's Keras seed generators, in a fixed order."""
-  return sorted(
-    (v for v in model.non_trainable_variables if v.path.endswith("seed_generator_state")),
-    key=lambda v: v.path,
-  )
 
 
 @gin.configurable(denylist=["output_dir", "data_dir"])
@@ -118,6 +92,16 @@ class Trainer:
       Transformer's.
     max_nonfinite_steps: training stops with NonFiniteError after this many
       non-finite steps in a row.
+    precision: "float32", or a Keras mixed precision policy (ours):
+      "mixed_bfloat16", "mixed_float16" (with loss scaling); see steps.py.
+    jit_compile: compile each replica's forward and backward pass with XLA
+      (ours; one replica per worker).
+
+  Several workers: every worker runs the same command with its TF_CONFIG.
+  Worker 0 (the chief) writes checkpoints, summaries, the operative config,
+  the evaluation history, pictures, test results and exports; every other
+  worker i writes only its own checkpoints, to checkpoints/worker-<i>/ (they
+  hold its data position, so a resumed run is exact) and nothing else.
 
   Non-finite steps: a step whose loss or gradients hold a NaN or an Inf on any
   replica applies no update: the optimizer's weights, slots and step count and
@@ -168,6 +152,8 @@ class Trainer:
     warm_start_from=None,
     warm_start_parts=warm_start.STUDENT_FROM_TEACHER,
     max_nonfinite_steps=10,
+    precision="float32",
+    jit_compile=False,
   ):
     self.output_dir = output_dir
     self.model_name, self.problem_name = model, problem
@@ -185,151 +171,123 @@ class Trainer:
     # Fail on unknown names before any work is done.
     registry.model(model)
     registry.problem(problem)
-    check_run_info(output_dir, {"model": model, "problem": problem})
+    self.strategy = strategy_lib.make_strategy()
+    self.num_workers, self.worker = strategy_lib.worker_role(self.strategy)
+    self.chief = self.worker == 0  # the one worker that writes the run's files
+    check_run_info(output_dir, {"model": model, "problem": problem}, write=self.chief)
     keras.utils.set_random_seed(seed)
 
-    self.strategy = strategy_lib.make_strategy()
     self.problem = registry.build_problem(problem, data_dir=data_dir)
     if hasattr(self.problem, "fingerprint"):
-      run_dir.check_run_data(output_dir, self.problem.fingerprint())
-    self.vocab = self.problem.vocab  # None for image problems
+      run_dir.check_run_data(output_dir, self.problem.fingerprint(), write=self.chief)
+    if self.chief:  # learns the vocabulary on first use, once for all workers
+      self.vocab = self.problem.vocab  # None for image problems
+    strategy_lib.barrier(self.strategy)
+    self.vocab = self.problem.vocab
     # What problem.batches takes per global batch: tokens (text) or pictures (images).
     self.batch_amount = self.problem.batch_amount(batch_tokens, batch_size)
-    with self.strategy.scope():
-      self.model = registry.build_model(model, **self.problem.model_kwargs())
-      self.model(self.problem.dummy_features(), training=False)
-      self.optimizer = schedule.make_optimizer()
-      self.optimizer.build(self.model.trainable_variables)
     self.num_replicas = self.strategy.num_replicas_in_sync
+    if jit_compile and self.num_replicas > self.num_workers:
+      raise ValueError(
+        f"Trainer.jit_compile=True takes one replica per worker, not "
+        f"{self.num_replicas // self.num_workers}; use make_strategy.name = 'default' "
+        "or one device per worker"
+      )
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(steps_lib.check_precision(precision))
+    try:  # the policy is the model's layers' (set when each is made)
+      with self.strategy.scope():
+        self.model = registry.build_model(model, **self.problem.model_kwargs())
+        self.model(self.problem.dummy_features(), training=False)
+        self.optimizer = schedule.make_optimizer()
+        if precision == "mixed_float16":
+          self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
+        self.optimizer.build(self.model.trainable_variables)
+    finally:
+      keras.config.set_dtype_policy(policy)
     if batch_multiple and batch_multiple % self.num_replicas:
       raise ValueError(
         f"Trainer.batch_multiple={batch_multiple} must be a multiple of "
         f"the {self.num_replicas} replicas"
       )
-    train_data = self.problem.batches(
-      constants.TRAIN,
-      self.batch_amount,
-      shuffle=True,
-      repeat=True,
-      num_replicas=batch_multiple or self.num_replicas,
-      seed=seed,
+    # Each worker reads its share; each replica receives only its slice (inputs.py).
+    self.train_iterator = inputs.ReplicaBatches(
+      self.strategy, self.problem, self.batch_amount, batch_multiple or self.num_replicas, seed
     )
-    self.train_iterator = iter(train_data)
     trackables = {"model": self.model, "optimizer": self.optimizer}
     if checkpoint_data:
-      trackables["data"] = self.train_iterator
+      trackables["data"] = self.train_iterator.iterator
     # Keras keeps its seed generators' states (dropout, sampling) out of a
     # model's checkpoint; without them a resumed run would draw other masks.
-    trackables["random"] = random_states(self.model)
+    trackables["random"] = checkpoints.random_states(self.model)
     self.checkpoint = tf.train.Checkpoint(**trackables)
     self._trackables = trackables
+    # Other workers keep theirs (their data position) in checkpoints/worker-<i>.
+    self.checkpoint_dir = os.path.join(output_dir, "checkpoints")
+    if not self.chief:
+      self.checkpoint_dir = os.path.join(self.checkpoint_dir, f"worker-{self.worker}")
     self.manager = tf.train.CheckpointManager(
-      self.checkpoint, os.path.join(output_dir, "checkpoints"), max_to_keep=keep_checkpoints
+      self.checkpoint, self.checkpoint_dir, max_to_keep=keep_checkpoints
     )
-    # Any batch size: training batches may be all full (a static size) while
-    # an evaluation split ends with its remainder.
-    signature = [
-      tf.nest.map_structure(
-        lambda spec: tf.TensorSpec([None] + spec.shape[1:], spec.dtype), train_data.element_spec
-      )
-    ]
-    self.train_step = tf.function(self._distributed_train_step, input_signature=signature)
-    self._eval_step = tf.function(self._distributed_eval_step, input_signature=signature)
-    self.train_writer = tf.summary.create_file_writer(os.path.join(output_dir, "train"))
-    self.eval_writer = tf.summary.create_file_writer(os.path.join(output_dir, "eval"))
+    self.steps = steps_lib.Steps(
+      self.strategy,
+      self.model,
+      self.optimizer,
+      self.problem,
+      self.train_iterator.place,
+      jit_compile=jit_compile,
+    )
+    self.train_step = tf.function(
+      self.steps.train_step, input_signature=[self.train_iterator.element_spec]
+    )
+    # Any batch size: an evaluation split ends with its remainder.
+    self._eval_step = tf.function(
+      self.steps.eval_step, input_signature=self.train_iterator.element_spec[:1]
+    )
+    writer = (
+      tf.summary.create_file_writer if self.chief else lambda _: tf.summary.create_noop_writer()
+    )
+    self.train_writer = writer(os.path.join(output_dir, "train"))
+    self.eval_writer = writer(os.path.join(output_dir, "eval"))
 
   @property
   def step(self):
     return int(self.optimizer.iterations.numpy())
 
   def restore(self):
-    """Restores the latest checkpoint in output_dir, if any; returns the step."""
-    path = checkpoints.newest_readable(self.manager.directory)
+    """Restores the newest readable checkpoint in output_dir, if any; returns the step.
+
+    Another worker than the chief restores its own copy of that checkpoint
+    (checkpoints/worker-<i>/), which holds its data position.
+    """
+    path = checkpoints.newest_readable(os.path.join(self.output_dir, "checkpoints"))
     if path:
-      checkpoint = self.checkpoint
-      if not any(name.startswith("random/") for name, _ in tf.train.list_variables(path)):
-        logging.warning(
-          "%s holds no random-number state (written by an older version): the "
-          "resumed run draws other dropout masks and samples than an unbroken one",
-          path,
-        )
-        checkpoint = tf.train.Checkpoint(
-          **{k: v for k, v in self._trackables.items() if k != "random"}
-        )
+      trackables = self._trackables
+      if not self.chief:
+        own = os.path.join(self.checkpoint_dir, os.path.basename(path))
+        if checkpoints.unreadable(own) is None:
+          path = own
+        else:
+          logging.warning("Worker %d has no readable %s: its data starts afresh", self.worker, own)
+          trackables = {k: v for k, v in trackables.items() if k != "data"}
       try:
-        checkpoint.restore(path).assert_existing_objects_matched()
+        checkpoints.restore(trackables, path)
       except (AssertionError, ValueError, tf.errors.OpError) as e:
         raise OutputDirError(
           f"checkpoint {path!r} does not match model {self.model_name!r} as "
           f"configured now (were its sizes changed?): {str(e).splitlines()[0]}"
         ) from None
       logging.info("Resumed from %s at step %d", path, self.step)
-    dropped = truncate_eval_history(self.output_dir, self.step)
-    if dropped:
-      logging.info(
-        "Dropped %d evaluation(s) past step %d from %s",
-        dropped,
-        self.step,
-        figures.history_path(self.output_dir),
-      )
+    if self.chief:
+      dropped = truncate_eval_history(self.output_dir, self.step)
+      if dropped:
+        logging.info(
+          "Dropped %d evaluation(s) past step %d from %s",
+          dropped,
+          self.step,
+          figures.history_path(self.output_dir),
+        )
     return self.step
-
-  def _global_mean(self, terms):
-    """(numerator, denominator) pairs -> numerator / all-reduced denominator."""
-    ctx = tf.distribute.get_replica_context()
-    return {
-      name: num / tf.maximum(ctx.all_reduce(SUM, den), 1.0) for name, (num, den) in terms.items()
-    }
-
-  def _replica_gradients(self, features):
-    """Loss terms and gradients of this replica's share; the model's state as before when
-    any replica's loss or gradients are not finite (see Trainer: non-finite steps)."""
-    features = replica_shard(features)
-    state = self.model.non_trainable_variables
-    before = [tf.identity(v) for v in state]  # read before the forward pass assigns them
-    with tf.GradientTape() as tape:
-      losses, extra = self.model.loss_terms(features, training=True, step=self.optimizer.iterations)
-      values = self._global_mean(losses)
-      loss = tf.add_n(list(values.values()))
-    grads = tape.gradient(loss, self.model.trainable_variables)
-    values.update(self._global_mean(extra))
-    checked = [loss] + [g for g in grads if g is not None]
-    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in checked])
-    ctx = tf.distribute.get_replica_context()
-    finite = tf.equal(ctx.all_reduce(SUM, 1.0 - tf.cast(finite, tf.float32)), 0.0)
-    for variable, value in zip(state, before):  # e.g. the EMA codebook's E/M step
-      variable.assign(tf.where(finite, variable, value))
-    values["loss"] = loss
-    values["items"] = self.problem.batch_items(features)
-    return grads, values, finite
-
-  def _replica_apply(self, grads):
-    self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
-
-  def _distributed_train_step(self, features):
-    grads, per_replica, finite = self.strategy.run(self._replica_gradients, args=(features,))
-    finite = self.strategy.experimental_local_results(finite)[0]  # the same on every replica
-
-    def apply():
-      self.strategy.run(self._replica_apply, args=(grads,))
-      return tf.constant(True)
-
-    applied = tf.cond(finite, apply, lambda: tf.constant(False))
-    values = {k: self.strategy.reduce(SUM, v, axis=None) for k, v in per_replica.items()}
-    values["finite"] = applied
-    return values
-
-  def _replica_eval_step(self, features):
-    features = replica_shard(features)
-    losses, extra = self.model.loss_terms(features, training=False)
-    sums = {}
-    for name, (num, den) in {**losses, **extra}.items():
-      sums[name] = tf.stack([num, den])
-    return sums
-
-  def _distributed_eval_step(self, features):
-    per_replica = self.strategy.run(self._replica_eval_step, args=(features,))
-    return {k: self.strategy.reduce(SUM, v, axis=None) for k, v in per_replica.items()}
 
   def evaluate(self, split=constants.DEV):
     """Losses and metrics of a split (means over its tokens or sub-pixels).
@@ -345,6 +303,8 @@ class Trainer:
       for name, value in self._eval_step(features).items():
         totals[name] = totals.get(name, 0.0) + value.numpy()
     results = {name: float(num / max(den, 1.0)) for name, (num, den) in totals.items()}
+    if not self.chief:  # the losses took every worker; the rest is the chief's
+      return results
     results.update(self.problem.output_metrics(self.model, split, self.eval_bleu_examples))
     self.write_pictures(split)
     step = self.step
@@ -391,17 +351,22 @@ class Trainer:
     if not self.problem.reports_test_results:
       return None
     results = self.evaluate(constants.TEST)
+    if not self.chief:
+      return None
     path = os.path.join(self.output_dir, TEST_RESULTS)
     files.write_json(path, dict(results, step=self.step))
     return f"test {self.problem.results_line(results)} at step {self.step}: {path}"
 
   def write_operative_config(self):
-    files.write_text(
-      os.path.join(self.output_dir, "operative_config.gin"), gin.operative_config_str()
-    )
+    if self.chief:
+      files.write_text(
+        os.path.join(self.output_dir, "operative_config.gin"), gin.operative_config_str()
+      )
 
   def export(self, export_dir=None):
     """Writes the serving SavedModel of the model as it is now (default: output_dir/export)."""
+    if not self.chief:
+      return None
     export_dir = export_dir or os.path.join(self.output_dir, "export")
     return export_lib.export_model(
       self.model, self.problem, export_dir, extra_info={"step": self.step}
@@ -470,6 +435,8 @@ class Trainer:
     while step < self.train_steps:
       # Summed as tensors: no host sync until the window's line is written.
       out = self.train_step(next(self.train_iterator))
+      if bool(out.pop("overflow", False)):  # float16: the loss scale was lowered
+        continue
       if not bool(out.pop("finite")):
         in_a_row += 1
         self._skipped_step(step + 1, out, in_a_row)
