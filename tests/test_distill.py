@@ -410,6 +410,7 @@ def test_warm_started_student_starts_with_the_teachers_embedding_and_source_enco
   with pipeline_lib.stage_config(student + PROBLEM + ["Trainer.train_steps = 2"]):
     trainer_lib.Trainer(str(tmp_path / "trained"), data_dir=data_dir).train()
   operative = (tmp_path / "trained" / "operative_config.gin").read_text()
+  operative = " ".join(operative.replace("\\\n", " ").split())  # Gin wraps long lines
   assert f"Trainer.warm_start_from = {teacher_dir!r}" in operative
   assert "latent_transformer_em.compress_steps = 2" in operative
   trainer_lib.load_run(str(tmp_path / "trained"), data_dir=data_dir)

@@ -153,6 +153,7 @@ def test_every_row_is_trained_evaluated_and_tabulated(finished):
     assert (out / "rows" / row["name"] / "stage_done.json").exists()
   assert "semhash.num_bits = 4" in (out / "rows" / "semhash" / "operative_config.gin").read_text()
   operative = (out / "rows" / "em_distill" / "operative_config.gin").read_text()
+  operative = " ".join(operative.replace("\\\n", " ").split())  # Gin wraps long lines
   assert f"translate_distilled.distill_dir = '{out / 'distill'}'" in operative
   assert json.loads((out / "distill" / "info.json").read_text())["num_sources"] == NUM_TRAIN
   assert [(r["n_c"], r["n_s"]) for r in rows] == [(None, None)] * 2 + [(2, None), (2, 3)]
