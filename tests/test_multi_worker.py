@@ -16,29 +16,12 @@ import gin
 import numpy as np
 import pytest
 import subprocesses
+import tiny
 
 from t2t_vqem import constants
 from t2t_vqem.train import trainer as trainer_lib
 
-CONFIG = """
-Trainer.model = 'transformer'
-Trainer.problem = 'translate_grammar_ende'
-Trainer.batch_tokens = 256
-Trainer.train_steps = 4
-Trainer.checkpoint_every = 2
-Trainer.eval_every = 0
-Trainer.eval_bleu_examples = 0
-Trainer.log_every = 1
-translate_grammar_ende.num_train = 300
-translate_grammar_ende.num_eval = 20
-translate_grammar_ende.vocab_size = 300
-transformer.hidden_size = 16
-transformer.num_layers = 1
-transformer.num_heads = 2
-transformer.filter_size = 32
-transformer.dropout = 0.0
-make_optimizer.warmup_steps = 2
-"""
+CONFIG = tiny.TRANSFORMER + "Trainer.train_steps = 4\nTrainer.checkpoint_every = 2\n"
 
 
 def start_workers(tmp, output_dir, stderr=subprocess.PIPE):
@@ -105,8 +88,8 @@ def test_only_the_chief_writes_the_runs_files(resumed):
     "run_info.json",
     "train",
   ]
-  # One writer of summaries in each of the two runs of the command (events files are
-  # named after their writer's process): the chief's.
+  # One events file in each per run of the command (killed, then rerun): the other
+  # worker wrote none (it would have added two more).
   for folder in ("train", "eval"):
     assert len(os.listdir(os.path.join(output_dir, folder))) == 2
   # The final evaluation, once (the other worker took part in it, and wrote nothing).

@@ -6,27 +6,12 @@ import re
 import gin
 import numpy as np
 import pytest
+import tiny
 
 from t2t_vqem import registry
 from t2t_vqem.train import trainer as trainer_lib
 
-TINY = """
-Trainer.model = 'transformer'
-Trainer.problem = 'translate_grammar_ende'
-Trainer.batch_tokens = 256
-Trainer.eval_every = 0
-Trainer.eval_bleu_examples = 0
-Trainer.log_every = 1
-translate_grammar_ende.num_train = 300
-translate_grammar_ende.num_eval = 20
-translate_grammar_ende.vocab_size = 300
-transformer.hidden_size = 16
-transformer.num_layers = 1
-transformer.num_heads = 2
-transformer.filter_size = 32
-transformer.dropout = 0.0
-make_optimizer.warmup_steps = 2
-"""
+TINY = tiny.TRANSFORMER
 
 
 @pytest.fixture

@@ -11,31 +11,12 @@ import gin
 import numpy as np
 import pytest
 import tensorflow as tf
+import tiny
 
 from t2t_vqem.train import checkpoints
 from t2t_vqem.train import trainer as trainer_lib
 
-LATENT_EM = """
-Trainer.model = 'latent_transformer_em'
-Trainer.problem = 'translate_grammar_ende'
-Trainer.batch_tokens = 256
-Trainer.eval_every = 0
-Trainer.eval_bleu_examples = 0
-Trainer.log_every = 1
-translate_grammar_ende.num_train = 300
-translate_grammar_ende.num_eval = 20
-translate_grammar_ende.vocab_size = 300
-latent_transformer_em.hidden_size = 16
-latent_transformer_em.num_layers = 1
-latent_transformer_em.num_heads = 2
-latent_transformer_em.filter_size = 32
-latent_transformer_em.dropout = 0.0
-latent_transformer_em.compress_steps = 1
-latent_transformer_em.mask_startup_steps = 0
-latent_transformer_em.latent_loss_start_step = 0
-latent_transformer_em.bottleneck_args = {'codebook_size': 16, 'decay': 0.5}
-make_optimizer.warmup_steps = 2
-"""
+LATENT_EM = tiny.LATENT_EM
 
 
 @pytest.fixture

@@ -16,27 +16,21 @@ import subprocess
 import numpy as np
 import subprocesses
 import tensorflow as tf
+import tiny
 
-CONFIG = """
-Trainer.model = 'transformer'
-Trainer.problem = 'translate_grammar_ende'
-Trainer.batch_tokens = 256
+CONFIG = (
+  tiny.TRANSFORMER
+  + """
 Trainer.train_steps = 60
 Trainer.checkpoint_every = 20
 Trainer.keep_checkpoints = 2
 Trainer.eval_every = 20
 Trainer.eval_bleu_examples = 4
 Trainer.log_every = 10
-translate_grammar_ende.num_train = 300
-translate_grammar_ende.num_eval = 20
-translate_grammar_ende.vocab_size = 300
-transformer.hidden_size = 16
-transformer.num_layers = 1
-transformer.num_heads = 2
-transformer.filter_size = 32
 transformer.dropout = 0.2
 make_optimizer.warmup_steps = 5
 """
+)
 
 
 def command(tmp, output_dir):

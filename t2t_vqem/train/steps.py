@@ -76,9 +76,9 @@ class Steps:
     self.strategy, self.model, self.optimizer, self.problem = strategy, model, optimizer, problem
     self.place = place
     self.scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-    self._gradients = tf.function(self._forward_backward, jit_compile=True)
-    if not jit_compile:
-      self._gradients = self._forward_backward
+    self._gradients = self._forward_backward
+    if jit_compile:
+      self._gradients = tf.function(self._forward_backward, jit_compile=True)
 
   def _forward_backward(self, features):
     """Loss terms, the total loss and its gradients (of the scaled loss under float16)."""

@@ -181,9 +181,9 @@ class Trainer:
     if hasattr(self.problem, "fingerprint"):
       run_dir.check_run_data(output_dir, self.problem.fingerprint(), write=self.chief)
     if self.chief:  # learns the vocabulary on first use, once for all workers
-      self.vocab = self.problem.vocab  # None for image problems
+      self.problem.vocab
     strategy_lib.barrier(self.strategy)
-    self.vocab = self.problem.vocab
+    self.vocab = self.problem.vocab  # None for image problems
     # What problem.batches takes per global batch: tokens (text) or pictures (images).
     self.batch_amount = self.problem.batch_amount(batch_tokens, batch_size)
     self.num_replicas = self.strategy.num_replicas_in_sync
