@@ -2,16 +2,19 @@
 never killed, bit for bit.
 
 Each run is the real command (python -m t2t_vqem.cli.trainer) in a subprocess.
-One run is killed three times in a row, each time the moment a file it writes
+One run is killed five times in a row, each time the moment a file it writes
 appears, and rerun after each kill: just after checkpoint 20 is listed (before
-its evaluation), while checkpoint 40's shards are being written, and just after
-checkpoint 40 is listed. Its last checkpoint's every tensor and its evaluation
-history equal those of a run never killed, made in another process: so two runs
-of the same config and seed are bit-identical too.
+its evaluation), while checkpoint 40's shards are being written, just after
+checkpoint 40 is listed, and twice while the serving SavedModel is written at
+the end (as its folder appears, and once its variables are on disk). Its last
+checkpoint's every tensor, its evaluation history and its export (variables and
+export_info.json) equal those of a run never killed, made in another process:
+so two runs of the same config and seed are bit-identical too.
 """
 
 import os
 import subprocess
+import time
 
 import numpy as np
 import subprocesses
@@ -27,6 +30,7 @@ Trainer.keep_checkpoints = 2
 Trainer.eval_every = 20
 Trainer.eval_bleu_examples = 4
 Trainer.log_every = 10
+Trainer.export_at_end = True
 transformer.dropout = 0.2
 make_optimizer.warmup_steps = 5
 """
@@ -41,38 +45,67 @@ def command(tmp, output_dir):
   return subprocesses.trainer_command(gin_file, output_dir, os.path.join(tmp, "data"))
 
 
+def read(*path):
+  with open(os.path.join(*path)) as f:
+    return f.read()
+
+
 def final_state(output_dir):
   """Every tensor of the run's newest checkpoint (weights, Adam slots, data position,
-  random state) and its evaluation history."""
+  random state), its evaluation history, its export's variables and export_info.json,
+  and what else lies beside the export."""
   path = tf.train.latest_checkpoint(os.path.join(output_dir, "checkpoints"))
-  with open(os.path.join(output_dir, "eval_history.csv")) as f:
-    history = f.read()
-  return os.path.basename(path), subprocesses.checkpoint_tensors(path), history
+  export = os.path.join(output_dir, "export")
+  return dict(
+    checkpoint=os.path.basename(path),
+    tensors=subprocesses.checkpoint_tensors(path),
+    history=read(output_dir, "eval_history.csv"),
+    export=subprocesses.checkpoint_tensors(os.path.join(export, "variables", "variables")),
+    export_info=read(export, "assets.extra", "export_info.json"),
+    folder=sorted(name for name in os.listdir(output_dir) if name.startswith("export")),
+  )
 
 
 def assert_same(a, b):
-  assert a[0] == b[0]
-  assert sorted(a[1]) == sorted(b[1])
-  for name in a[1]:
-    np.testing.assert_array_equal(a[1][name], b[1][name], err_msg=name)
-  assert a[2] == b[2]
+  for part in ("tensors", "export"):
+    assert sorted(a[part]) == sorted(b[part]), part
+    for name in a[part]:
+      np.testing.assert_array_equal(a[part][name], b[part][name], err_msg=name)
+  for part in ("checkpoint", "history", "export_info", "folder"):
+    assert a[part] == b[part], part
 
 
 def test_killed_three_times_then_rerun_ends_as_a_run_never_killed(tmp_path):
   tmp = str(tmp_path)
   subprocesses.run(command(tmp, os.path.join(tmp, "unbroken")))
   expected = final_state(os.path.join(tmp, "unbroken"))
-  # The check could fail: the evaluation history holds BLEU and losses at 3 steps.
-  assert expected[2].count("\n") == 4 and len(expected[1]) > 10
+  # The checks could fail: the evaluation history holds BLEU and losses at 3 steps, the
+  # export the model's weights at step 60 and nothing is left beside it.
+  assert expected["history"].count("\n") == 4 and len(expected["tensors"]) > 10
+  assert len(expected["export"]) > 10 and '"step": 60' in expected["export_info"]
+  assert expected["folder"] == ["export"]
 
   output_dir = os.path.join(tmp, "killed")
   checkpoints = os.path.join(output_dir, "checkpoints")
+  export_tmp = os.path.join(output_dir, "export.tmp")
+
+  def written_since_launch(path):
+    return os.path.exists(path) and os.path.getmtime(path) >= launched[0]
+
+  launched = [0.0]
   kill_points = [
     ("ckpt-20", lambda: subprocesses.listed(checkpoints, "ckpt-20")),
     ("ckpt-20", lambda: os.path.exists(os.path.join(checkpoints, "ckpt-40_temp"))),
     ("ckpt-40", lambda: subprocesses.listed(checkpoints, "ckpt-40")),
+    ("ckpt-60", lambda: os.path.exists(export_tmp)),
+    # The first export's leftovers are still there when the rerun starts.
+    (
+      "ckpt-60",
+      lambda: written_since_launch(os.path.join(export_tmp, "variables", "variables.index")),
+    ),
   ]
   for newest, seen in kill_points:
+    launched[0] = time.time()
     process = subprocess.Popen(
       command(tmp, output_dir),
       env=subprocesses.environment(),
