@@ -39,11 +39,10 @@ stream, replayed in turn, so that XLA (which compiles once per batch shape)
 is timed on shapes it has compiled; the first call of each shape (tracing
 plus, under XLA, compiling) is shown apart. Rows: float32, mixed_bfloat16,
 jit_compile=True (for the latent model also bottleneck_args
-{'jit_compile': True}). The latent quickstart seeds its codebook from the
-first batch and restarts dead codes; both draw rows with a stateless shuffle,
-which XLA may refuse: a row that fails says so with its error, and the latent
+{'jit_compile': True}). A row that fails says so with its error. The latent
 model also gets float32 and XLA rows with soft_em.init_from_first_batch =
-False and soft_em.dead_code_restart_steps = 0.
+False and soft_em.dead_code_restart_steps = 0 (at 6e4c4d4 the rows they seed
+from were drawn by a StatelessShuffle, which XLA refused; now by an argsort).
 
 tokens/s: target tokens of the global batch (the step's "items") / the step's
 time, the median over the timed steps; ms/step likewise.

@@ -681,6 +681,36 @@ def test_dead_code_restart(rng):
   assert np.all(np.abs(off.codebook.numpy()[3:]) > 20)
 
 
+def test_first_batch_init_and_restart_compile_whole_under_xla(rng):
+  """The whole training call under XLA (as Trainer.jit_compile runs it): the codes are
+  seeded from kept rows only, 16 distinct ones of 40, then restarted from kept rows."""
+  dim, k = 4, 16
+  x = rng.standard_normal((4, 10, dim)).astype(np.float32)
+  mask = np.zeros((4, 10), bool)
+  mask.flat[rng.permutation(40)[:20]] = True
+  layer = make_layer(
+    dim,
+    codebook_size=k,
+    decay=1.0,
+    init_from_first_batch=True,
+    dead_code_restart_steps=1,
+    jit_compile=True,
+  )
+  step = tf.function(lambda x, m: layer(x, training=True, mask=m).quantized, jit_compile=True)
+  step(x, mask)
+  seeded = layer.codebook.numpy()
+  assert all(_is_row_of(c, x[mask]) for c in seeded)
+  assert len(np.unique(seeded, axis=0)) == k
+  # One kept row left: every code but the one chosen is dead after 1 step and restarted
+  # from that row.
+  one = np.zeros((4, 10), bool)
+  one[2, 3] = True
+  step(x + 100.0, one)
+  restarted = layer.codebook.numpy()
+  assert sum(_is_row_of(c, x[one] + 100.0) for c in restarted) == k - 1
+  assert np.all(np.isfinite(restarted))
+
+
 # ----------------------------------------------------------------------------
 # Bad input
 # ----------------------------------------------------------------------------

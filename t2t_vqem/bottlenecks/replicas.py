@@ -76,18 +76,23 @@ def broadcast_from_first_with_data(ctx, value, has_data):
 def sample_rows(x, keep, num, seed):
   """`num` random kept rows of x [N, D], without replacement while there are enough.
 
-  The rows are a stateless shuffle of the kept ones from `seed` (int32 [2], e.g.
-  `next_seed`); under a strategy each replica picks from its own rows, and
-  `broadcast_from_first_with_data` makes them agree.
+  The kept rows come in a random order from `seed` (int32 [2], e.g. `next_seed`):
+  the argsort of one uniform key per row, the rows not kept keyed last. Every shape
+  is static, so XLA compiles it. Under a strategy each replica picks from its own
+  rows, and `broadcast_from_first_with_data` makes them agree.
 
   Returns:
     (rows [num, D], has_data scalar bool); rows are 0 when no row is kept
     (also when x has no row).
   """
   n_all = tf.shape(x)[0]
-  kept = tf.range(n_all) if keep is None else tf.cast(tf.where(keep)[:, 0], tf.int32)
-  n = tf.size(kept)
-  order = tf.concat([tf.random.experimental.stateless_shuffle(kept, seed), [n_all]], axis=0)
+  keys = tf.random.stateless_uniform([n_all], seed)  # in [0, 1)
+  if keep is None:
+    n = n_all
+  else:
+    keys = tf.where(keep, keys, 2.0)
+    n = tf.reduce_sum(tf.cast(keep, tf.int32))
+  order = tf.concat([tf.argsort(keys), [n_all]], axis=0)
   padded = tf.concat([x, tf.zeros([1, tf.shape(x)[1]], x.dtype)], axis=0)  # row n_all: 0
-  pick = tf.where(n > 0, tf.range(num) % tf.maximum(n, 1), n)
+  pick = tf.where(n > 0, tf.range(num) % tf.maximum(n, 1), n_all)
   return tf.gather(padded, tf.gather(order, pick)), n > 0
