@@ -18,11 +18,11 @@ repetition in interleaved order: step A, step B, bottleneck A, bottleneck B
 (A = XLA or op, B = graph ops or TF ops), then the pairs swapped in the next
 repetition (so the two whole steps always run side by side in time):
 
-  1. step, A:      the Trainer's own training step (Trainer._distributed_train_step
-                   -> _replica_train_step, the Trainer's methods themselves:
+  1. step, A:      the Trainer's own training step (t2t_vqem.train.steps.Steps.train_step;
+                   on the old tree the Trainer's _distributed_train_step):
                    model.loss_terms forward, the losses, tape gradients,
                    optimizer.apply_gradients; the bottleneck's EMA assigns run
-                   inside its training call), one tf.function with the
+                   inside its training call; one tf.function with the
                    Trainer's input signature, default strategy (one device),
                    on one fixed batch;
   2. step, B:      the same with the other variant;
@@ -124,20 +124,16 @@ else:
   VARIANTS, PATH_ATTR = ("XLA", "graph ops"), "jit_compile"
 
 
-class TrainStep:
-  """The Trainer's own train-step methods on a given model, optimizer and problem.
-
-  The methods are Trainer's (not copies), so what is timed is the trainer's
-  step: strategy.run of _replica_train_step, then the SUM reduce.
-  """
-
-  _global_mean = trainer_lib.Trainer._global_mean  # pylint: disable=protected-access
-  _replica_train_step = trainer_lib.Trainer._replica_train_step  # pylint: disable=protected-access
-  _distributed_train_step = trainer_lib.Trainer._distributed_train_step  # pylint: disable=protected-access
-
-  def __init__(self, model, optimizer, problem):
-    self.model, self.optimizer, self.problem = model, optimizer, problem
-    self.strategy = tf.distribute.get_strategy()
+def old_train_step(model, optimizer, problem):
+  """The old tree's Trainer step methods themselves (not copies) on this model:
+  strategy.run of _replica_train_step, then the SUM reduce."""
+  holder = types.SimpleNamespace(
+    model=model, optimizer=optimizer, problem=problem, strategy=tf.distribute.get_strategy()
+  )
+  trainer = trainer_lib.Trainer
+  for name in ("_global_mean", "_replica_train_step", "_distributed_train_step"):
+    setattr(holder, name, getattr(trainer, name).__get__(holder))
+  return holder._distributed_train_step  # pylint: disable=protected-access
 
 
 def build_model(model_name, problem, variant, seed):
@@ -157,11 +153,16 @@ def build_model(model_name, problem, variant, seed):
 
 
 def build(model_name, problem, variant, seed):
-  """(model, TrainStep holder) as the Trainer builds them."""
+  """(model, its training step function) as the Trainer builds them: on the new tree
+  t2t_vqem.train.steps.Steps.train_step, on the old tree the Trainer's own methods."""
   model = build_model(model_name, problem, variant, seed)
   optimizer = schedule.make_optimizer()
   optimizer.build(model.trainable_variables)
-  return model, TrainStep(model, optimizer, problem)
+  if vq_kernel is not None:
+    return model, old_train_step(model, optimizer, problem)
+  from t2t_vqem.train import steps as steps_lib  # pylint: disable=import-outside-toplevel
+
+  return model, steps_lib.Steps(tf.distribute.get_strategy(), model, optimizer, problem).train_step
 
 
 def paper_problem(vocab_size):
@@ -324,11 +325,8 @@ def measure(name, args, reps):
   signature = [tf.nest.map_structure(lambda t: tf.TensorSpec([None] + t.shape[1:], t.dtype), batch)]
   fns, models = {}, {}
   for v in VARIANTS:
-    models[v], holder = build(model_name, problem, v, args.seed)
-    fns["step " + v] = (
-      tf.function(holder._distributed_train_step, input_signature=signature),  # pylint: disable=protected-access
-      (batch,),
-    )
+    models[v], train_step = build(model_name, problem, v, args.seed)
+    fns["step " + v] = (tf.function(train_step, input_signature=signature), (batch,))
   # The real z_e of this batch (from the first model's encoder, before any step).
   z_e, mask = bottleneck_input(models[VARIANTS[0]], batch)
   for v in VARIANTS:
