@@ -33,13 +33,13 @@ import functools
 import html
 import math
 import os
-import random
 import re
 import subprocess
 import tempfile
 
 from absl import app
 from absl import flags
+import corpus_splits
 from pysword.modules import SwordModules
 
 PACKAGES = {"en": "sword-text-web", "es": "sword-text-sparv"}
@@ -181,20 +181,9 @@ def main(_):
     first.setdefault(source, target)
   pairs = list(first.items())
   print(f"without repeated sources: {len(pairs)}")
-  random.Random(FLAGS.seed).shuffle(pairs)
-  dev_size = min(FLAGS.dev_size, len(pairs) // 10)
-  test_size = min(FLAGS.test_size, len(pairs) // 10)
-  splits = {
-    "dev": pairs[:dev_size],
-    "test": pairs[dev_size : dev_size + test_size],
-    "train": pairs[dev_size + test_size :],
-  }
-  os.makedirs(FLAGS.output_dir, exist_ok=True)
-  for name, split in splits.items():
-    path = os.path.join(FLAGS.output_dir, f"{name}.tsv")
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-      f.writelines(f"{source}\t{target}\n" for source, target in split)
-    os.replace(path + ".tmp", path)
+  splits = corpus_splits.write_splits(
+    pairs, FLAGS.output_dir, FLAGS.dev_size, FLAGS.test_size, FLAGS.seed
+  )
   for side, name in enumerate(["en", "es"]):
     words = sum(len(p[side].split()) for p in pairs) / len(pairs)
     print(f"{name}: {words:.1f} words a verse on average")

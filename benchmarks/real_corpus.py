@@ -24,13 +24,13 @@ and writes OUTPUT_DIR/{train,dev,test}.tsv as `source<TAB>target` lines.
 
 import gzip
 import os
-import random
 import re
 import subprocess
 import tempfile
 
 from absl import app
 from absl import flags
+import corpus_splits
 
 PACKAGE = "trans-de-en"
 DATA_PATH = "usr/share/trans/de-en"
@@ -112,18 +112,9 @@ def main(_):
   if FLAGS.source_lang == "en":
     pairs = [(en, de) for de, en in pairs]
   pairs = sorted(set(pairs))
-  random.Random(FLAGS.seed).shuffle(pairs)
-  dev_size = min(FLAGS.dev_size, len(pairs) // 10)
-  test_size = min(FLAGS.test_size, len(pairs) // 10)
-  splits = {
-    "dev": pairs[:dev_size],
-    "test": pairs[dev_size : dev_size + test_size],
-    "train": pairs[dev_size + test_size :],
-  }
-  os.makedirs(FLAGS.output_dir, exist_ok=True)
-  for name, split in splits.items():
-    with open(os.path.join(FLAGS.output_dir, f"{name}.tsv"), "w", encoding="utf-8") as f:
-      f.writelines(f"{source}\t{target}\n" for source, target in split)
+  splits = corpus_splits.write_splits(
+    pairs, FLAGS.output_dir, FLAGS.dev_size, FLAGS.test_size, FLAGS.seed
+  )
   target_lang = {"en": "de", "de": "en"}[FLAGS.source_lang]
   words = sum(len(s.split()) + len(t.split()) for s, t in pairs) / (2 * len(pairs))
   print(f"package: {PACKAGE} {version} (Ding dictionary {header.get('Version', '?')})")
