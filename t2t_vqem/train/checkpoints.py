@@ -47,7 +47,7 @@ def listed(directory):
   paths = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
   if state.model_checkpoint_path not in paths:
     paths.append(state.model_checkpoint_path)
-  paths = [p if os.path.isabs(p) else os.path.join(directory, p) for p in paths]
+  # get_checkpoint_state has already joined relative entries to `directory`.
   return sorted(set(paths), key=_number, reverse=True)
 
 
