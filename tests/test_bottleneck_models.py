@@ -39,6 +39,7 @@ latent_transformer.num_heads = 2
 latent_transformer.filter_size = 32
 latent_transformer.dropout = 0.0
 latent_transformer.compress_steps = 1
+latent_transformer.residual_convs = 1
 latent_transformer.mask_startup_steps = 0
 latent_transformer.latent_loss_start_step = 0
 latent_transformer.latent_layers = 1

@@ -5,9 +5,11 @@ translations are those known targets; bad inputs answered, not crashed on."""
 
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
+import threading
 
 import gin
 import numpy as np
@@ -69,44 +71,113 @@ latent_transformer_em.compress_output_norm = True
 latent_transformer_em.latent_loss_start_step = 0
 """
 
-# Runs in a fresh interpreter: t2t_vqem is made unimportable, only tensorflow and
-# tensorflow_text are imported. Reads [[signature, {arg: value}], ...] on stdin,
-# prints the signature names and, per request, the outputs or the error message.
+# Runs in an interpreter of its own, started once for the module (starting one
+# costs an import of tensorflow): t2t_vqem is made unimportable, only tensorflow and
+# tensorflow_text are imported. Reads one request a line, [kind, export_dir,
+# [[signature, {arg: value}], ...]]: loads that export anew and answers with one
+# line, REPLY and then the signature names and, per request, the outputs or the
+# error message ("text" exports: strings, and codes as int32; "images": [value,
+# dtype name] arguments, outputs with their shapes).
 SERVE = r"""
 import json, sys
 sys.modules["t2t_vqem"] = None  # any import of t2t_vqem would now fail
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the tf.text ops)
-served = tf.saved_model.load(sys.argv[1])
-results = []
-for name, kwargs in json.load(sys.stdin):
-  args = {k: tf.constant(v, tf.int32 if k == "codes" else tf.string,
-                         shape=[0, 0] if k == "codes" and not v else None)
-          for k, v in kwargs.items()}
-  try:
-    out = served.signatures[name](**args)
-  except tf.errors.InvalidArgumentError as e:
-    results.append({"error": e.message})
-    continue
-  results.append({k: [t.decode("utf-8") for t in v.numpy()] if v.dtype == tf.string
-                  else v.numpy().tolist() for k, v in out.items()})
-print(json.dumps({"signatures": sorted(served.signatures), "results": results,
-                  "t2t_vqem_loaded": [m for m in sys.modules
-                                      if m.startswith("t2t_vqem") and sys.modules[m]]}))
+
+
+def text(served, requests):
+  results = []
+  for name, kwargs in requests:
+    args = {k: tf.constant(v, tf.int32 if k == "codes" else tf.string,
+                           shape=[0, 0] if k == "codes" and not v else None)
+            for k, v in kwargs.items()}
+    try:
+      out = served.signatures[name](**args)
+    except tf.errors.InvalidArgumentError as e:
+      results.append({"error": e.message})
+      continue
+    results.append({k: [t.decode("utf-8") for t in v.numpy()] if v.dtype == tf.string
+                    else v.numpy().tolist() for k, v in out.items()})
+  return results
+
+
+def images(served, requests):
+  results = []
+  for name, kwargs in requests:
+    try:
+      args = {k: tf.constant(v, dtype) for k, (v, dtype) in kwargs.items()}
+      out = served.signatures[name](**args)
+      results.append({k: {"shape": v.shape.as_list(), "value": v.numpy().tolist()}
+                      for k, v in out.items()})
+    except (tf.errors.InvalidArgumentError, TypeError, ValueError) as e:
+      results.append({"error": type(e).__name__ + ": " + str(e)[:300]})
+  return results
+
+
+for line in sys.stdin:
+  kind, export_dir, requests = json.loads(line)
+  served = tf.saved_model.load(export_dir)
+  results = {"text": text, "images": images}[kind](served, requests)
+  print(REPLY + json.dumps({"signatures": sorted(served.signatures), "results": results,
+                            "t2t_vqem_loaded": [m for m in sys.modules
+                                                if m.startswith("t2t_vqem") and sys.modules[m]]}),
+        flush=True)
 """
+REPLY = "served: "
 
 
-def serve(export_dir, requests):
-  result = subprocess.run(
-    [sys.executable, "-c", SERVE, export_dir],
-    input=json.dumps(requests),
-    capture_output=True,
-    text=True,
-    timeout=300,
-    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-  )
-  assert result.returncode == 0, result.stderr[-3000:]
-  return json.loads(result.stdout.strip().splitlines()[-1])
+class Server:
+  """The SERVE process: started on the first request, then kept (module fixture)."""
+
+  def __init__(self, tmp):
+    self.stderr_path, self.process = tmp / "serve.stderr", None
+
+  def __call__(self, export_dir, requests, kind="text"):
+    if self.process is None or self.process.poll() is not None:
+      self.stderr = open(self.stderr_path, "w")  # closed by close()
+      self.process = subprocess.Popen(
+        [sys.executable, "-c", f"REPLY = {REPLY!r}\n" + SERVE],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=self.stderr,
+        text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+      )
+      self.lines = queue.Queue()
+      threading.Thread(target=self._read, args=(self.process, self.lines), daemon=True).start()
+    self.process.stdin.write(json.dumps([kind, str(export_dir), requests]) + "\n")
+    self.process.stdin.flush()
+    while True:
+      try:
+        line = self.lines.get(timeout=300)
+      except queue.Empty:
+        line = None
+      if line is None:  # the process ended (or hangs): no answer
+        self.close()
+        raise AssertionError(self.stderr_path.read_text()[-3000:])
+      if line.startswith(REPLY):
+        return json.loads(line[len(REPLY) :])
+
+  @staticmethod
+  def _read(process, lines):
+    for line in process.stdout:
+      lines.put(line)
+    lines.put(None)
+
+  def close(self):
+    if self.process is not None:
+      self.process.kill()
+      self.process.wait()
+      self.stderr.close()
+      self.process = None
+
+
+@pytest.fixture(scope="module")
+def serve(tmp_path_factory):
+  """serve(export_dir, requests, kind="text"): the SERVE process's answer."""
+  server = Server(tmp_path_factory.mktemp("serve"))
+  yield server
+  server.close()
 
 
 def train_and_export(tmp, config, steps, export_at_end):
@@ -155,7 +226,7 @@ def latent_export(tmp_path_factory):
   )
 
 
-def test_transformer_export_serves_the_known_translations(transformer_export):
+def test_transformer_export_serves_the_known_translations(transformer_export, serve):
   _, _, export_dir = transformer_export
   out = serve(
     export_dir,
@@ -178,7 +249,7 @@ def test_transformer_export_serves_the_known_translations(transformer_export):
   assert none == []
 
 
-def test_latent_export_translates_encodes_and_decodes_codes(latent_export):
+def test_latent_export_translates_encodes_and_decodes_codes(latent_export, serve):
   trainer, server, export_dir = latent_export
   model = trainer.model
   assert texts(server.translate(tf.constant(SOURCES))["translations"]) == TARGETS
@@ -291,7 +362,7 @@ def test_exporter_cli(transformer_export, tmp_path):
 
 
 @pytest.mark.parametrize("vocab_type", ["sentencepiece", "wordpiece"])
-def test_either_vocab_type_serves_what_the_model_decodes(tmp_path, vocab_type):
+def test_either_vocab_type_serves_what_the_model_decodes(tmp_path, vocab_type, serve):
   """An untrained tiny transformer, exported with each vocabulary type and moved:
   served without t2t_vqem, its translations are the ones decoded in process."""
   tsv = tmp_path / "pairs.tsv"
@@ -349,27 +420,8 @@ image_vqvae_em.prior_filter_size = 16
 image_vqvae_em.prior_block_length = 16
 """
 
-# As SERVE, for the image signatures: arguments are nested lists with a dtype name.
-SERVE_IMAGES = r"""
-import json, sys
-sys.modules["t2t_vqem"] = None
-import tensorflow as tf
-import tensorflow_text  # noqa: F401
-served = tf.saved_model.load(sys.argv[1])
-results = []
-for name, kwargs in json.load(sys.stdin):
-  try:
-    args = {k: tf.constant(v, dtype) for k, (v, dtype) in kwargs.items()}
-    out = served.signatures[name](**args)
-    results.append({k: {"shape": v.shape.as_list(), "value": v.numpy().tolist()}
-                    for k, v in out.items()})
-  except (tf.errors.InvalidArgumentError, TypeError, ValueError) as e:
-    results.append({"error": type(e).__name__ + ": " + str(e)[:300]})
-print(json.dumps({"signatures": sorted(served.signatures), "results": results}))
-"""
 
-
-def test_image_export_encodes_decodes_and_samples_without_t2t_vqem(tmp_path):
+def test_image_export_encodes_decodes_and_samples_without_t2t_vqem(tmp_path, serve):
   gin.clear_config()
   gin.parse_config(IMAGE)
   trainer = trainer_lib.Trainer(str(tmp_path / "run"), data_dir=str(tmp_path / "data"))
@@ -391,16 +443,8 @@ def test_image_export_encodes_decodes_and_samples_without_t2t_vqem(tmp_path):
     ["encode", {"images": [np.zeros([1, 16, 16, 3]).tolist(), "uint8"]}],
     ["encode", {"images": [np.zeros([1, 32, 32, 3]).tolist(), "float32"]}],
   ]
-  result = subprocess.run(
-    [sys.executable, "-c", SERVE_IMAGES, str(tmp_path / "run" / "export")],
-    input=json.dumps(requests),
-    capture_output=True,
-    text=True,
-    timeout=300,
-    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-  )
-  assert result.returncode == 0, result.stderr[-3000:]
-  served = json.loads(result.stdout.strip().splitlines()[-1])
+  served = serve(tmp_path / "run" / "export", requests, kind="images")
+  assert served["t2t_vqem_loaded"] == []
   assert served["signatures"] == ["decode", "encode", "sample", "serving_default"]
   got = served["results"]
   np.testing.assert_array_equal(got[0]["codes"]["value"], codes.numpy())

@@ -110,17 +110,18 @@ def test_the_chiefs_checkpoint_equals_one_process_on_the_same_global_batches(res
   )
   try:
     trainer = trainer_lib.Trainer(str(tmp_path), data_dir=os.path.join(tmp, "data"))
-    # Replica i gets worker i's batches: its share of the pairs, half the tokens.
+    # Replica i gets worker i's batches: its share of the pairs, half the tokens. Only
+    # the 4 batches trained on are made: no endless prefetching input pipelines are left
+    # running beside the step's tracing, or to be torn down after it.
     shares = [
-      iter(
-        trainer.problem.batches(
-          constants.TRAIN, 128, shuffle=True, repeat=True, seed=1, shard=(2, i)
-        )
-      )
+      trainer.problem.batches(
+        constants.TRAIN, 128, shuffle=True, repeat=True, seed=1, shard=(2, i)
+      ).take(4)
       for i in range(2)
     ]
-    for _ in range(4):
-      trainer.train_step([next(share) for share in shares])
+    for batches in zip(*shares):
+      trainer.train_step(list(batches))
+    assert trainer.step == 4
     trainer.save(4)
   finally:
     gin.clear_config()

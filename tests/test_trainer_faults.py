@@ -130,8 +130,9 @@ def test_a_nonfinite_step_within_train_is_skipped_and_not_counted(tmp_path, data
 
 
 def test_a_checkpoint_with_a_nonfinite_weight_is_never_written(tmp_path, data_dir):
+  # No step is trained: what is written (and refused) is the model and optimizer as they
+  # are, and training one step would only trace the step first.
   trainer = make_trainer(tmp_path, data_dir, "Trainer.keep_checkpoints = 1")
-  trainer.train_step(next(trainer.train_iterator))
   trainer.save(1)
   codebook = next(v for v in trainer.model.non_trainable_variables if "codebook" in v.path)
   codebook.assign(tf.tensor_scatter_nd_update(codebook, [[0, 0]], [np.inf]))
@@ -144,22 +145,33 @@ def test_a_checkpoint_with_a_nonfinite_weight_is_never_written(tmp_path, data_di
   assert checkpoints.unreadable(str(tmp_path / "checkpoints" / "ckpt-1")) is None
 
 
-def run_to(output_dir, data_dir, steps):
-  trainer = make_trainer(
-    output_dir, data_dir, f"Trainer.train_steps = {steps}", "Trainer.checkpoint_every = 2"
-  )
-  trainer.train()
-  return trainer
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-  """A 6-step run and a 4-step run (checkpoints 2 and 4) of the same config and seed."""
+  """A 6-step run (checkpoints 2, 4, 6) and what a 2-step and a 4-step run of the same
+  config and seed leave: copies of its output_dir taken as checkpoint 2 and 4 were
+  written, in root/"two" and root/"four" (the learning rate does not depend on
+  train_steps, so those runs' steps are its first ones)."""
   root = tmp_path_factory.mktemp("runs")
   data_dir = str(root / "data")
-  straight = state(run_to(root / "straight", data_dir, 6))
-  run_to(root / "four", data_dir, 4)
+  output_dir = root / "straight"
+  trainer = make_trainer(
+    output_dir, data_dir, "Trainer.train_steps = 6", "Trainer.checkpoint_every = 2"
+  )
+  save = trainer.save
+
+  def save_and_copy(step):
+    save(step)
+    if step in (2, 4):
+      shutil.copytree(output_dir, root / {2: "two", 4: "four"}[step])
+
+  trainer.save = save_and_copy
+  trainer.train()
+  assert trainer.step == 6
+  straight = state(trainer)
   gin.clear_config()
+  for name, newest in (("two", "ckpt-2"), ("four", "ckpt-4")):
+    listed = checkpoints.listed(str(root / name / "checkpoints"))
+    assert os.path.basename(listed[0]) == newest
   return root, data_dir, straight
 
 
@@ -189,25 +201,32 @@ def test_an_unreadable_newest_checkpoint_is_skipped_and_the_run_ends_the_same(
     np.testing.assert_array_equal(a, b)
 
 
-def test_no_readable_checkpoint_is_a_one_line_error(tmp_path, data_dir):
-  run_to(tmp_path, data_dir, 2)
-  os.remove(str(tmp_path / "checkpoints" / "ckpt-2.index"))
-  trainer = make_trainer(tmp_path, data_dir, "Trainer.train_steps = 4")
+def test_no_readable_checkpoint_is_a_one_line_error(tmp_path, runs):
+  root, data_dir, _ = runs
+  run = tmp_path / "run"
+  shutil.copytree(root / "two", run)  # a 2-step run: checkpoint 2 only
+  os.remove(str(run / "checkpoints" / "ckpt-2.index"))
+  trainer = make_trainer(run, data_dir, "Trainer.train_steps = 4")
   with pytest.raises(checkpoints.CheckpointError, match="no checkpoint in .* can be read: ckpt-2"):
     trainer.train()
 
 
-def test_load_run_falls_back_to_the_newest_readable_checkpoint(tmp_path, data_dir):
-  run_to(tmp_path, data_dir, 4)
-  os.remove(str(tmp_path / "checkpoints" / "ckpt-4.index"))
+def test_load_run_falls_back_to_the_newest_readable_checkpoint(tmp_path, runs):
+  root, data_dir, _ = runs
+  run = tmp_path / "run"
+  shutil.copytree(root / "four", run)  # a 4-step run: checkpoints 2 and 4
+  os.remove(str(run / "checkpoints" / "ckpt-4.index"))
   gin.clear_config()
-  _, _, path = trainer_lib.load_run(str(tmp_path), data_dir=data_dir)
+  _, _, path = trainer_lib.load_run(str(run), data_dir=data_dir)
   assert os.path.basename(path) == "ckpt-2"
 
 
 def tsv_trainer(output_dir, data_dir, train_path, dev_path):
+  """A Transformer (the data check is the model's no matter which) on translate_tsv."""
   gin.clear_config()
-  lines = [line for line in LATENT_EM.splitlines() if not line.startswith("translate_grammar")]
+  lines = [
+    line for line in tiny.TRANSFORMER.splitlines() if not line.startswith("translate_grammar")
+  ]
   gin.parse_config(
     "\n".join(lines).replace("translate_grammar_ende", "translate_tsv")
     + f"\ntranslate_tsv.vocab_size = 100\ntranslate_tsv.train_path = '{train_path}'"
