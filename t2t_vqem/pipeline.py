@@ -29,12 +29,10 @@ operative_config.gin the same way.
 """
 
 import os
-import platform
 import time
 
 from absl import logging
 import gin
-import tensorflow as tf
 
 from t2t_vqem import config
 from t2t_vqem import constants
@@ -118,13 +116,6 @@ def results_markdown(results):
       f"{results['throughput_rounds']} rounds."
     )
   return "\n".join(lines) + "\n"
-
-
-def _machine():
-  gpus = tf.config.list_logical_devices("GPU")
-  if gpus:
-    return f"{len(gpus)} GPU(s) visible, {platform.machine()}"
-  return f"CPU ({os.cpu_count()} cores, {platform.machine()})"
 
 
 @gin.configurable(denylist=["output_dir", "data_dir"])
@@ -437,7 +428,7 @@ class Pipeline:
       "throughput_batch_size": self.throughput_batch_size or None,
       "throughput_rounds": self.throughput_rounds,
       "teacher_beam_size": beam,
-      "machine": _machine(),
+      "machine": trainer_lib.machine(),
       "distill": info,
       "stages": stages,
     }

@@ -413,7 +413,7 @@ class Study:
       if name in stages:
         result["stage"] = stages[name]
       rows.append(result)
-    info = {"images": True, "problem": self.problem, "machine": pipeline_lib._machine()}
+    info = {"images": True, "problem": self.problem, "machine": trainer_lib.machine()}
     return dict(info, title=self.title, rows=rows)
 
   def _made_from(self, run_dir):
@@ -473,7 +473,7 @@ class Study:
       "latency_sentences": last["latency_sentences"],
       "teacher": self.has_teacher,
       "teacher_beam_size": self.pipeline.teacher_beam_size,
-      "machine": pipeline_lib._machine(),
+      "machine": trainer_lib.machine(),
       "distill": distill_lib.read_info(self.pipeline.distill_dir) if used_distill else None,
     }
     return results

@@ -1,11 +1,13 @@
 """Trainer: Gin wiring, checkpoint and exact resume, 2 replicas == 1 replica, bad output_dir."""
 
+import json
 import os
 import re
 
 import gin
 import numpy as np
 import pytest
+import tensorflow as tf
 import tiny
 
 from t2t_vqem import registry
@@ -138,6 +140,19 @@ def test_checkpoint_of_other_sizes_is_refused(tmp_path, data_dir):
   )
   with pytest.raises(trainer_lib.OutputDirError, match="does not match"):
     bigger.train()
+
+
+def test_run_info_records_the_machine_the_run_started_on_and_keeps_it(tmp_path, data_dir):
+  make_trainer(tmp_path, data_dir, "Trainer.train_steps = 1")
+  path = tmp_path / trainer_lib.RUN_INFO
+  started_on = json.loads(path.read_text())["started_on"]
+  assert f"{os.cpu_count()} cores" in started_on
+  assert started_on.endswith(f"TensorFlow {tf.__version__}")
+  # A resumed run (here: moved to another machine) keeps the record of where it began.
+  info = dict(json.loads(path.read_text()), started_on="elsewhere")
+  path.write_text(json.dumps(info))
+  make_trainer(tmp_path, data_dir, "Trainer.train_steps = 1")
+  assert json.loads(path.read_text())["started_on"] == "elsewhere"
 
 
 def test_load_run_builds_the_runs_model_and_gives_the_global_config_back(tmp_path, data_dir):

@@ -1,12 +1,14 @@
 """A run's folder: what it holds and checks, its evaluation history, loading it for inference.
 
 output_dir/run_info.json names the run's model and problem (and the problem's
-data fingerprint); eval_history.csv holds a row per evaluation (see Trainer);
+data fingerprint, and the machine it started on: training is bit-deterministic for a
+seed on one machine, not across CPUs); eval_history.csv holds a row per evaluation (see Trainer);
 checkpoints/ the checkpoints; operative_config.gin the Gin config it ran with.
 """
 
 import json
 import os
+import platform
 
 from absl import logging
 import gin
@@ -26,8 +28,25 @@ class OutputDirError(ValueError):
   """The output_dir holds a run that does not match the one asked for."""
 
 
+def machine():
+  """What a run computes on: the devices, CPU model and TensorFlow version, as a string."""
+  gpus = tf.config.list_logical_devices("GPU")
+  if gpus:
+    devices = f"{len(gpus)} GPU(s) visible, {platform.machine()}"
+  else:
+    devices = f"CPU ({os.cpu_count()} cores, {platform.machine()}"
+    try:
+      with open("/proc/cpuinfo", encoding="utf-8") as f:
+        names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:  # not Linux
+      names = []
+    devices += f", {names[0]})" if names else ")"
+  return f"{devices}, TensorFlow {tf.__version__}"
+
+
 def check_run_info(output_dir, info, write=True):
-  """Writes output_dir/run_info.json (when `write`), or checks that it matches `info`."""
+  """Writes output_dir/run_info.json (when `write`), with the machine it starts on,
+  or checks that an existing one names the model and problem of `info`."""
   path = os.path.join(output_dir, RUN_INFO)
   if os.path.exists(path):
     found = files.read_json(path)
@@ -40,7 +59,7 @@ def check_run_info(output_dir, info, write=True):
         )
     return
   if write:
-    files.write_json(path, info)
+    files.write_json(path, dict(info, started_on=machine()))
 
 
 def check_run_data(output_dir, fingerprint, write=True):

@@ -38,7 +38,7 @@ RUN_INFO, TEST_RESULTS, OutputDirError = (
   run_dir.TEST_RESULTS,
   run_dir.OutputDirError,
 )
-check_run_info, load_run = run_dir.check_run_info, run_dir.load_run
+check_run_info, load_run, machine = run_dir.check_run_info, run_dir.load_run, run_dir.machine
 random_states = checkpoints.random_states
 write_eval_history, truncate_eval_history = (
   run_dir.write_eval_history,
