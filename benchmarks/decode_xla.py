@@ -13,6 +13,12 @@ with and without XLA, XLA's own gain per decoder, and the share of sentences
 whose output XLA leaves unchanged.
 
   python benchmarks/decode_xla.py --pipeline_dir=runs/quickstart --sentences=200
+
+A pipeline that used another run's teacher (Pipeline.teacher_dir) names it with
+--teacher_dir:
+
+  python benchmarks/decode_xla.py --pipeline_dir=runs/bible_nc2_8k_alpha1 \
+    --teacher_dir=runs/bible_levers/teacher --sentences=100
 """
 
 import json
@@ -29,6 +35,7 @@ from t2t_vqem import speed
 from t2t_vqem.train import trainer as trainer_lib
 
 flags.DEFINE_string("pipeline_dir", None, "A finished em_distill_quickstart.gin run.")
+flags.DEFINE_string("teacher_dir", None, "The teacher's run (default: PIPELINE_DIR/teacher).")
 flags.DEFINE_integer("sentences", 200, "Test sentences timed at batch size 1.")
 flags.DEFINE_integer("pad", 8, "Sources are padded to a multiple of this many subwords.")
 FLAGS = flags.FLAGS
@@ -36,7 +43,9 @@ FLAGS = flags.FLAGS
 
 def main(_):
   config_lib.register_everything()
-  problem, teacher, _ = trainer_lib.load_run(os.path.join(FLAGS.pipeline_dir, "teacher"))
+  problem, teacher, _ = trainer_lib.load_run(
+    FLAGS.teacher_dir or os.path.join(FLAGS.pipeline_dir, "teacher")
+  )
   _, student, _ = trainer_lib.load_run(os.path.join(FLAGS.pipeline_dir, "student"))
   fns = {}
   for xla in (False, True):
