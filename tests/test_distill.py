@@ -123,13 +123,13 @@ def run_distill(teacher, out_dir, **kwargs):
   )
 
 
-def search_outputs(model, vocab, sources, beam_size):
+def search_outputs(model, vocab, sources, beam_size, alpha=None):
   """The model's own search on every source, as text: one batch in the given order
   (a row's result does not depend on the others: test_transformer), so none of
   distill's or the pipeline's length sorting, batching or sharding."""
   rows = [ids + [vocab_lib.EOS_ID] for ids in vocab.tokenize(tf.constant(sources)).to_list()]
   inputs = tf.ragged.constant(rows, dtype=tf.int32).to_tensor()  # PAD = 0
-  ids = tf.function(lambda x: model.decode(x, beam_size=beam_size))(inputs)
+  ids = tf.function(lambda x: model.decode(x, beam_size=beam_size, alpha=alpha))(inputs)
   return [text.decode("utf-8") for text in vocab.detokenize(ids).numpy()]
 
 
@@ -179,6 +179,27 @@ def test_one_target_per_training_source_and_info(tmp_path, teacher, data_dir):
   assert served == pairs
   gold_dev = grammar.generate_pairs("dev", seed=1234, num_train=NUM_TRAIN, num_eval=12)
   assert problem.sources_and_references("dev") == tuple(map(list, zip(*gold_dev)))
+
+
+def test_pipeline_distills_with_the_length_penalty_of_distill_alpha(tmp_path, teacher, data_dir):
+  run_dir, model, vocab, _ = teacher
+  pipeline = pipeline_lib.Pipeline(
+    str(tmp_path),
+    data_dir=data_dir,
+    teacher_gin=TEACHER,
+    student_gin=STUDENT,
+    shared_gin=PROBLEM,
+    teacher_dir=run_dir,
+    distill_beam_size=2,
+    distill_alpha=3.0,
+  )
+  info = pipeline.distill()
+  assert info["complete"] and info["alpha"] == 3.0 and model.alpha == 0.6
+  targets = [t for _, t in distill_lib.read_pairs(pipeline.distill_dir)]
+  # The teacher's beam 2 with alpha 3.0, decoded here; its own alpha gives other outputs.
+  longer = search_outputs(model, vocab, grammar_sources(), beam_size=2, alpha=3.0)
+  assert targets == [" ".join(t.split()) for t in longer]
+  assert longer != search_outputs(model, vocab, grammar_sources(), beam_size=2)
 
 
 def test_resume_after_interruption_gives_the_same_data(tmp_path, teacher):
