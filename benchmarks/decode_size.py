@@ -8,7 +8,7 @@ decoding outputs of fixed lengths:
   quickstart  em_distill_quickstart.gin's teacher and student (hidden 128, 2 layers),
               vocabulary --quickstart_vocab (the quickstart's 2000);
   paper       em_distill.gin's teacher (Transformer base: hidden 512, 6 layers, filter
-              2048) and student (hidden 512, 6 layers, n_c 3), vocabulary --paper_vocab
+              2048) and student (hidden 512, 6 layers, filter 4096, n_c 3), vocabulary --paper_vocab
               (translate_ende_wmt's 32000).
 
 For each length T in --lengths (multiples of 8), the source is T random subwords (EOS
