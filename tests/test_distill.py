@@ -491,7 +491,7 @@ def test_quickstart_students_warm_start_parts_match_its_teachers():
       models[stage](features, training=False)
       if stage == "student":
         parts = gin.query_parameter("Trainer.warm_start_parts")
-  assert len(parts) == 4
+  assert len(parts) == 3
   copied = warm_start.copy_parts(models["student"], models["teacher"], parts)
   assert copied > 0
   for mine, theirs in parts:
