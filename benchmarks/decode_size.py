@@ -8,17 +8,17 @@ decoding outputs of fixed lengths:
   quickstart  em_distill_quickstart.gin's teacher and student (hidden 128, 2 layers),
               vocabulary --quickstart_vocab (the quickstart's 2000);
   paper       em_distill.gin's teacher (Transformer base: hidden 512, 6 layers, filter
-              2048) and student (hidden 512, 6 layers, filter 4096, n_c 3), vocabulary --paper_vocab
-              (translate_ende_wmt's 32000).
+              2048) and student (hidden 512, 6 layers, filter 4096, n_c 3),
+              vocabulary --paper_vocab (translate_ende_wmt's 32000).
 
 For each length T in --lengths (multiples of 8), the source is T random subwords (EOS
 last) and both models decode exactly T target positions: `transformer.max_decode_extra`
 and `latent_transformer_em.max_decode_extra` are 0, so a row's limit is its source
 length, and `search.end_at_limit` is wrapped so that EOS (END for the latent predictor)
-is forbidden before the limit, as it already forces it at the limit. Greedy then takes T
-cached steps, the student T / 8 latent steps plus END and one parallel pass over T
-positions (both checked on the outputs). The wrapper is one `tf.where` per step, the same
-in both searches.
+is forbidden before the limit (its own `forbid_before`, set to the limit), as it already
+forces it at the limit. Greedy then takes T cached steps, the student T / 8 latent steps
+plus END and one parallel pass over T positions (both checked on the outputs). The
+forbidding is one `tf.where` per step, the same in both searches.
 
 Greedy and the student are each timed as a plain tf.function and compiled by XLA
 (`decode.decode_function`, as t2t_vqem-decoder --jit_compile does), the four in turn,
@@ -49,6 +49,7 @@ from t2t_vqem import constants  # noqa: E402
 from t2t_vqem import decode  # noqa: E402
 from t2t_vqem import registry  # noqa: E402
 from t2t_vqem import search  # noqa: E402
+from t2t_vqem.train import run_dir  # noqa: E402
 
 SIZES = {"quickstart": "em_distill_quickstart.gin", "paper": "em_distill.gin"}
 NO_EXTRA = ["transformer.max_decode_extra = 0", "latent_transformer_em.max_decode_extra = 0"]
@@ -56,11 +57,9 @@ _end_at_limit = search.end_at_limit
 
 
 def end_only_at_limit(logits, step, limit, eos_id, forbid_before=None):
-  """search.end_at_limit with eos_id forbidden at every step before the limit's."""
+  """search.end_at_limit with eos_id forbidden at every step before each row's limit."""
   del forbid_before  # forbidden up to the limit instead
-  is_eos = tf.equal(tf.range(tf.shape(logits)[-1]), eos_id)[None, :]
-  early = tf.logical_and(is_eos, (step < limit - 1)[:, None])
-  return _end_at_limit(tf.where(early, -search.INF, logits), step, limit, eos_id)
+  return _end_at_limit(logits, step, limit, eos_id, forbid_before=(limit - 1)[:, None])
 
 
 def build(items, vocab_size, seed):
@@ -139,13 +138,10 @@ def main():
   args = parser.parse_args()
   config_lib.register_everything()
   vocab = {"quickstart": args.quickstart_vocab, "paper": args.paper_vocab}
-  results = {"machine": None, "sizes": {}}
+  results = {"machine": run_dir.machine(), "sizes": {}}
   with mock.patch.object(search, "end_at_limit", end_only_at_limit):
     for size in args.sizes:
       results["sizes"][size] = one_size(size, vocab[size], args.lengths, args.reps, args.seed)
-  from t2t_vqem.train import run_dir  # noqa: PLC0415
-
-  results["machine"] = run_dir.machine()
   print(json.dumps(results, indent=1))
   if args.output:
     with open(args.output, "w", encoding="utf-8") as f:
